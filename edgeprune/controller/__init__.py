@@ -1,0 +1,22 @@
+"""The controller: the policy contract, the built-in policies and the contract checker.
+
+Pure objects only: nothing here imports SimPy, asyncio, torch or reads a clock (see ``contract.py``).
+"""
+
+from edgeprune.controller.contract import Levels, Observation, OracleView, PipelineCurves, Policy, StageObs
+from edgeprune.controller.registry import PolicyKind, PolicySpec, kinds, make_policy, policy_from_table, register
+
+__all__ = [
+    "Levels",
+    "Observation",
+    "OracleView",
+    "PipelineCurves",
+    "Policy",
+    "PolicyKind",
+    "PolicySpec",
+    "StageObs",
+    "kinds",
+    "make_policy",
+    "policy_from_table",
+    "register",
+]

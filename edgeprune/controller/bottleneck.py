@@ -1,0 +1,160 @@
+"""``bottleneck``: our reading of the paper's adaptive algorithm.
+
+Every period, per stage:
+
+1. **Environment factor** ``f_k`` = observed / profiled service time (``busy_s / nominal_s``), smoothed by an
+   EWMA.  It captures heat, co-located load or a slower node without knowing the cause.
+2. **Arrival rate**, burst-aware: the larger of a fast and a slow EWMA of the per-period rate, so a burst is
+   seen within one period and a lull does not immediately drop the estimate.
+3. **Service-time budget** ``b_k`` implied by the rate and the SLO: the stage must keep utilisation under
+   ``target_utilization`` at the rate it must sustain (arrivals plus draining its backlog within
+   ``drain_horizon_s``), and its M/M/1-style sojourn ``s / (1 - rho)`` must fit its share of the SLO left
+   after the network hops.
+4. **Least pruning that fits**: the smallest level ``l`` with ``f_k * latency_s[k][l] <= b_k``
+   (up to ``max_level``; the largest allowed level if none fits).
+5. **Accuracy floor**: while the vector's estimated accuracy is below ``min_accuracy``, relax the stage whose
+   relaxation costs the least latency relative to its budget.
+6. **Hysteresis**: prune immediately; relax a stage only after ``cooldown_s`` in which a lower level kept
+   fitting with margin ``relax_margin``, and then only to the highest level wanted during the cool-down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from edgeprune.config import spec_field
+from edgeprune.controller.contract import Levels, Observation, PipelineCurves
+from edgeprune.controller.registry import PolicyKind, register
+
+__all__ = ["BottleneckParams", "BottleneckPolicy"]
+
+
+@dataclass(frozen=True)
+class BottleneckParams:
+    """Parameters of ``kind = "bottleneck"``."""
+
+    period_s: float = spec_field(default=1.0, gt=0, doc="control period")
+    min_accuracy: float | None = spec_field(default=None, gt=0, le=1, doc="accuracy floor (needs profile accuracy)")
+    max_level: int | None = spec_field(default=None, ge=0, doc="highest level the policy may choose")
+    target_utilization: float = spec_field(default=0.8, gt=0, lt=1, doc="utilisation cap per stage")
+    drain_horizon_s: float | None = spec_field(default=None, gt=0, doc="clear a backlog within (default: SLO)")
+    cooldown_s: float = spec_field(default=10.0, ge=0, doc="time a lower level must keep fitting before relaxing")
+    relax_margin: float = spec_field(default=0.85, gt=0, le=1, doc="a lower level must fit within margin x budget")
+    factor_alpha: float = spec_field(default=0.5, gt=0, le=1, doc="EWMA weight of the newest environment factor")
+    rate_alpha_fast: float = spec_field(default=0.6, gt=0, le=1, doc="EWMA weight, fast arrival-rate estimate")
+    rate_alpha_slow: float = spec_field(default=0.05, gt=0, le=1, doc="EWMA weight, slow arrival-rate estimate")
+
+    def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
+        """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
+        if self.max_level is not None and self.max_level >= n_levels:
+            return [("max_level", self.max_level, f"outside the ladder 0..{n_levels - 1}")]
+        if self.min_accuracy is not None and not has_accuracy:
+            return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
+        return []
+
+
+class BottleneckPolicy:
+    """Least pruning per stage that fits the budget, with an accuracy floor and hysteresis."""
+
+    def __init__(self, params: BottleneckParams, curves: PipelineCurves) -> None:
+        self.p = params
+        self.c = curves
+        n = curves.n_stages
+        self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
+        self._factor = [1.0] * n
+        self._rate_fast: float | None = None
+        self._rate_slow: float | None = None
+        self._levels = [0] * n
+        self._relax_since: list[float | None] = [None] * n
+        self._relax_to = [0] * n
+        hops = math.fsum(curves.hop_s)
+        self._slo_share_s = max(curves.slo_s - hops, 1e-9) / n
+        self._horizon_s = params.drain_horizon_s if params.drain_horizon_s is not None else curves.slo_s
+
+    def decide(self, observation: Observation) -> Levels:
+        """Levels for the next period (see the module docstring)."""
+        if observation.period_s <= 0:
+            return tuple(self._levels)
+        rate_hz = self._update_estimates(observation)
+        budgets = [self._budget_s(rate_hz, st.queue_len + st.busy) for st in observation.stages]
+        wanted = [self._least_fitting(k, b, 1.0) for k, b in enumerate(budgets)]
+        relaxed = [self._least_fitting(k, b, self.p.relax_margin) for k, b in enumerate(budgets)]
+        self._apply_floor(wanted, budgets)
+        self._apply_floor(relaxed, budgets)
+        now = observation.time_s
+        for k in range(len(wanted)):
+            self._levels[k] = self._hysteresis(k, wanted[k], relaxed[k], now)
+        self._apply_floor(self._levels, budgets)
+        return tuple(self._levels)
+
+    def _update_estimates(self, obs: Observation) -> float:
+        a = self.p.factor_alpha
+        for k, st in enumerate(obs.stages):
+            f = st.env_factor
+            if f is not None:
+                self._factor[k] = a * f + (1 - a) * self._factor[k]
+        rate = obs.arrivals / obs.period_s
+        if self._rate_fast is None or self._rate_slow is None:
+            self._rate_fast = self._rate_slow = rate
+        else:
+            self._rate_fast += self.p.rate_alpha_fast * (rate - self._rate_fast)
+            self._rate_slow += self.p.rate_alpha_slow * (rate - self._rate_slow)
+        return max(self._rate_fast, self._rate_slow)
+
+    def _budget_s(self, rate_hz: float, backlog: int) -> float:
+        """Largest mean service time a stage may have at this rate, backlog and SLO."""
+        need_hz = rate_hz + backlog / self._horizon_s
+        rho = self.p.target_utilization
+        by_rate = rho / need_hz if need_hz > 0 else math.inf
+        # sojourn s / (1 - lambda s) <= share  <=>  s <= share / (1 + lambda share)
+        by_slo = self._slo_share_s / (1.0 + need_hz * self._slo_share_s)
+        return min(by_rate, by_slo)
+
+    def _least_fitting(self, k: int, budget_s: float, margin: float) -> int:
+        f = self._factor[k]
+        row = self.c.latency_s[k]
+        for lvl in range(self._top + 1):
+            if f * row[lvl] <= margin * budget_s:
+                return lvl
+        return self._top
+
+    def _apply_floor(self, levels: list[int], budgets: list[float]) -> None:
+        floor = self.p.min_accuracy
+        if floor is None:
+            return
+        while levels and any(levels) and (self.c.accuracy_of(levels) or 0.0) < floor:
+            best_k, best_cost = -1, math.inf
+            for k, lvl in enumerate(levels):
+                if lvl == 0:
+                    continue
+                cost = self._factor[k] * self.c.latency_s[k][lvl - 1] / budgets[k]
+                if cost < best_cost:
+                    best_k, best_cost = k, cost
+            levels[best_k] -= 1
+
+    def _hysteresis(self, k: int, wanted: int, relaxed: int, now_s: float) -> int:
+        current = self._levels[k]
+        if wanted >= current:
+            self._relax_since[k] = None
+            return wanted
+        if relaxed >= current:  # a lower level fits, but not with margin: hold
+            self._relax_since[k] = None
+            return current
+        since = self._relax_since[k]
+        if since is None:
+            self._relax_since[k] = now_s
+            self._relax_to[k] = relaxed
+            return current
+        self._relax_to[k] = max(self._relax_to[k], relaxed)
+        if now_s - since >= self.p.cooldown_s:
+            self._relax_since[k] = None
+            return self._relax_to[k]
+        return current
+
+
+def _make(params: BottleneckParams, curves: PipelineCurves) -> BottleneckPolicy:
+    return BottleneckPolicy(params, curves)
+
+
+register(PolicyKind("bottleneck", BottleneckParams, _make, "least pruning that fits the SLO budget"))
