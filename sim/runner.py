@@ -134,14 +134,27 @@ def curves_for(sc: Scenario) -> PipelineCurves:
 
 
 def _accuracy(out: EngineOutput, curves: PipelineCurves) -> np.ndarray:
+    """Estimated accuracy of every finished request from the levels it was served at."""
     acc = np.full(out.status.size, np.nan)
     done = out.status == DONE
     if curves.accuracy is None or not done.any():
         return acc
-    rows, inverse = np.unique(out.levels[done], axis=0, return_inverse=True)
-    values = np.array([curves.accuracy.of(tuple(int(v) for v in r)) for r in rows])
-    acc[done] = values[inverse.ravel()]
+    n_levels = len(curves.ratios)
+    codes = np.zeros(int(done.sum()), dtype=np.int64)
+    for k in range(out.levels.shape[1]):  # one integer code per level vector (base n_levels)
+        codes = codes * n_levels + out.levels[done, k]
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    values = np.array([curves.accuracy.of(_decode(int(c), n_levels, out.levels.shape[1])) for c in uniq])
+    acc[done] = values[inverse]
     return acc
+
+
+def _decode(code: int, n_levels: int, n_stages: int) -> tuple[int, ...]:
+    digits = []
+    for _ in range(n_stages):
+        code, d = divmod(code, n_levels)
+        digits.append(d)
+    return tuple(reversed(digits))
 
 
 def _requests_table(sc: Scenario, streams: Streams, out: EngineOutput, curves: PipelineCurves) -> pl.DataFrame:
@@ -155,12 +168,8 @@ def _requests_table(sc: Scenario, streams: Streams, out: EngineOutput, curves: P
         "departure_s": pl.Series(dep, nan_to_null=True),
         "latency_s": pl.Series(np.where(done, dep - streams.arrivals_s, np.nan), nan_to_null=True),
         "status": pl.Series(status_names[out.status]),
-        "dropped_at": pl.Series(
-            [
-                names[k] if s == DROPPED else None
-                for k, s in zip(out.dropped_at.tolist(), out.status.tolist(), strict=True)
-            ],
-            dtype=pl.String,
+        "dropped_at": pl.Series(np.where(out.status == DROPPED, out.dropped_at, -1).astype(np.int16)).replace_strict(
+            {k: n for k, n in enumerate(names)}, default=None, return_dtype=pl.String
         ),
         "in_warmup": pl.Series(streams.arrivals_s < sc.warmup_s),
         "accuracy": pl.Series(_accuracy(out, curves), nan_to_null=True),
@@ -173,10 +182,10 @@ def _requests_table(sc: Scenario, streams: Streams, out: EngineOutput, curves: P
 
 def _timeline_table(sc: Scenario, out: EngineOutput, period_s: float) -> pl.DataFrame:
     tl = pl.DataFrame(out.timeline)
-    names = pl.Series([s.name for s in sc.stages])
+    names = [s.name for s in sc.stages]
     return tl.select(
         pl.col("time_s"),
-        pl.col("stage").map_elements(lambda k: names[k], return_dtype=pl.String).alias("stage"),
+        pl.col("stage").replace_strict(dict(enumerate(names)), return_dtype=pl.String),
         pl.col("level").cast(pl.Int8),
         pl.col("decided").cast(pl.Int8),
         pl.col("queue_len").cast(pl.Int32),

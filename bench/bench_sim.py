@@ -1,0 +1,183 @@
+"""Simulator speed and memory: simulated requests per wall second, with the controller ticking every second.
+
+    python bench/bench_sim.py                 # 100k and 1M requests, plus a naive SimPy baseline
+    python bench/bench_sim.py --sizes 100000  # just one size
+
+A 4-stage pipeline from the shipped ViT-B/16 profile (``models/profiles/vit-b16_x86-2c.json``, device
+``x86-1thr``), 1 Gbit/s links, Poisson arrivals at 85% of the level-0 bottleneck capacity, and the
+``bottleneck`` policy deciding every simulated second.  Each size runs in a fresh subprocess so its peak
+resident memory (``ru_maxrss``) is its own.  Two figures per size: the engine alone (``sim.simulate``) and
+the whole run as the CLI does it (streams + engine + result tables + summary).
+
+Because machines differ (this one's Python speed also varies with its neighbours), the script also times
+the *naive* SimPy model of the same pipeline (one process per request, ``simpy.Resource`` per stage) on
+the same machine, and prints the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "models" / "profiles" / "vit-b16_x86-2c.json"
+
+SCENARIO = """\
+seed = 1
+n_requests = {n}
+slo_s = 2.0
+drain_s = 60
+profile = "{profile}"
+[[stage]]
+name = "s0"
+device = "{device}"
+[[stage]]
+name = "s1"
+device = "{device}"
+[[stage]]
+name = "s2"
+device = "{device}"
+[[stage]]
+name = "s3"
+device = "{device}"
+[network]
+bandwidth_mbit_s = 1000
+latency_s = 0.0005
+[arrivals]
+kind = "poisson"
+rate_hz = {rate_hz}
+[[environment]]
+device = "{device}"
+start_s = {slow_start_s}
+end_s = {slow_end_s}
+slowdown = 1.5
+[[policy]]
+name = "bottleneck"
+kind = "bottleneck"
+period_s = 1.0
+"""
+
+
+def _profile_path(tmp: Path) -> tuple[Path, str]:
+    if PROFILE.exists():
+        return PROFILE, "x86-1thr"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from simfixtures import profile_dict
+
+    path = tmp / "profile.json"
+    path.write_text(json.dumps(profile_dict(base_s=0.097)))
+    print(f"(shipped profile {PROFILE} missing: using a synthetic one)", file=sys.stderr)
+    return path, "cpu"
+
+
+def one_size(n: int) -> dict[str, float]:
+    """Run one size in this process and return its figures."""
+    from edgeprune.controller import make_policy
+    from edgeprune.scenario import load_scenario
+    from sim import compile_setup, curves_for, draw_streams, run_policy, simulate
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        profile, device = _profile_path(tmp)
+        from edgeprune.profile import load_profile
+
+        prof = load_profile(profile)
+        bottleneck_s = max(prof.device(device).mean_s(k, 0) for k in range(prof.n_stages))
+        rate_hz = 0.85 / bottleneck_s
+        horizon_s = n / rate_hz
+        text = SCENARIO.format(
+            n=n,
+            profile=profile,
+            device=device,
+            rate_hz=rate_hz,
+            slow_start_s=0.3 * horizon_s,
+            slow_end_s=0.5 * horizon_s,
+        )
+        (tmp / "bench.toml").write_text(text)
+        sc = load_scenario(tmp / "bench.toml")
+        spec = sc.policies[0]
+        streams = draw_streams(sc)
+        setup = compile_setup(sc, spec, streams.arrivals_s)
+        t0 = time.perf_counter()
+        out = simulate(setup, make_policy(spec, curves_for(sc)), streams.arrivals_s, streams.quantiles)
+        engine_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = run_policy(sc, spec, streams)
+        full_s = time.perf_counter() - t0
+    return {
+        "n": n,
+        "engine_req_per_s": n / engine_s,
+        "full_req_per_s": n / full_s,
+        "ticks": len(out.timeline["time_s"]) / 4,
+        "events_per_req": out.events / n,
+        "slo_attainment": float(result.summary["slo_attainment"] or 0.0),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def naive(n: int) -> float:
+    """Requests per second of the naive SimPy model (process per request, Resource per stage)."""
+    import simpy
+
+    rng = np.random.default_rng(0)
+    k_n = 4
+    arr = np.cumsum(rng.exponential(0.097 / 0.85, n)).tolist()
+    svc = (0.097 * rng.lognormal(0, 0.05, (k_n, n))).tolist()
+    env = simpy.Environment()
+    res = [simpy.Resource(env, 1) for _ in range(k_n)]
+
+    def request(i: int):  # type: ignore[no-untyped-def]
+        for k in range(k_n):
+            with res[k].request() as r:
+                yield r
+                yield env.timeout(svc[k][i])
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield env.timeout(arr[i] - env.now)
+            env.process(request(i))
+
+    env.process(source())
+    t0 = time.perf_counter()
+    env.run()
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    """Print the figures for each size (each in a fresh subprocess)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one_size(args.one)))
+        return 0
+    naive_rate = naive(20_000)
+    print(f"naive SimPy baseline (process per request), 20k requests: {naive_rate:,.0f} req/s")
+    print(
+        f"{'requests':>10} {'engine req/s':>13} {'full run req/s':>15} {'x naive':>8} {'ticks':>8} "
+        f"{'events/req':>10} {'peak RSS MB':>12}"
+    )
+    for n in (int(s) for s in args.sizes.split(",")):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(
+            f"{n:>10,} {r['engine_req_per_s']:>13,.0f} {r['full_req_per_s']:>15,.0f} "
+            f"{r['engine_req_per_s'] / naive_rate:>8.1f} {r['ticks']:>8,.0f} {r['events_per_req']:>10.2f} "
+            f"{r['peak_rss_mb']:>12,.0f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
