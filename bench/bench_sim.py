@@ -109,6 +109,8 @@ def one_size(n: int) -> dict[str, float]:
         t0 = time.perf_counter()
         out = simulate(setup, make_policy(spec, curves_for(sc)), streams.arrivals_s, streams.quantiles)
         engine_s = time.perf_counter() - t0
+        ticks, events = len(out.timeline["time_s"]) / 4, out.events
+        del out
         t0 = time.perf_counter()
         result = run_policy(sc, spec, streams)
         full_s = time.perf_counter() - t0
@@ -116,8 +118,8 @@ def one_size(n: int) -> dict[str, float]:
         "n": n,
         "engine_req_per_s": n / engine_s,
         "full_req_per_s": n / full_s,
-        "ticks": len(out.timeline["time_s"]) / 4,
-        "events_per_req": out.events / n,
+        "ticks": ticks,
+        "events_per_req": events / n,
         "slo_attainment": float(result.summary["slo_attainment"] or 0.0),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
