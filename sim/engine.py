@@ -53,7 +53,7 @@ class SimSetup:
 
     stage_names: tuple[str, ...]
     samples_s: tuple[tuple[tuple[float, ...], ...], ...]  # [stage][level] sorted latency samples
-    mean_s: tuple[tuple[float, ...], ...]  # [stage][level] profiled mean (the "nominal" time)
+    mean_s: tuple[tuple[float, ...], ...]  # [stage][level] nominal time: PipelineCurves.latency_s units
     switch_s: float
     hop_tx_s: tuple[float, ...]  # len n_stages - 1
     hop_latency_s: tuple[float, ...]
@@ -63,6 +63,7 @@ class SimSetup:
     drop_head: bool
     period_s: float
     end_s: float  # the simulation stops here; requests still inside are unfinished
+    speed: tuple[float, ...] | None = None  # per stage; the oracle's factors exclude it (default all 1)
 
     @property
     def n_stages(self) -> int:
@@ -158,6 +159,7 @@ class _Pipeline:
         lat = list(s.hop_latency_s)
         hop_zero = [a == 0.0 and b == 0.0 for a, b in zip(tx, lat, strict=True)]
         factor = list(s.initial_factor)
+        speed = list(s.speed) if s.speed is not None else [1.0] * k_n
         level = [0] * k_n
         target = [0] * k_n
         busy = [False] * k_n
@@ -386,7 +388,11 @@ class _Pipeline:
                 )
                 for k in range(k_n)
             )
-            oracle = OracleView(tuple(factor), self.arrivals_s) if wants_oracle else None
+            oracle = (
+                OracleView(tuple(f * v for f, v in zip(factor, speed, strict=True)), self.arrivals_s)
+                if wants_oracle
+                else None
+            )
             period = s.period_s if tick_n[0] > 0 else 0.0
             return Observation(time_s=now, period_s=period, arrivals=c_arr[0], stages=stages, oracle=oracle)
 

@@ -99,7 +99,12 @@ def compile_setup(sc: Scenario, policy: PolicySpec, arrivals_s: np.ndarray) -> S
     return SimSetup(
         stage_names=tuple(s.name for s in sc.stages),
         samples_s=samples,
-        mean_s=tuple(tuple(math.fsum(lv) / len(lv) for lv in st) for st in samples),
+        # nominal times in the units of PipelineCurves.latency_s (device speed applied), so that
+        # StageObs.env_factor measures the environment only
+        mean_s=tuple(
+            tuple(math.fsum(lv) / len(lv) / sc.device_of(k).speed for lv in st) for k, st in enumerate(samples)
+        ),
+        speed=tuple(sc.device_of(k).speed for k in range(len(sc.stages))),
         switch_s=_switch_s(sc),
         hop_tx_s=tuple(h[0] for h in hops),
         hop_latency_s=tuple(h[1] for h in hops),

@@ -3,9 +3,11 @@
 Every period, per stage:
 
 1. **Environment factor** ``f_k`` = observed / profiled service time (``busy_s / nominal_s``), smoothed by an
-   EWMA.  It captures heat, co-located load or a slower node without knowing the cause.
-2. **Arrival rate**, burst-aware: the larger of a fast and a slow EWMA of the per-period rate, so a burst is
-   seen within one period and a lull does not immediately drop the estimate.
+   EWMA, in the units of ``PipelineCurves.latency_s`` (``estimate.FactorEstimator``: the simulator's device
+   ``speed`` is not counted twice).  It captures heat, co-located load or a slower node without knowing
+   the cause.
+2. **Arrival rate**, burst-aware (``estimate.RateEstimator``): the larger of a fast and a slow EWMA of the
+   per-period rate, so a burst is seen within one period and a lull does not immediately drop the estimate.
 3. **Service-time budget** ``b_k`` implied by the rate and the SLO: the stage must keep utilisation under
    ``target_utilization`` at the rate it must sustain (arrivals plus draining its backlog within
    ``drain_horizon_s``), and its M/M/1-style sojourn ``s / (1 - rho)`` must fit its share of the SLO left
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 
 from edgeprune.config import spec_field
 from edgeprune.controller.contract import Levels, Observation, PipelineCurves
+from edgeprune.controller.estimate import AccuracyTable, FactorEstimator, RateEstimator
 from edgeprune.controller.registry import PolicyKind, register
 
 __all__ = ["BottleneckParams", "BottleneckPolicy"]
@@ -62,12 +65,13 @@ class BottleneckPolicy:
         self.c = curves
         n = curves.n_stages
         self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
-        self._factor = [1.0] * n
-        self._rate_fast: float | None = None
-        self._rate_slow: float | None = None
+        self._factors = FactorEstimator(curves, params.factor_alpha)
+        self._factor = self._factors.factor
+        self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow)
         self._levels = [0] * n
         self._relax_since: list[float | None] = [None] * n
         self._relax_to = [0] * n
+        self._acc = AccuracyTable(curves)
         hops = math.fsum(curves.hop_s)
         self._slo_share_s = max(curves.slo_s - hops, 1e-9) / n
         self._horizon_s = params.drain_horizon_s if params.drain_horizon_s is not None else curves.slo_s
@@ -89,18 +93,8 @@ class BottleneckPolicy:
         return tuple(self._levels)
 
     def _update_estimates(self, obs: Observation) -> float:
-        a = self.p.factor_alpha
-        for k, st in enumerate(obs.stages):
-            f = st.env_factor
-            if f is not None:
-                self._factor[k] = a * f + (1 - a) * self._factor[k]
-        rate = obs.arrivals / obs.period_s
-        if self._rate_fast is None or self._rate_slow is None:
-            self._rate_fast = self._rate_slow = rate
-        else:
-            self._rate_fast += self.p.rate_alpha_fast * (rate - self._rate_fast)
-            self._rate_slow += self.p.rate_alpha_slow * (rate - self._rate_slow)
-        return max(self._rate_fast, self._rate_slow)
+        self._factors.update(obs)
+        return self._rates.update(obs)
 
     def _budget_s(self, rate_hz: float, backlog: int) -> float:
         """Largest mean service time a stage may have at this rate, backlog and SLO."""
@@ -123,7 +117,7 @@ class BottleneckPolicy:
         floor = self.p.min_accuracy
         if floor is None:
             return
-        while levels and any(levels) and (self.c.accuracy_of(levels) or 0.0) < floor:
+        while levels and any(levels) and self._acc.of(levels) < floor:
             best_k, best_cost = -1, math.inf
             for k, lvl in enumerate(levels):
                 if lvl == 0:

@@ -40,7 +40,7 @@ class StageObs:
     arrivals: int  # requests that entered this stage's queue during the period (dropped ones included)
     served: int  # services completed during the period
     busy_s: float  # total measured service time of those services (switch cost included)
-    nominal_s: float  # total profiled mean latency of those services at the levels they ran at
+    nominal_s: float  # total of PipelineCurves.latency_s[k][level] over those services (what was expected)
     dropped: int  # requests dropped at this stage's queue during the period
 
     @property
@@ -58,7 +58,7 @@ class StageObs:
 class OracleView:
     """Ground truth, given only to policies that declare ``wants_oracle = True`` (an upper bound)."""
 
-    env_factor: tuple[float, ...]  # true current service-time multiplier per stage (speed included)
+    env_factor: tuple[float, ...]  # true current multiplier of PipelineCurves.latency_s per stage
     arrivals_s: np.ndarray  # every arrival time of the run, sorted (the policy looks ahead by time_s)
 
 

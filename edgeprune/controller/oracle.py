@@ -1,0 +1,176 @@
+"""``oracle``: perfect information — the true environment factors and the future arrivals.
+
+Only for reports: it shows how far an online policy is from what its search could do knowing the truth
+(a reference, not a proven optimum: it still fixes one vector per period and searches greedily).  It
+declares ``wants_oracle = True``, so the backend adds an :class:`~edgeprune.controller.OracleView`.
+
+Every period:
+
+1. **Truth**: the arrival times of the requests now in the pipeline (the last ones to arrive, oldest at the
+   last stage: FIFO stages keep order) and of those arriving within ``horizon_s``; each stage's true factor.
+2. **Exact forecast** of every one of those requests' latency for a level vector, with each stage's mean
+   service time times ``safety`` (the tandem max-plus recursion, vectorised per stage:
+   ``D[i] = (i + 1) s + max(t0, cummax_j(R[j] − j s))``).
+3. **Greedy path, binary search**: from no pruning, prune one rung of the stage with the longest true
+   service time per accuracy lost, never below ``min_accuracy``; the exact latencies only fall along that
+   path, so a binary search finds its first vector whose share of known requests within the SLO reaches
+   ``target_attainment`` in ~log2(path length) forecasts.  No hysteresis: it knows.
+
+``OracleView.env_factor`` multiplies ``PipelineCurves.latency_s`` (the device speed is already in the
+curves), so a slowdown active from time 0 is seen like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeprune.config import spec_field
+from edgeprune.controller.contract import Levels, Observation, PipelineCurves
+from edgeprune.controller.estimate import AccuracyTable
+from edgeprune.controller.registry import PolicyKind, register
+from edgeprune.errors import PolicyError
+
+__all__ = ["OracleParams", "OraclePolicy"]
+
+
+@dataclass(frozen=True)
+class OracleParams:
+    """Parameters of ``kind = "oracle"``."""
+
+    period_s: float = spec_field(default=1.0, gt=0, doc="control period")
+    min_accuracy: float | None = spec_field(default=None, gt=0, le=1, doc="accuracy floor (needs profile accuracy)")
+    max_level: int | None = spec_field(default=None, ge=0, doc="highest level the policy may choose")
+    target_attainment: float = spec_field(default=0.99, gt=0, le=1, doc="share of known requests within the SLO")
+    horizon_s: float | None = spec_field(default=None, gt=0, doc="look-ahead (default: 10 periods or the SLO)")
+    safety: float = spec_field(default=1.05, ge=1, doc="service times are taken as mean x safety")
+
+    def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
+        """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
+        if self.max_level is not None and self.max_level >= n_levels:
+            return [("max_level", self.max_level, f"outside the ladder 0..{n_levels - 1}")]
+        if self.min_accuracy is not None and not has_accuracy:
+            return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
+        return []
+
+
+@dataclass
+class _Known:
+    """The requests whose latency the oracle forecasts, oldest first."""
+
+    arrival_s: np.ndarray
+    first: list[int]  # first[k]: index of the first request still to be served by stage k
+    now_s: float
+
+
+class OraclePolicy:
+    """Greedy search on an exact forecast of the known requests (see the module docstring)."""
+
+    wants_oracle = True
+
+    def __init__(self, params: OracleParams, curves: PipelineCurves) -> None:
+        self.p = params
+        self.c = curves
+        self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
+        self._horizon_s = params.horizon_s if params.horizon_s is not None else max(curves.slo_s, 10 * params.period_s)
+        self._acc = AccuracyTable(curves)
+
+    def decide(self, observation: Observation) -> Levels:
+        """Levels for the next period (see the module docstring)."""
+        view = observation.oracle
+        if view is None:
+            raise PolicyError("oracle: the backend gave no OracleView (it needs wants_oracle support)")
+        factor = list(view.env_factor)
+        known = self._known(observation, view.arrivals_s)
+        if known.arrival_s.size == 0:
+            return (0,) * self.c.n_stages
+        return tuple(self._search(known, factor))
+
+    def _known(self, obs: Observation, arrivals_s: np.ndarray) -> _Known:
+        now = obs.time_s
+        n_now = int(np.searchsorted(arrivals_s, now, side="right"))
+        in_system = [st.queue_len + int(st.busy) for st in obs.stages]
+        total = min(sum(in_system), n_now)
+        n_end = int(np.searchsorted(arrivals_s, now + self._horizon_s, side="right"))
+        arr = arrivals_s[n_now - total : n_end]
+        first = [min(sum(in_system[k + 1 :]), total) for k in range(len(in_system))]
+        return _Known(arrival_s=arr, first=first, now_s=now)
+
+    def latencies(self, known: _Known, service_s: list[float]) -> np.ndarray:
+        """Latency of every known request with constant service times (the max-plus recursion)."""
+        a = known.arrival_s
+        now = known.now_s
+        dep = np.maximum(a, now)
+        for k, s in enumerate(service_s):
+            lo = known.first[k]
+            ready = dep[lo:].copy()
+            if k > 0:
+                ready[: max(known.first[k - 1] - lo, 0)] = now  # entered stage k before now: ready now
+                ready += self.c.hop_s[k - 1] * (np.arange(ready.size) >= known.first[k - 1] - lo)
+            idx = np.arange(ready.size) * s
+            dep[lo:] = idx + s + np.maximum(now, np.maximum.accumulate(ready - idx))
+        return dep - a
+
+    def _search(self, known: _Known, factor: list[float]) -> list[int]:
+        """First vector on the greedy pruning path that meets the target (binary search: exact latencies
+        can only fall along the path, so the attainment is monotone)."""
+        path = self._path(factor)
+        lat = self.c.latency_s
+        slo = self.c.slo_s
+        safety = self.p.safety
+
+        def attainment(lv: list[int]) -> float:
+            s = [safety * f * lat[k][v] for k, (f, v) in enumerate(zip(factor, lv, strict=True))]
+            return float(np.mean(self.latencies(known, s) <= slo))
+
+        target = self.p.target_attainment
+        lo, hi = 0, len(path) - 1
+        if attainment(path[hi]) < target:
+            return path[hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if attainment(path[mid]) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return path[lo]
+
+    def _path(self, factor: list[float]) -> list[list[int]]:
+        """From no pruning, prune the stage with the longest true service time (the bottleneck sets the
+        pipeline's pace) per accuracy lost, one rung at a time, never below ``min_accuracy``."""
+        lat = self.c.latency_s
+        n = len(factor)
+        levels = [0] * n
+        acc = self._accuracy(levels)
+        floor = self.p.min_accuracy
+        path = [levels.copy()]
+        while True:
+            best_k, best_val, best_acc = -1, -1.0, acc
+            for k in range(n):
+                lv = levels[k]
+                if lv >= self._top:
+                    continue
+                levels[k] = lv + 1
+                cand_acc = self._accuracy(levels)
+                levels[k] = lv
+                if floor is not None and cand_acc < floor:
+                    continue
+                val = factor[k] * lat[k][lv] / max(acc - cand_acc, 1e-6)
+                if val > best_val:
+                    best_k, best_val, best_acc = k, val, cand_acc
+            if best_k < 0:
+                return path
+            levels[best_k] += 1
+            acc = best_acc
+            path.append(levels.copy())
+
+    def _accuracy(self, levels: list[int]) -> float:
+        return self._acc.of(levels)
+
+
+def _make(params: OracleParams, curves: PipelineCurves) -> OraclePolicy:
+    return OraclePolicy(params, curves)
+
+
+register(PolicyKind("oracle", OracleParams, _make, "perfect information: true factors and future arrivals"))

@@ -1,0 +1,288 @@
+"""``predictive``: forecast SLO attainment over a short horizon and keep the most accurate vector that meets it.
+
+Every period:
+
+1. **Estimate** each stage's environment factor ``f_k`` and the burst-aware arrival rate ``λ`` with the
+   dispersion ``ca²`` of per-period counts (``estimate.py``, shared with ``bottleneck``).
+2. **Forecast** (:meth:`PredictivePolicy.forecast`) for a level vector ``l``, with ``s_k = f_k ·
+   latency_s[k][l_k]``, the requests now at or before stage ``k`` ``B_k``, for an arrival at time ``t`` of
+   the horizon ``[0, horizon_s]``:
+
+   * deterministic latency (the tandem queue's max-plus recursion with fluid arrivals):
+     ``d(t) = Σ s_k + hops + max(0, max_k(B_k s_k + (λ s_k − 1) t))`` — the backlog ahead of it at its
+     worst stage, growing when ``λ s_k > 1`` and draining otherwise;
+   * stochastic wait from variability (Kingman per stage, ``ρ_k = λ s_k``):
+     ``w = Σ_k s_k ρ_k / (1 − ρ_k) · (ca² + cs_k²) / 2`` with an M/M/1-shaped tail
+     ``P(W > x) = ρ exp(−ρ x / w)``, ``ρ = max_k ρ_k``;
+   * attainment = the mean over ``n_points`` instants of ``P(d(t) + W ≤ SLO)``.
+3. **Search** greedily, not over all ``n_levels^n_stages`` vectors: from no pruning, while the forecast is
+   below ``target_attainment``, take the one-rung step with the largest forecast mean-latency gain per
+   accuracy lost, never below ``min_accuracy``.  At most ``n_stages · (n_levels − 1)`` steps of
+   ``n_stages`` forecasts each, every forecast ``O(n_stages · n_points)``.
+4. **Hysteresis**: if the levels in effect are forecast to miss the target, prune at once (to the
+   element-wise maximum of the levels in effect and the search's answer, so no stage relaxes on the way
+   up, unless that breaks the floor); otherwise relax only after ``cooldown_s`` during which a more
+   accurate vector kept meeting the stricter target ``relax_attainment``, then to the least accurate such
+   vector seen during the cool-down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from edgeprune.config import spec_field
+from edgeprune.controller.contract import Levels, Observation, PipelineCurves
+from edgeprune.controller.estimate import AccuracyTable, FactorEstimator, RateEstimator
+from edgeprune.controller.registry import PolicyKind, register
+
+__all__ = ["PredictiveParams", "PredictivePolicy"]
+
+_RHO_CAP = 0.99  # Kingman's formula is used up to this utilisation; the fluid term covers overload
+_Z95 = 1.645
+
+
+@dataclass(frozen=True)
+class PredictiveParams:
+    """Parameters of ``kind = "predictive"``."""
+
+    period_s: float = spec_field(default=1.0, gt=0, doc="control period")
+    min_accuracy: float | None = spec_field(default=None, gt=0, le=1, doc="accuracy floor (needs profile accuracy)")
+    max_level: int | None = spec_field(default=None, ge=0, doc="highest level the policy may choose")
+    target_attainment: float = spec_field(default=0.95, gt=0, lt=1, doc="forecast SLO attainment to reach")
+    relax_attainment: float = spec_field(default=0.97, gt=0, le=1, doc="forecast a relaxed vector must reach")
+    horizon_s: float | None = spec_field(default=None, gt=0, doc="forecast horizon (default: the SLO)")
+    n_points: int = spec_field(default=5, ge=1, doc="instants of the horizon the forecast averages over")
+    cooldown_s: float = spec_field(default=10.0, ge=0, doc="time a relaxed vector must keep fitting first")
+    factor_alpha: float = spec_field(default=0.5, gt=0, le=1, doc="EWMA weight of the newest environment factor")
+    rate_alpha_fast: float = spec_field(default=0.6, gt=0, le=1, doc="EWMA weight, fast arrival-rate estimate")
+    rate_alpha_slow: float = spec_field(default=0.05, gt=0, le=1, doc="EWMA weight, slow arrival-rate estimate")
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """Relaxing must demand at least as much as holding, or the policy would flap."""
+        if self.relax_attainment < self.target_attainment:
+            return [
+                ("relax_attainment", self.relax_attainment, f"must be >= target_attainment ({self.target_attainment})")
+            ]
+        return []
+
+    def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
+        """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
+        if self.max_level is not None and self.max_level >= n_levels:
+            return [("max_level", self.max_level, f"outside the ladder 0..{n_levels - 1}")]
+        if self.min_accuracy is not None and not has_accuracy:
+            return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
+        return []
+
+
+@dataclass
+class _State:
+    """What the forecast needs from the current observation (rebuilt every period)."""
+
+    factor: list[float]
+    rate_hz: float
+    ca2: float
+    ahead: list[float]  # requests that must pass stage k before a new arrival (cumulative)
+
+
+class PredictivePolicy:
+    """Most accurate level vector whose forecast SLO attainment meets the target (module docstring)."""
+
+    def __init__(self, params: PredictiveParams, curves: PipelineCurves) -> None:
+        self.p = params
+        self.c = curves
+        n = curves.n_stages
+        self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
+        self._factors = FactorEstimator(curves, params.factor_alpha)
+        self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow)
+        self._levels: list[int] = [0] * n
+        self._relax_since: float | None = None
+        self._relax_to: list[int] | None = None
+        self._acc = AccuracyTable(curves)
+        self._fixed_s = math.fsum(curves.hop_s)
+        horizon = params.horizon_s if params.horizon_s is not None else curves.slo_s
+        m = params.n_points
+        self._times_s = [(i + 0.5) * horizon / m for i in range(m)]
+        self._cs2 = [_service_cv2(curves, k) for k in range(n)]
+
+    def decide(self, observation: Observation) -> Levels:
+        """Levels for the next period (see the module docstring)."""
+        if observation.period_s <= 0:
+            return tuple(self._levels)
+        state = self._observe(observation)
+        now = observation.time_s
+        current = self._levels
+        if self.forecast(state, current)[0] < self.p.target_attainment:
+            self._levels = self._no_relaxing(self._search(state, self.p.target_attainment), current)
+            self._relax_since = self._relax_to = None
+            return tuple(self._levels)
+        relaxed = self._search(state, self.p.relax_attainment)
+        if self._accuracy(relaxed) <= self._accuracy(current):
+            self._relax_since = self._relax_to = None
+            return tuple(current)
+        if self._relax_since is None or self._relax_to is None:
+            self._relax_since, self._relax_to = now, relaxed
+        elif self._accuracy(relaxed) < self._accuracy(self._relax_to):
+            self._relax_to = relaxed
+        if now - self._relax_since >= self.p.cooldown_s:
+            self._levels = self._relax_to
+            self._relax_since = self._relax_to = None
+        return tuple(self._levels)
+
+    def _no_relaxing(self, wanted: list[int], current: list[int]) -> list[int]:
+        """While pruning up, no stage relaxes (only the cool-down relaxes): the element-wise maximum, unless
+        that breaks the accuracy floor (then the searched vector, which respects it)."""
+        both = [max(a, b) for a, b in zip(wanted, current, strict=True)]
+        floor = self.p.min_accuracy
+        return wanted if floor is not None and self._accuracy(both) < floor else both
+
+    def _observe(self, obs: Observation) -> _State:
+        factor = self._factors.update(obs)
+        rate = self._rates.update(obs)
+        ahead, total = [], 0.0
+        for st in obs.stages:
+            total += st.queue_len + (0.5 if st.busy else 0.0)
+            ahead.append(total)
+        return _State(factor=factor, rate_hz=rate, ca2=self._rates.dispersion, ahead=ahead)
+
+    def forecast(self, state: _State, levels: list[int]) -> tuple[float, float]:
+        """(SLO attainment, mean latency in s) forecast for ``levels`` over the horizon."""
+        lat = self.c.latency_s
+        lam = state.rate_hz
+        s = [f * lat[k][lv] for k, (f, lv) in enumerate(zip(state.factor, levels, strict=True))]
+        base = self._fixed_s + math.fsum(s)
+        wait, rho_max, crit = 0.0, 0.0, 0
+        for k, sk in enumerate(s):
+            rho = min(lam * sk, _RHO_CAP)
+            wait += sk * rho / (1.0 - rho) * 0.5 * self._cs2[k]
+            if rho > rho_max:
+                rho_max, crit = rho, k
+        if rho_max > 0:  # arrival variability queues at the bottleneck only (deterministic tandem)
+            wait += s[crit] * rho_max / (1.0 - rho_max) * 0.5 * state.ca2
+        slo = self.c.slo_s
+        hit = lat_sum = 0.0
+        for t in self._times_s:
+            backlog = 0.0
+            for sk, b in zip(s, state.ahead, strict=True):
+                backlog = max(backlog, b * sk + (lam * sk - 1.0) * t)
+            d = base + backlog
+            lat_sum += d
+            slack = slo - d
+            if slack > 0:
+                hit += 1.0 - (rho_max * math.exp(-rho_max * slack / wait) if wait > 0 else 0.0)
+        m = len(self._times_s)
+        return hit / m, lat_sum / m + wait
+
+    def _search(self, state: _State, target: float) -> list[int]:
+        """The first vector on the greedy pruning path whose forecast meets ``target``.
+
+        Gallops along the path (indices 0, 1, 3, 7, ...) and then bisects: a light load costs one forecast,
+        a heavy one ~2 log2(path length), and the path is only built as far as the answer."""
+        path = _Path(self, state)
+        lo, hi = 0, 0
+        while self.forecast(state, path.at(hi))[0] < target:
+            if path.ended_at(hi):
+                return path.at(hi)  # the floor or the top is reached and the target still missed
+            lo, hi = hi + 1, min(2 * hi + 1, path.extend_to(2 * hi + 1))
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.forecast(state, path.at(mid))[0] >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return path.at(hi)
+
+    def _accuracy(self, levels: list[int]) -> float:
+        return self._acc.of(levels)
+
+
+class _Path:
+    """The greedy pruning path for one observation, built lazily.
+
+    From no pruning, each step adds the rung with the largest marginal latency gain per accuracy lost —
+    first-order gain: the rung's service-time cut times the forecast latency's sensitivity to that stage
+    (1, plus the Kingman wait's derivative, plus the backlog ahead of an arrival when the stage is the one
+    the backlog forecast is worst at) — never below ``min_accuracy`` nor above the top level.  Every step
+    shortens a service time, so forecast attainment rises along the path.
+    """
+
+    def __init__(self, policy: PredictivePolicy, state: _State) -> None:
+        self._pol = policy
+        self._st = state
+        lat = policy.c.latency_s
+        n = len(state.factor)
+        self._levels = [0] * n
+        self._s = [state.factor[k] * lat[k][0] for k in range(n)]
+        self._acc = policy._accuracy(self._levels)
+        self._t_mid = policy._times_s[len(policy._times_s) // 2]
+        self._vectors = [self._levels.copy()]
+        self._done = False
+
+    def at(self, i: int) -> list[int]:
+        """The ``i``-th vector of the path (the last one if the path is shorter)."""
+        return self._vectors[min(self.extend_to(i), i)]
+
+    def ended_at(self, i: int) -> bool:
+        """Whether ``i`` is (at or past) the path's last vector."""
+        return self.extend_to(i + 1) <= i
+
+    def extend_to(self, i: int) -> int:
+        """Build the path up to index ``i`` if it goes that far; return its last index built."""
+        while len(self._vectors) <= i and not self._done:
+            self._step()
+        return len(self._vectors) - 1
+
+    def _step(self) -> None:
+        pol, st = self._pol, self._st
+        lat, lam, t_mid = pol.c.latency_s, st.rate_hz, self._t_mid
+        factor, ahead, s, levels = st.factor, st.ahead, self._s, self._levels
+        n = len(levels)
+        crit, worst, bott = -1, 0.0, 0
+        for k in range(n):
+            b = ahead[k] * s[k] + (lam * s[k] - 1.0) * t_mid
+            if b > worst:
+                crit, worst = k, b
+            if s[k] > s[bott]:
+                bott = k
+        floor, acc = pol.p.min_accuracy, self._acc
+        best_k, best_val, best_acc = -1, -1.0, acc
+        for k in range(n):
+            lv = levels[k]
+            if lv >= pol._top:
+                continue
+            levels[k] = lv + 1
+            cand_acc = pol._accuracy(levels)
+            levels[k] = lv
+            if floor is not None and cand_acc < floor:
+                continue
+            rho = min(lam * s[k], _RHO_CAP)
+            var = pol._cs2[k] + (st.ca2 if k == bott else 0.0)
+            sens = 1.0 + (rho / (1.0 - rho) + rho / ((1.0 - rho) * (1.0 - rho))) * 0.5 * var
+            if k == crit:
+                sens += ahead[k] + lam * t_mid
+            val = factor[k] * (lat[k][lv] - lat[k][lv + 1]) * sens / max(acc - cand_acc, 1e-6)
+            if val > best_val:
+                best_k, best_val, best_acc = k, val, cand_acc
+        if best_k < 0:
+            self._done = True
+            return
+        levels[best_k] += 1
+        s[best_k] = factor[best_k] * lat[best_k][levels[best_k]]
+        self._acc = best_acc
+        self._vectors.append(levels.copy())
+
+
+def _service_cv2(curves: PipelineCurves, k: int) -> float:
+    """Squared coefficient of variation of stage ``k``'s service time, from its profiled mean and p95."""
+    mean, p95 = curves.latency_s[k][0], curves.latency_p95_s[k][0]
+    cv = max(p95 / mean - 1.0, 0.0) / _Z95 if mean > 0 else 0.0
+    return cv * cv
+
+
+def _make(params: PredictiveParams, curves: PipelineCurves) -> PredictivePolicy:
+    return PredictivePolicy(params, curves)
+
+
+register(
+    PolicyKind("predictive", PredictiveParams, _make, "forecast SLO attainment, most accurate vector that meets it")
+)
