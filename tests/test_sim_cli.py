@@ -160,3 +160,13 @@ def test_console_script_exit_status_and_no_traceback(case: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "seed = -1: must be >= 0" in proc.stderr
+
+
+def test_missing_trace_file_names_key_and_path(case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = case.read_text()
+    start, end = text.index("[arrivals]"), text.index("[[environment]]")
+    case.write_text(text[:start] + '[arrivals]\nkind = "replay"\npath = "gone.csv"\n\n' + text[end:])
+    assert main([str(case), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "arrivals.path" in err and "gone.csv" in err

@@ -1,0 +1,51 @@
+"""``edgeprune-report``: one self-contained HTML report (plus PNG/SVG charts and a Markdown summary).
+
+edgeprune-report runs/sweep -o report.html
+edgeprune-report runs/sweep runs/b1 runs/b1-hil --profile models/profiles/vit.json -o paper/report.html
+
+Inputs are sweep folders (``edgeprune-sim sweep --out``) and run folders (``edgeprune-sim --out``; hardware
+runs have ``"backend": "hil"`` in summary.json).  See :mod:`edgeprune.report` for what the report holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgeprune.cli.common import guarded
+
+__all__ = ["main"]
+
+PROG = "edgeprune-report"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Build a policy-comparison report from sweeps and runs.")
+    p.add_argument("inputs", nargs="*", type=Path, help="sweep folders and/or run folders")
+    p.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file (default report.html)")
+    p.add_argument("--profile", action="append", type=Path, default=[], help="profile JSON for Figs. 3-4 (repeatable)")
+    p.add_argument("--x", help="x axis of the SLO / p95 charts: a numeric sweep axis or offered_rate_hz")
+    p.add_argument("--title", default="EdgePrune report", help="page title")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgeprune.report import build_report, write_report
+
+    report = build_report(args.inputs, profiles=args.profile, x=args.x, title=args.title)
+    written = write_report(report, args.output)
+    n_charts = sum(len(s.charts) for s in report.sections)
+    print(f"report: {args.output} ({n_charts} charts; PNG/SVG in {written[0].stem}_files/, summary {written[1]})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``edgeprune-report``."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return guarded(PROG, lambda: _run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
