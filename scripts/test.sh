@@ -15,7 +15,7 @@ PY=${PYTHON:-python3}
 # the report test (headless Chromium).  Only as root with apt; otherwise those tests skip with a reason.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in openssh-server stress-ng chromium; do
+  for pkg in openssh-server stress-ng chromium fonts-dejavu-core; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
