@@ -1,0 +1,283 @@
+"""``edgeprune-hil``: the simulator's controller driving a real cluster over SSH.
+
+edgeprune-hil --cluster pis.toml check
+edgeprune-hil --cluster pis.toml profile --out models/profiles/mycluster.json
+edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--profile P] [--policy NAME]
+
+``check``   connect to every node (host keys verified), report Python / edgeprune / torch versions, clock
+            offset and what is missing; ``--upload`` also installs the wheel / uploads the checkpoint.
+``profile`` the offline benchmark on the nodes (:mod:`hil.profiling`), written as an EdgePrune profile.
+``run``     every policy of the scenario on the cluster; results in the simulator's run-dir layout (plus
+            ``"backend": "hil"`` and the nodes in ``summary.json``), and ``sim_vs_hw.json`` /
+            ``sim_vs_hw.txt``: the simulator's prediction with the profile measured on the same nodes.
+
+Errors are one line, ``edgeprune-hil: error: ...``, exit status 2 (configuration, unreachable node,
+node failure — each names the node and the cause); Ctrl-C stops the run, keeps partial results, exit 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune.cli.common import guarded
+from edgeprune.errors import ConfigError, HilError
+from edgeprune.results import RunResult, atomic_write_text
+from edgeprune.scenario import Scenario
+from hil.cluster import ClusterSpec, load_cluster
+
+__all__ = ["main"]
+
+PROG = "edgeprune-hil"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Run EdgePrune pipelines on a real cluster over SSH.")
+    p.add_argument("--cluster", type=Path, required=True, help="cluster TOML file")
+    sub = p.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="reachability, host keys, versions, torch, clocks")
+    check.add_argument("--upload", action="store_true", help="also install the wheel / upload the checkpoint")
+    prof = sub.add_parser("profile", help="offline benchmark on every node")
+    prof.add_argument("--out", type=Path, required=True, help="profile JSON to write")
+    prof.add_argument("--samples", type=int, default=30, help="timed runs per stage and level")
+    prof.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    run = sub.add_parser("run", help="run a scenario's policies on the cluster")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--out", type=Path, required=True, help="run directory to write")
+    run.add_argument("--profile", type=Path, help="profile measured by `profile` (replaces the scenario's)")
+    run.add_argument("--policy", action="append", default=None, help="run only this policy (repeatable)")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    run.add_argument("--no-sim", action="store_true", help="skip the simulator's prediction")
+    return p
+
+
+# -- check -----------------------------------------------------------------------------------------------------
+async def _check(cluster: ClusterSpec, upload: bool) -> int:
+    from hil.connect import close_all, connect_all
+    from hil.deploy import coordinator_versions, ensure_deployed, probe_all, problems
+
+    t0 = time.perf_counter()
+    nodes = await connect_all(cluster.hosts, cluster.coordinator)
+    try:
+        print(f"connected to {len(nodes)} nodes in {time.perf_counter() - t0:.2f} s (host keys verified)")
+        facts = await (ensure_deployed(cluster, nodes) if upload else probe_all(cluster, nodes))
+        ours, our_torch = coordinator_versions()
+        print(f"coordinator: edgeprune {ours}, torch {our_torch or '(none: not needed here)'}")
+        bad = 0
+        for f in facts:
+            issues, _ = problems(cluster, f)
+            bad += bool(issues)
+            state = "ok" if not issues else "; ".join(issues)
+            print(
+                f"{f.node:<10} python {f.python:<8} edgeprune {f.edgeprune or '-':<8} torch {f.torch or '-':<16} "
+                f"clock {f.clock_offset_s * 1000:+.0f} ms  rtt {f.rtt_s * 1000:.0f} ms  {state}"
+            )
+        if bad:
+            raise HilError(f"{bad} node(s) not ready (see above); `check --upload` installs a configured wheel")
+        return 0
+    finally:
+        await close_all(nodes)
+
+
+# -- profile ---------------------------------------------------------------------------------------------------
+async def _profile(cluster: ClusterSpec, out: Path, samples: int, warmup: int, argv: Sequence[str]) -> int:
+    from hil.connect import close_all, connect_all
+    from hil.deploy import ensure_deployed
+    from hil.profiling import assemble_profile, measure_nodes
+
+    hosts = cluster.stage_hosts()
+    nodes = await connect_all(hosts, cluster.coordinator)
+    try:
+        await ensure_deployed(cluster, nodes)
+        t0 = time.perf_counter()
+        parts = await measure_nodes(cluster, nodes, samples, warmup)
+        profile = assemble_profile(cluster, parts, argv)
+    finally:
+        await close_all(nodes)
+    profile.save(out)
+    dev = profile.devices[cluster.name]
+    print(f"profiled {len(parts)} stages on {len(nodes)} nodes in {time.perf_counter() - t0:.1f} s -> {out}")
+    for k, node in enumerate(dev.meta["nodes"]):
+        means = " ".join(f"{dev.mean_s(k, lv) * 1000:.2f}" for lv in range(profile.n_levels))
+        print(f"  stage {k} on {node}: mean ms per level {means}")
+    print(f"profile device: {cluster.name!r} (map the scenario's devices to it, or pass --profile to `run`)")
+    return 0
+
+
+# -- run -------------------------------------------------------------------------------------------------------
+@dataclass
+class _Outcome:
+    results: list[RunResult] = field(default_factory=list)
+    error: BaseException | None = None
+    nodes_info: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    cleanup: list[str] = field(default_factory=list)
+
+
+def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenario:
+    from edgeprune.profile import load_profile
+    from edgeprune.scenario import load_scenario
+    from hil.compare import with_profile
+
+    sc = load_scenario(args.scenario)
+    if args.seed is not None:
+        sc = sc.with_seed(args.seed)
+    if args.policy:
+        sc = sc.with_policies(args.policy)
+    if args.profile is not None:
+        prof = load_profile(args.profile)
+        sc = with_profile(sc, prof, cluster.name if cluster.name in prof.devices else None)
+    names = [s.name for s in sc.stages]
+    placed = [s.name for s in cluster.stages]
+    if names != placed:
+        raise ConfigError(f"{cluster.source}: stages {placed} do not match the scenario's {names} ({sc.source})")
+    return sc
+
+
+async def _run(cluster: ClusterSpec, sc: Scenario) -> _Outcome:
+    from hil.connect import close_all, connect_all
+    from hil.coordinator import RequestSource, run_policy
+    from hil.deploy import ensure_deployed, remote_checkpoint
+    from hil.environment import Environment, node_schedule
+    from hil.session import Session, WorkerConfig, new_tag
+    from sim.runner import curves_for, draw_streams
+
+    out = _Outcome()
+    curves = curves_for(sc)
+    streams = draw_streams(sc)
+    changes = node_schedule(sc, cluster)
+    nodes = await connect_all(cluster.stage_hosts(), cluster.coordinator)
+    tag = new_tag("run")
+    session = Session(cluster, nodes, [s.name for s in sc.stages], tag)
+    try:
+        await ensure_deployed(cluster, nodes)
+        cfg = WorkerConfig(
+            checkpoint={n.name: remote_checkpoint(cluster, n) for n in nodes},
+            nominal_s=curves.latency_s,
+            queue_capacity=sc.queue.capacity,
+            drop_head=sc.queue.drop == "head",
+            threads=cluster.model.threads,
+        )
+        await session.start(cfg)
+        out.nodes_info = {
+            w.node.name: {"stage": w.stage_name, "load_s": w.ready.get("load_s")} for w in session.workers
+        }
+        _check_ladder(session, sc)
+        source = RequestSource(session.workers[0].ready["input_shape"], cluster.model.images, sc.seed)
+        for i, spec in enumerate(sc.policies):
+            print(f"running policy {spec.name} ({streams.arrivals_s.size} requests)...", file=sys.stderr)
+            env = Environment(nodes, cluster.coordinator, f"{tag}-env{i}")
+            pr = await run_policy(session, sc, spec, curves, streams.arrivals_s, source, env, changes, i)
+            out.results.append(pr.result)
+            out.environment[spec.name] = pr.environment_log
+            if pr.error is not None:
+                out.error = pr.error
+                break
+    except (HilError, asyncio.CancelledError) as exc:
+        out.error = exc
+    finally:
+        out.cleanup = await asyncio.shield(session.close())
+        await close_all(nodes)
+    return out
+
+
+def _check_ladder(session: Any, sc: Scenario) -> None:
+    ready = session.workers[0].ready
+    if int(ready["n_stages"]) != len(sc.stages) or int(ready["n_levels"]) != sc.profile.n_levels:
+        raise HilError(
+            f"the checkpoint has {ready['n_stages']} stages x {ready['n_levels']} levels, the scenario's profile "
+            f"{sc.profile_path} has {len(sc.stages)} x {sc.profile.n_levels}"
+        )
+
+
+def _header(cluster: ClusterSpec, sc: Scenario, out: _Outcome) -> dict[str, Any]:
+    from edgeprune.cli.sim import header
+
+    doc = header(sc)
+    doc["backend"] = "hil"
+    doc["cluster"] = cluster.name
+    doc["nodes"] = [s.host for s in cluster.stages]
+    doc["workers"] = out.nodes_info
+    doc["environment_applied"] = out.environment
+    if out.error is not None:
+        doc["aborted"] = _error_text(out.error)
+    return doc
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        return "interrupted by the user (Ctrl-C)"
+    return str(exc)
+
+
+def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], out_dir: Path) -> str:
+    from hil.compare import compare, format_compare, predict, to_json
+
+    sim = predict(sc, [r.policy for r in results])
+    doc = compare({r.policy: r for r in results}, sim)
+    doc["profile"] = str(sc.profile_path)
+    table = format_compare(doc)
+    atomic_write_text(out_dir / "sim_vs_hw.json", to_json(doc))
+    atomic_write_text(out_dir / "sim_vs_hw.txt", table + "\n")
+    return table
+
+
+def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
+    from edgeprune.cli.sim import format_table, scenario_toml
+    from edgeprune.results import write_run_dir
+
+    sc = _load_run_scenario(cluster, args)
+    t0 = time.perf_counter()
+    out = asyncio.run(_run(cluster, sc))
+    wall_s = time.perf_counter() - t0
+    if out.results:
+        write_run_dir(
+            args.out,
+            scenario_toml=scenario_toml(sc),
+            header=_header(cluster, sc, out),
+            results=out.results,
+            force=args.force,
+        )
+        print(f"scenario {sc.name}  seed {sc.seed}  SLO {sc.slo_s:g} s  on {cluster.name} ({wall_s:.1f} s wall)")
+        print(format_table(out.results))
+    if out.error is None and not args.no_sim:
+        print("\nsimulator vs hardware (same scenario, same arrivals, profile " + str(sc.profile_path) + "):")
+        print(_sim_vs_hw(sc, out.results, args.out))
+    if out.results:
+        print(f"results written to {args.out}")
+    if out.cleanup:
+        print(f"{PROG}: warning: cleanup: {'; '.join(out.cleanup)}", file=sys.stderr)
+    if isinstance(out.error, asyncio.CancelledError):
+        print(f"{PROG}: interrupted (Ctrl-C); partial results in {args.out}", file=sys.stderr)
+        return 130
+    if out.error is not None:
+        kept = f" (partial results written to {args.out})" if out.results else ""
+        raise HilError(f"{_error_text(out.error)}{kept}")
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    cluster = load_cluster(args.cluster)
+    if args.command == "check":
+        return asyncio.run(_check(cluster, args.upload))
+    if args.command == "profile":
+        return asyncio.run(_profile(cluster, args.out, args.samples, args.warmup, argv))
+    return _run_cmd(cluster, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``edgeprune-hil``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    return guarded(PROG, lambda: _dispatch(args, argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The scenario's environment events, applied to real nodes and reverted at the end.
+
+A scenario's ``[[environment]]`` event multiplies a device's service times by ``slowdown`` over a window (or
+a schedule).  Here the device is a node (the scenario device of the stage it hosts, or a host name), and the
+factor is realised by the host's ``slowdown`` method:
+
+``cgroup``   CPU quota (cgroup v1 ``cpu.cfs_quota_us`` in the host's ``cpu_cgroup``): ``base / factor`` CPUs,
+             where ``base`` is the host's ``cpu_quota`` (or 1 CPU: the worker is single-threaded).  Exact
+             and repeatable; needs a cgroup the login user may write.
+``stress``   ``stress-ng --cpu N`` on the node, ``N = round(factor - 1)``: N CPU hogs sharing the worker's
+             CPU(s) give about ``N + 1`` times longer services when the worker and the hogs share one core
+             or one quota.  Approximate; needs ``stress-ng`` on the node.
+``cpufreq``  cap ``scaling_max_freq`` of every core at ``cpuinfo_max_freq / factor`` via ``sudo -n tee``
+             (a real Pi; needs passwordless sudo for that file).  Not testable on the emulated cluster.
+
+A host's ``cpu_quota`` (its base share during runs and profiles) is applied by :meth:`Environment.setup`.
+:meth:`Environment.revert` restores every quota and frequency it changed and ends every load it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from edgeprune.errors import HilError
+from edgeprune.scenario import Scenario
+from hil.cluster import ClusterSpec, CoordinatorSpec, HostSpec
+from hil.connect import Node, where
+from hil.remote import kill_groups, start_remote
+
+__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "node_schedule"]
+
+MIN_QUOTA_US = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """From ``time_s`` on, node ``node`` runs ``factor`` times slower than normal."""
+
+    time_s: float
+    node: str
+    factor: float
+
+
+def _factor_at(points: Sequence[tuple[float, float]], t: float) -> float:
+    f = 1.0
+    for tp, fp in points:
+        if tp <= t:
+            f = fp
+    return f
+
+
+def _hosts_of_device(sc: Scenario, cluster: ClusterSpec, device: str) -> set[str]:
+    hosts = {cluster.stages[k].host for k in range(len(sc.stages)) if sc.stages[k].device == device}
+    if device in {h.name for h in cluster.hosts}:
+        hosts.add(device)
+    return hosts
+
+
+def node_schedule(sc: Scenario, cluster: ClusterSpec) -> list[NodeChange]:
+    """Every node's factor changes over the run (factor products where events overlap), time-sorted."""
+    per_host: dict[str, list[Any]] = {}
+    for ev in sc.environment:
+        hosts = _hosts_of_device(sc, cluster, ev.device)
+        if not hosts:
+            raise HilError(f"{sc.source}: environment device {ev.device!r} is on no node of {cluster.source}")
+        for h in hosts:
+            per_host.setdefault(h, []).append(ev)
+    out: list[NodeChange] = []
+    for host, events in per_host.items():
+        times = sorted({t for ev in events for t, _ in ev.change_points()})
+        prev = 1.0
+        for t in times:
+            f = math.prod(_factor_at(ev.change_points(), t) for ev in events)
+            if f != prev:
+                out.append(NodeChange(t, host, f))
+            prev = f
+    return sorted(out, key=lambda c: (c.time_s, c.node))
+
+
+@dataclass
+class _HostState:
+    node: Node
+    original_quota_us: int | None = None
+    period_us: int | None = None
+    stress_tags: list[str] = field(default_factory=list)
+    freq_capped: bool = False
+
+
+class Environment:
+    """Applies node slowdowns for real and reverts them (see the module docstring)."""
+
+    def __init__(self, nodes: Sequence[Node], opts: CoordinatorSpec, tag: str) -> None:
+        self.opts = opts
+        self.tag = tag
+        self.hosts = {n.name: _HostState(n) for n in nodes}
+        self.log: list[dict[str, Any]] = []
+
+    async def _sh(self, node: Node, cmd: str, what: str) -> str:
+        try:
+            result = await asyncio.wait_for(node.conn.run(cmd, check=False), 15)
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            raise HilError(f"{where(node.spec)}: {what}: {type(exc).__name__}: {exc}") from None
+        if result.exit_status != 0:
+            err = str(result.stderr or "").strip().splitlines()
+            raise HilError(f"{where(node.spec)}: {what}: {err[-1] if err else f'exit status {result.exit_status}'}")
+        return str(result.stdout or "")
+
+    async def setup(self) -> None:
+        """Apply every host's base ``cpu_quota`` (remembering the original values)."""
+        await asyncio.gather(
+            *(self._set_cpus(s, s.node.spec.cpu_quota) for s in self.hosts.values() if s.node.spec.cpu_quota > 0)
+        )
+
+    async def _read_quota(self, st: _HostState) -> None:
+        if st.original_quota_us is not None:
+            return
+        cg = shlex.quote(st.node.spec.cpu_cgroup)
+        out = await self._sh(st.node, f"cat {cg}/cpu.cfs_quota_us {cg}/cpu.cfs_period_us", "cannot read the CPU quota")
+        quota, period = (int(v) for v in out.split())
+        st.original_quota_us, st.period_us = quota, period
+
+    async def _set_cpus(self, st: _HostState, cpus: float | None) -> None:
+        await self._read_quota(st)
+        assert st.period_us is not None
+        value = -1 if cpus is None else round(cpus * st.period_us)
+        if value != -1 and value < MIN_QUOTA_US:
+            raise HilError(
+                f"{where(st.node.spec)}: a quota of {cpus:.3f} CPU is {value} us per {st.period_us} us period, below "
+                f'the kernel\'s minimum of {MIN_QUOTA_US} us; lengthen cpu.cfs_period_us or use slowdown = "stress"'
+            )
+        path = shlex.quote(f"{st.node.spec.cpu_cgroup}/cpu.cfs_quota_us")
+        await self._sh(st.node, f"echo {value} > {path}", f"cannot set the CPU quota in {st.node.spec.cpu_cgroup}")
+
+    async def apply(self, change: NodeChange) -> None:
+        """Realise one change on its node."""
+        st = self.hosts[change.node]
+        spec: HostSpec = st.node.spec
+        method = spec.slowdown_method
+        if method == "cgroup":
+            base = spec.cpu_quota if spec.cpu_quota > 0 else 1.0
+            await self._set_cpus(st, base / change.factor)
+            detail = f"cpu quota {base / change.factor:.3f} CPU"
+        elif method == "stress":
+            detail = await self._stress(st, change.factor)
+        else:
+            detail = await self._cpufreq(st, change.factor)
+        self.log.append({"time_s": change.time_s, "node": change.node, "factor": change.factor, "how": detail})
+
+    async def _stress(self, st: _HostState, factor: float) -> str:
+        await kill_groups(st.node, st.stress_tags, self.opts, grace_s=0.1)
+        st.stress_tags.clear()
+        n = round(factor - 1.0)
+        if n < 1:
+            return "stress-ng stopped"
+        tag = f"{self.tag}-stress-{len(self.log)}"
+        rp = await start_remote(st.node, tag, ["stress-ng", "--cpu", str(n), "--quiet", "--timeout", "3600"])
+        st.stress_tags.append(tag)
+        await asyncio.sleep(0.2)
+        if rp.proc.exit_status is not None:
+            why = rp.stderr_tail[-1] if rp.stderr_tail else f"exit status {rp.proc.exit_status}"
+            raise HilError(f"{where(st.node.spec)}: stress-ng failed to start ({why}; is stress-ng installed?)")
+        return f"stress-ng --cpu {n}"
+
+    async def _cpufreq(self, st: _HostState, factor: float) -> str:
+        script = (
+            "for d in /sys/devices/system/cpu/cpu[0-9]*/cpufreq; do "
+            f"m=$(cat $d/cpuinfo_max_freq); echo $(( m * 1000 / {round(factor * 1000)} )) "
+            "| sudo -n tee $d/scaling_max_freq >/dev/null || exit 1; done"
+        )
+        await self._sh(st.node, script, "cannot cap the CPU frequency (needs cpufreq and passwordless sudo)")
+        st.freq_capped = factor > 1.0
+        return f"cpufreq max / {factor:g}"
+
+    async def revert(self) -> list[str]:
+        """Undo everything; returns problems (empty when all was restored)."""
+        results = await asyncio.gather(*(self._revert_host(s) for s in self.hosts.values()), return_exceptions=True)
+        return [str(r) for r in results if isinstance(r, BaseException)]
+
+    async def _revert_host(self, st: _HostState) -> None:
+        if st.stress_tags:
+            await kill_groups(st.node, st.stress_tags, self.opts, grace_s=0.1)
+            st.stress_tags.clear()
+        if st.original_quota_us is not None:
+            path = shlex.quote(f"{st.node.spec.cpu_cgroup}/cpu.cfs_quota_us")
+            await self._sh(st.node, f"echo {st.original_quota_us} > {path}", "cannot restore the CPU quota")
+            st.original_quota_us = None
+        if st.freq_capped:
+            await self._cpufreq(st, 1.0)

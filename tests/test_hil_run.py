@@ -1,0 +1,140 @@
+"""The experiment on a 4-node local cluster: profile, a bursty run with a node slowed halfway, and faults.
+
+Every "Pi" is capped at 0.4 CPU (cgroup v1 quota applied by the coordinator from the cluster file) so the
+four nodes get repeatable shares of this 2-core machine; the scenario slows pi2 (stage s1) 4x from
+t = 12 s with ``stress-ng --cpu 3`` sharing pi2's quota with the worker.  The run takes ~80 s of wall time (two
+policies of 24 s plus the workers' start).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hil_cluster import LocalCluster, cgroup_skip_reason, make_tiny_checkpoint, skip_reason, start_local_cluster
+
+from hil.cli import main
+
+pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytestmark = [
+    pytest.mark.ssh,
+    pytest.mark.torch,
+    pytest.mark.slow,
+    pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
+    pytest.mark.skipif(cgroup_skip_reason() is not None, reason=str(cgroup_skip_reason())),
+]
+
+SCENARIO = Path(__file__).parents[1] / "scenarios" / "hil" / "bursty-4node.toml"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """Four "Pis", each in its own cpu cgroup."""
+    c = start_local_cluster(4, cgroups=True)
+    yield c
+    left = c.stop()
+    assert not left, f"processes left on the nodes: {left}"
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(cluster: LocalCluster) -> Iterator[None]:
+    """Fail the test when any process of the nodes' user outlives it."""
+    yield
+    left = cluster.leftovers()
+    if left:
+        pytest.fail(f"processes left on the nodes: {left}")
+
+
+@pytest.fixture(scope="module")
+def cluster_file(cluster: LocalCluster) -> Path:
+    """The cluster file: tiny ViT checkpoint, 0.4 CPU per node, stress-ng slowdowns inside that quota."""
+    ckpt = make_tiny_checkpoint(cluster.root / "model")
+    path = cluster.root / "pis.toml"
+    path.write_text(cluster.cluster_toml(ckpt, cpu_quota=0.4, slowdown="stress"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def measured(cluster_file: Path, cluster: LocalCluster) -> Path:
+    """The profile measured by ``edgeprune-hil profile`` on the same nodes."""
+    out = cluster.root / "local-cluster.json"
+    assert main(["--cluster", str(cluster_file), "profile", "--out", str(out), "--samples", "20", "--warmup", "3"]) == 0
+    return out
+
+
+def _scenario(folder: Path, measured: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(measured, folder / "local-cluster.json")
+    return Path(shutil.copy(SCENARIO, folder / SCENARIO.name))
+
+
+def test_profile_has_every_stage_and_level(measured: Path) -> None:
+    from edgeprune.profile import load_profile
+
+    prof = load_profile(measured)
+    dev = prof.devices["local"]
+    assert dev.meta["nodes"] == ["pi1", "pi2", "pi3", "pi4"]
+    assert prof.n_stages == 4 and prof.n_levels == 4
+    for k in range(4):  # the most pruned level is faster than the unpruned one on every node
+        assert dev.mean_s(k, 3) < dev.mean_s(k, 0)
+
+
+def test_bursty_run_dynamic_beats_no_pruning(
+    cluster_file: Path, measured: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sc = _scenario(tmp_path / "sc", measured)
+    out = tmp_path / "run"
+    rc = main(["--cluster", str(cluster_file), "run", str(sc), "--out", str(out), "--profile", str(measured)])
+    printed = capsys.readouterr()
+    with capsys.disabled():
+        print("\n" + printed.out)
+    assert rc == 0, printed.err
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["backend"] == "hil" and doc["nodes"] == ["pi1", "pi2", "pi3", "pi4"]
+    applied = doc["environment_applied"]["dynamic"]
+    assert [(e["node"], e["how"]) for e in applied] == [("pi2", "stress-ng --cpu 3")]
+    static, dynamic = doc["policies"]["no-pruning"], doc["policies"]["dynamic"]
+    assert static["completed"] + static["dropped"] + static["unfinished"] == static["arrived"]
+    assert dynamic["slo_attainment"] > static["slo_attainment"]
+    tl = pl.read_parquet(out / "dynamic" / "timeline.parquet")
+    slowed = tl.filter((pl.col("stage") == "s1") & (pl.col("time_s") > 12.5))
+    assert max(slowed["level"].to_list()) > 0  # the controller pruned the slowed node's stage
+    cmp = json.loads((out / "sim_vs_hw.json").read_text())
+    assert set(cmp["policies"]) == {"no-pruning", "dynamic"}
+    assert (out / "sim_vs_hw.txt").read_text().startswith("policy")
+
+
+def test_worker_killed_mid_run(cluster: LocalCluster, cluster_file: Path, measured: Path, tmp_path: Path) -> None:
+    sc = _scenario(tmp_path / "sc", measured)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hil.cli", "--cluster", str(cluster_file), "run", str(sc), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--profile", str(measured), "--policy", "no-pruning"], stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until requests flow
+        if line.startswith("running policy"):
+            break
+    time.sleep(3.0)
+    victim = subprocess.run(
+        ["pgrep", "-u", str(cluster.uid), "-f", "hil.worker serve .*--stage 1 "], capture_output=True, text=True
+    ).stdout.split()
+    assert victim, "stage 1 worker not found"
+    subprocess.run(["kill", "-KILL", *victim], check=True)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 2, err
+    assert "edgeprune-hil: error: stage s1 on pi2 (pi@127.0.0.1:" in err
+    assert "worker ended unexpectedly (signal" in err or "worker ended unexpectedly (exit status" in err
+    assert "partial results written to" in err
+    doc = json.loads((out / "summary.json").read_text())
+    assert "pi2" in doc["aborted"]
+    req = pl.read_parquet(out / "no-pruning" / "requests.parquet")
+    assert (req["status"] == "done").sum() > 0 and (req["status"] == "unfinished").sum() > 0

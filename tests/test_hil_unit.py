@@ -1,0 +1,160 @@
+"""HIL pieces that need neither sshd nor torch: the cluster file, frames, schedules, records, imports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeprune.controller import PipelineCurves
+from edgeprune.errors import ConfigError
+from hil.cluster import load_cluster
+from hil.protocol import decode_line, encode_frame, encode_line, read_frame_async, read_frame_sock
+from hil.records import RunRecorder
+
+CLUSTER = """\
+name = "lab"
+[coordinator]
+listen_address = "10.0.0.1"
+[model]
+checkpoint = "tiny.pt"
+[[host]]
+name = "pi1"
+address = "10.0.0.11"
+python = "/usr/bin/python3"
+workdir = "/home/pi/ep"
+identity_file = "keys/id"
+known_hosts = "keys/known_hosts"
+[[host]]
+name = "pi2"
+address = "10.0.0.12"
+python = "/usr/bin/python3"
+workdir = "/home/pi/ep"
+[[stage]]
+name = "s0"
+host = "pi1"
+[[stage]]
+name = "s1"
+host = "pi2"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "pis.toml"
+    p.write_text(text)
+    return p
+
+
+def test_cluster_file_resolves_paths_and_placement(tmp_path: Path) -> None:
+    c = load_cluster(_write(tmp_path, CLUSTER))
+    assert c.name == "lab"
+    assert [h.name for h in c.stage_hosts()] == ["pi1", "pi2"]
+    assert c.hosts[0].identity_file == str(tmp_path / "keys" / "id")
+    assert c.hosts[0].known_hosts == str(tmp_path / "keys" / "known_hosts")
+    assert c.hosts[1].known_hosts.endswith(".ssh/known_hosts")
+    assert c.checkpoint_path == tmp_path / "tiny.pt"
+    assert c.coordinator.transport == "direct"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('address = "10.0.0.12"', 'adress = "10.0.0.12"', "unknown key (did you mean 'address'?)"),
+        ('host = "pi2"', 'host = "pi3"', "stage[1].host = 'pi3': unknown host"),
+        ('host = "pi2"', 'host = "pi1"', "one stage worker per node"),
+        ('listen_address = "10.0.0.1"', 'transport = "telnet"', "not one of the valid choices"),
+        (
+            'workdir = "/home/pi/ep"\n[[stage]]',
+            'workdir = "/home/pi/ep"\nslowdown = "cgroup"\n[[stage]]',
+            "needs cpu_cgroup",
+        ),
+    ],
+)
+def test_cluster_file_errors_are_one_line(tmp_path: Path, old: str, new: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_cluster(_write(tmp_path, CLUSTER.replace(old, new, 1)))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_coordinator_imports_without_torch() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import hil.cli, hil.coordinator, hil.session, hil.connect, hil.deploy, hil.environment\n"
+        "import hil.profiling, hil.compare, hil.records, hil.remote\n"
+        "assert sys.modules['torch'] is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_frames_round_trip_without_copy_or_pickle() -> None:
+    payload = np.arange(197 * 768, dtype=np.float32).tobytes()
+    header = {"id": 7, "kind": "tensor", "shape": [1, 197, 768], "dtype": "float32", "levels": [0, 2]}
+    a, b = socket.socketpair()
+
+    def send() -> None:
+        for buf in encode_frame(header, payload):
+            a.sendall(buf)
+        a.shutdown(socket.SHUT_WR)
+
+    with a, b:
+        sender = threading.Thread(target=send)
+        sender.start()
+        got = read_frame_sock(b)
+        assert got is not None
+        assert got[0] == header
+        assert bytes(got[1]) == payload
+        assert read_frame_sock(b) is None
+        sender.join()
+
+    async def via_asyncio() -> None:
+        reader = asyncio.StreamReader()
+        for buf in encode_frame(header, payload):
+            reader.feed_data(bytes(buf))
+        reader.feed_eof()
+        frame = await read_frame_async(reader)
+        assert frame is not None and frame[0] == header and frame[1] == payload
+        assert await read_frame_async(reader) is None
+
+    asyncio.run(via_asyncio())
+    assert decode_line(encode_line({"cmd": "level", "level": 3})) == {"cmd": "level", "level": 3}
+
+
+def test_recorder_builds_the_simulators_schema(case: Path) -> None:
+    from edgeprune.scenario import load_scenario
+    from sim.runner import curves_for, draw_streams, run_policy
+
+    sc = load_scenario(case)
+    streams = draw_streams(sc)
+    sim = run_policy(sc, sc.policies[0], streams)
+    curves: PipelineCurves = curves_for(sc)
+    rec = RunRecorder("p", curves.stage_names, streams.arrivals_s, sc.warmup_s, curves)
+    rec.result_arrived(0, float(streams.arrivals_s[0]) + 0.5, [0, 1, 2, 3])
+    rec.dropped(1, 2)
+    hw = rec.result(slo_s=sc.slo_s, window_end_s=600.0)
+    assert hw.requests.schema == sim.requests.schema
+    assert hw.timeline.schema == sim.timeline.schema
+    statuses = hw.requests["status"].to_list()
+    assert statuses[:3] == ["done", "dropped", "unfinished"]
+    assert hw.requests["dropped_at"][1] == "s2"
+    assert set(hw.summary) == set(sim.summary)
+
+
+def test_node_schedule_maps_scenario_devices_to_hosts(case: Path, tmp_path: Path) -> None:
+    from edgeprune.scenario import load_scenario
+    from hil.environment import node_schedule
+
+    sc = load_scenario(case)  # stages s0..s3 on devices pi1, pi2, pi1, pi2; pi2 slowed 1.6x in [200, 400)
+    text = CLUSTER.replace('[[stage]]\nname = "s0"', '[[stage]]\nname = "s0"')
+    for i in (3, 4):
+        text += f'[[host]]\nname = "n{i}"\naddress = "x"\npython = "p"\nworkdir = "w"\n'
+    text += '[[stage]]\nname = "s2"\nhost = "n3"\n[[stage]]\nname = "s3"\nhost = "n4"\n'
+    cluster = load_cluster(_write(tmp_path, text))
+    changes = [(c.time_s, c.node, c.factor) for c in node_schedule(sc, cluster)]
+    assert changes == [(200.0, "n4", 1.6), (200.0, "pi2", 1.6), (400.0, "n4", 1.0), (400.0, "pi2", 1.0)]
