@@ -8,7 +8,7 @@ Prints, for the scenarios of ``scenarios/paper/``:
 
 1. **Decision time** per ``decide`` call of every policy (4 stages x 7 levels), from the contract checker
    (:func:`edgeprune.controller.checker.check_policy`) on its synthetic observation sequence.
-2. **Arrival-rate sweep** (the paper's Fig. 5) on ``sweep.toml``: SLO attainment and mean estimated
+2. **Arrival-rate sweep** (the paper's Fig. 5) on ``fig5-base.toml``: SLO attainment and mean estimated
    accuracy per policy and rate; the *sustainable throughput* of a policy is the highest swept rate up to
    which every rate has >= 90 % SLO attainment; the *stressed rate* is the lowest swept rate at which
    no-pruning attains <= 30 %.
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         try:
-            base = load(args.scenarios / "sweep.toml", args.profile, tmp)
+            base = load(args.scenarios / "fig5-base.toml", args.profile, tmp)
         except EdgePruneError as exc:
             print(f"bench_policies: {exc}", file=sys.stderr)
             return 2
