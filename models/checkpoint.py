@@ -1,0 +1,97 @@
+"""Saving and loading nested pipelines as plain data: (model id, config, partition, channel order, state dict).
+
+No module is pickled: the file is a ``torch.save`` of a dictionary of tensors, strings, numbers and lists,
+read back with ``torch.load(weights_only=True)``.  Loading rebuilds the vision tower from the stored open_clip
+config, re-creates the nested stages in the stored order (``order="keep"``: the stored weights are already
+permuted) and loads the state dict, so a pruning-aware trained model keeps its trained channel order.
+Written atomically (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeprune.errors import ModelError
+from models.nested import StagedVision, build_nested
+from models.ordering import ChannelOrder
+from models.slicing import ZeroShotHead
+
+__all__ = ["FORMAT", "load_nested", "save_nested"]
+
+FORMAT = "edgeprune.nested"
+VERSION = 1
+
+
+def save_nested(pipe: StagedVision, path: str | Path) -> None:
+    """Write ``pipe`` (and its zero-shot head, if the last stage has one) to ``path`` atomically."""
+    if "model_cfg" not in pipe.info:
+        raise ModelError(f"{path}: the pipeline has no open_clip config (build it from models.loading.load_model)")
+    last = pipe.stage_list[-1]
+    head = last.classifier
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_id": str(pipe.info.get("model_id", "")),
+        "weights": str(pipe.info.get("weights", "")),
+        "model_cfg": pipe.info["model_cfg"],
+        "partition": [list(b) for b in pipe.partition],
+        "ratios": list(pipe.ratios),
+        "channel_order": pipe.channel_order.to_dict(),
+        "state_dict": {k: v for k, v in pipe.state_dict().items() if not k.endswith("class_embeddings")},
+    }
+    if head is not None:
+        emb: torch.Tensor = head.class_embeddings  # type: ignore[assignment]
+        payload["head"] = {
+            "class_names": list(head.class_names),
+            "class_embeddings": emb.clone(),
+            "logit_scale": head.logit_scale,
+        }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_nested(path: str | Path) -> StagedVision:
+    """Rebuild a :class:`StagedVision` saved by :func:`save_nested`."""
+    from models.loading import _build_visual
+
+    p = Path(path)
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"--checkpoint = {p}: file not found") from None
+    except Exception as exc:
+        raise ModelError(f"--checkpoint = {p}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ModelError(f"--checkpoint = {p}: not an EdgePrune nested checkpoint (format != {FORMAT!r})")
+    if raw.get("version") != VERSION:
+        raise ModelError(f"--checkpoint = {p}: version {raw.get('version')!r} unsupported (this build reads {VERSION})")
+    cfg = dict(raw["model_cfg"])
+    with torch.random.fork_rng(devices=[]):  # placeholder weights, overwritten by the state dict below
+        visual = _build_visual(cfg).eval()
+    info = {"model_id": raw["model_id"], "weights": f"checkpoint:{p}", "model_cfg": cfg}
+    blocks = [(int(a), int(b)) for a, b in raw["partition"]]
+    pipe = build_nested(visual, blocks, raw["ratios"], order="keep", info=info)
+    missing, unexpected = pipe.load_state_dict(raw["state_dict"], strict=False)
+    if unexpected or [k for k in missing if not k.endswith("class_embeddings")]:
+        raise ModelError(
+            f"--checkpoint = {p}: state dict does not match its config ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors)"
+        )
+    pipe.channel_order = ChannelOrder.from_dict(raw["channel_order"])
+    if "head" in raw:
+        h = raw["head"]
+        pipe.stage_list[-1].classifier = ZeroShotHead(h["class_embeddings"], float(h["logit_scale"]), h["class_names"])
+    return pipe.eval()
