@@ -93,5 +93,8 @@ def load_nested(path: str | Path) -> StagedVision:
     pipe.channel_order = ChannelOrder.from_dict(raw["channel_order"])
     if "head" in raw:
         h = raw["head"]
-        pipe.stage_list[-1].classifier = ZeroShotHead(h["class_embeddings"], float(h["logit_scale"]), h["class_names"])
+        head = ZeroShotHead(h["class_embeddings"], float(h["logit_scale"]), h["class_names"])
+        with torch.no_grad():  # the saved embeddings are already normalised: keep them bit for bit
+            head.class_embeddings.copy_(h["class_embeddings"])  # type: ignore[operator]
+        pipe.stage_list[-1].classifier = head
     return pipe.eval()

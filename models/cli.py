@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     acc = sub.add_parser("accuracy", help="add top-1 accuracy per level to a profile")
     _add_model_args(acc, required=False)
     acc.add_argument("--profile", required=True, help="profile JSON written by `latency`")
-    acc.add_argument("--data", required=True, help="image folder (one folder per class) or labelled CSV (path,label)")
+    acc.add_argument("--data", help="image folder (one folder per class) or labelled CSV (path,label)")
+    acc.add_argument("--dataset", choices=["digits"], help="built-in labelled data (for edgeprune-train checkpoints)")
+    acc.add_argument("--random-vectors", type=int, default=20, help="random per-stage vectors (trained checkpoints)")
     acc.add_argument("--vectors", default="", help="per-stage level vectors to measure too, e.g. '0,0,1,2;0,3,3,0'")
     acc.add_argument("--template", action="append", help="prompt template with {} (repeatable)")
     acc.add_argument("--batch-size", type=int, default=32)
@@ -260,6 +262,10 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     from models.accuracy import DEFAULT_TEMPLATES, accuracy_curve, load_labelled, zero_shot_head
     from models.benchmark import write_profile
 
+    if (args.data is None) == (args.dataset is None):
+        raise ModelError("accuracy: give exactly one of --data DIR_OR_CSV or --dataset digits")
+    if args.checkpoint and (Path(args.checkpoint).is_dir() or args.dataset):
+        return _trained_accuracy(args)
     profile = load_profile(args.profile)
     vectors = _parse_vectors(args.vectors)
     model_id = profile.model.get("id")
@@ -292,6 +298,25 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
         print(f"{lvl:>5}  {r:5.2f}  {a:.4f}")
     for vec, a in curve.per_stage.items():
         print(f"levels {list(vec)}: {a:.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _trained_accuracy(args: argparse.Namespace) -> int:
+    """Score an ``edgeprune-train`` checkpoint with its own trained head (no text tower needed)."""
+    from models.training.curves import add_accuracy, print_curve
+
+    out = args.out or args.profile
+    curve = add_accuracy(
+        args.checkpoint,
+        args.profile,
+        out,
+        dataset=args.dataset,
+        data=args.data,
+        n_vectors=args.random_vectors,
+        seed=args.seed,
+    )
+    print_curve(curve)
     print(f"wrote {out}")
     return 0
 

@@ -179,3 +179,26 @@ def test_cli_resume_of_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture
     assert train_main(["--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_profile_accuracy_command_scores_a_trained_checkpoint(
+    short_runs: dict[str, TrainResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edgeprune-profile accuracy --checkpoint RUN --dataset digits` writes the curve into a profile."""
+    import json
+
+    from edgeprune.profile import load_profile
+    from models.cli import main as profile_main
+    from tests.simfixtures import profile_dict
+
+    run = short_runs["sandwich-distill"]
+    assert run.out is not None
+    lat = tmp_path / "lat.json"
+    lat.write_text(json.dumps(profile_dict(n_stages=len(run.pipe.stages), accuracy=False)))
+    out = tmp_path / "with-acc.json"
+    argv = ["accuracy", "--checkpoint", str(run.out), "--dataset", "digits", "--profile", str(lat), "--out", str(out)]
+    assert profile_main([*argv, "--random-vectors", "3"]) == 0
+    acc = load_profile(out).accuracy
+    assert acc is not None and len(acc.per_stage) == 3
+    assert acc.uniform == pytest.approx(run.curve.uniform, abs=0.02)
+    assert "wrote" in capsys.readouterr().out

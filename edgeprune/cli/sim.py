@@ -130,7 +130,9 @@ def _run(args: argparse.Namespace) -> int:
         if acc is None:
             print("accuracy: the profile has no accuracy curve")
         elif acc.proxy:
-            print(f"accuracy: PROXY curve ({acc.dataset}): {acc.note}")
+            print(
+                f"accuracy: estimated from a PROXY curve ({acc.dataset}); see accuracy.note in {sc.profile_path.name}"
+            )
         if args.out is not None:
             print(f"results written to {args.out}")
     return 0

@@ -47,6 +47,7 @@ class BottleneckParams:
     factor_alpha: float = spec_field(default=0.5, gt=0, le=1, doc="EWMA weight of the newest environment factor")
     rate_alpha_fast: float = spec_field(default=0.6, gt=0, le=1, doc="EWMA weight, fast arrival-rate estimate")
     rate_alpha_slow: float = spec_field(default=0.05, gt=0, le=1, doc="EWMA weight, slow arrival-rate estimate")
+    rate_z: float = spec_field(default=1.5, ge=0, doc="a burst must exceed the fast estimate's noise by z sd")
 
     def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
         """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
@@ -67,7 +68,7 @@ class BottleneckPolicy:
         self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
         self._factors = FactorEstimator(curves, params.factor_alpha)
         self._factor = self._factors.factor
-        self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow)
+        self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow, params.rate_z)
         self._levels = [0] * n
         self._relax_since: list[float | None] = [None] * n
         self._relax_to = [0] * n
@@ -81,7 +82,7 @@ class BottleneckPolicy:
         if observation.period_s <= 0:
             return tuple(self._levels)
         rate_hz = self._update_estimates(observation)
-        budgets = [self._budget_s(rate_hz, st.queue_len + st.busy) for st in observation.stages]
+        budgets = [self._budget_s(rate_hz, st.queue_len) for st in observation.stages]
         wanted = [self._least_fitting(k, b, 1.0) for k, b in enumerate(budgets)]
         relaxed = [self._least_fitting(k, b, self.p.relax_margin) for k, b in enumerate(budgets)]
         self._apply_floor(wanted, budgets)

@@ -9,7 +9,10 @@ backend), so it multiplies ``latency_s`` directly.  Until a stage has served any
 curves are believed).
 
 **Arrival rate, burst-aware.**  :class:`RateEstimator` keeps a fast and a slow EWMA of the per-period rate
-and answers the larger: a burst is seen within a period, a lull does not drop the estimate at once.  It
+and answers the larger: a burst is seen within a period, a lull does not drop the estimate at once.  With
+``z > 0`` the fast estimate counts only beyond its Poisson noise: it answers ``max(slow, fast - z * sd)``
+where ``sd = sqrt(fast / (period_s * n_eff))`` is the standard deviation of an EWMA of Poisson counts over
+``n_eff = (2 - alpha) / alpha`` periods, so chance fluctuations of a steady load do not read as bursts.  It
 also tracks the index of dispersion of per-period counts (variance / mean; 1 for Poisson), the arrival
 variability ``ca²`` used by queueing approximations.
 """
@@ -42,9 +45,11 @@ class FactorEstimator:
 class RateEstimator:
     """Burst-aware arrival rate (max of a fast and a slow EWMA) and the dispersion of per-period counts."""
 
-    def __init__(self, alpha_fast: float, alpha_slow: float) -> None:
+    def __init__(self, alpha_fast: float, alpha_slow: float, z: float = 0.0) -> None:
         self._af = alpha_fast
         self._as = alpha_slow
+        self._z = z
+        self._period_s = 1.0
         self.fast_hz: float | None = None
         self.slow_hz = 0.0
         self._mean_n = 0.0
@@ -53,6 +58,7 @@ class RateEstimator:
     def update(self, obs: Observation) -> float:
         """Fold one period's arrival count in; return the burst-aware rate (requests per second)."""
         rate = obs.arrivals / obs.period_s
+        self._period_s = obs.period_s
         if self.fast_hz is None:
             self.fast_hz = self.slow_hz = rate
             self._mean_n = float(obs.arrivals)
@@ -67,7 +73,11 @@ class RateEstimator:
     @property
     def rate_hz(self) -> float:
         """The burst-aware estimate (0 before the first period)."""
-        return max(self.fast_hz or 0.0, self.slow_hz)
+        fast = self.fast_hz or 0.0
+        if self._z > 0 and fast > 0:
+            n_eff = (2.0 - self._af) / self._af
+            fast -= self._z * math.sqrt(fast / (self._period_s * n_eff))
+        return max(fast, self.slow_hz)
 
     @property
     def dispersion(self) -> float:

@@ -57,6 +57,7 @@ class PredictiveParams:
     factor_alpha: float = spec_field(default=0.5, gt=0, le=1, doc="EWMA weight of the newest environment factor")
     rate_alpha_fast: float = spec_field(default=0.6, gt=0, le=1, doc="EWMA weight, fast arrival-rate estimate")
     rate_alpha_slow: float = spec_field(default=0.05, gt=0, le=1, doc="EWMA weight, slow arrival-rate estimate")
+    rate_z: float = spec_field(default=2.0, ge=0, doc="a burst must exceed the fast estimate's noise by z sd")
 
     def check(self) -> list[tuple[str, object, str]]:
         """Relaxing must demand at least as much as holding, or the policy would flap."""
@@ -94,7 +95,7 @@ class PredictivePolicy:
         n = curves.n_stages
         self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
         self._factors = FactorEstimator(curves, params.factor_alpha)
-        self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow)
+        self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow, params.rate_z)
         self._levels: list[int] = [0] * n
         self._relax_since: float | None = None
         self._relax_to: list[int] | None = None
