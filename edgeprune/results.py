@@ -49,6 +49,7 @@ __all__ = [
     "RunResult",
     "atomic_write_text",
     "read_run_dir",
+    "replace_dir",
     "summarise",
     "write_run_dir",
 ]
@@ -186,13 +187,13 @@ def write_run_dir(
             r.requests.write_parquet(d / "requests.parquet", statistics=False)
             r.timeline.write_parquet(d / "timeline.parquet", statistics=False)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual mode
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _replace_dir(new: Path, out: Path) -> None:
+def replace_dir(new: Path, out: Path) -> None:
     """Move ``new`` to ``out``; an existing ``out`` is moved aside first and removed after."""
     old = None
     if out.exists():

@@ -28,18 +28,16 @@ from dataclasses import dataclass
 from edgeprune.config import spec_field
 from edgeprune.controller.contract import Levels, Observation, PipelineCurves
 from edgeprune.controller.estimate import AccuracyTable, FactorEstimator, RateEstimator
+from edgeprune.controller.params import AdaptiveParams
 from edgeprune.controller.registry import PolicyKind, register
 
 __all__ = ["BottleneckParams", "BottleneckPolicy"]
 
 
 @dataclass(frozen=True)
-class BottleneckParams:
+class BottleneckParams(AdaptiveParams):
     """Parameters of ``kind = "bottleneck"``."""
 
-    period_s: float = spec_field(default=1.0, gt=0, doc="control period")
-    min_accuracy: float | None = spec_field(default=None, gt=0, le=1, doc="accuracy floor (needs profile accuracy)")
-    max_level: int | None = spec_field(default=None, ge=0, doc="highest level the policy may choose")
     target_utilization: float = spec_field(default=0.8, gt=0, lt=1, doc="utilisation cap per stage")
     drain_horizon_s: float | None = spec_field(default=None, gt=0, doc="clear a backlog within (default: SLO)")
     cooldown_s: float = spec_field(default=10.0, ge=0, doc="time a lower level must keep fitting before relaxing")
@@ -48,14 +46,6 @@ class BottleneckParams:
     rate_alpha_fast: float = spec_field(default=0.6, gt=0, le=1, doc="EWMA weight, fast arrival-rate estimate")
     rate_alpha_slow: float = spec_field(default=0.05, gt=0, le=1, doc="EWMA weight, slow arrival-rate estimate")
     rate_z: float = spec_field(default=1.5, ge=0, doc="a burst must exceed the fast estimate's noise by z sd")
-
-    def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
-        """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
-        if self.max_level is not None and self.max_level >= n_levels:
-            return [("max_level", self.max_level, f"outside the ladder 0..{n_levels - 1}")]
-        if self.min_accuracy is not None and not has_accuracy:
-            return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
-        return []
 
 
 class BottleneckPolicy:

@@ -29,6 +29,7 @@ import numpy as np
 from edgeprune.config import spec_field
 from edgeprune.controller.contract import Levels, Observation, PipelineCurves
 from edgeprune.controller.estimate import AccuracyTable
+from edgeprune.controller.params import AdaptiveParams
 from edgeprune.controller.registry import PolicyKind, register
 from edgeprune.errors import PolicyError
 
@@ -36,23 +37,12 @@ __all__ = ["OracleParams", "OraclePolicy"]
 
 
 @dataclass(frozen=True)
-class OracleParams:
+class OracleParams(AdaptiveParams):
     """Parameters of ``kind = "oracle"``."""
 
-    period_s: float = spec_field(default=1.0, gt=0, doc="control period")
-    min_accuracy: float | None = spec_field(default=None, gt=0, le=1, doc="accuracy floor (needs profile accuracy)")
-    max_level: int | None = spec_field(default=None, ge=0, doc="highest level the policy may choose")
     target_attainment: float = spec_field(default=0.99, gt=0, le=1, doc="share of known requests within the SLO")
     horizon_s: float | None = spec_field(default=None, gt=0, doc="look-ahead (default: 10 periods or the SLO)")
     safety: float = spec_field(default=1.05, ge=1, doc="service times are taken as mean x safety")
-
-    def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
-        """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
-        if self.max_level is not None and self.max_level >= n_levels:
-            return [("max_level", self.max_level, f"outside the ladder 0..{n_levels - 1}")]
-        if self.min_accuracy is not None and not has_accuracy:
-            return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
-        return []
 
 
 @dataclass

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from edgeprune.config import spec_field
 from edgeprune.controller.contract import Levels, Observation, PipelineCurves
 from edgeprune.controller.estimate import AccuracyTable, FactorEstimator, RateEstimator
+from edgeprune.controller.params import AdaptiveParams
 from edgeprune.controller.registry import PolicyKind, register
 
 __all__ = ["PredictiveParams", "PredictivePolicy"]
@@ -43,12 +44,9 @@ _Z95 = 1.645
 
 
 @dataclass(frozen=True)
-class PredictiveParams:
+class PredictiveParams(AdaptiveParams):
     """Parameters of ``kind = "predictive"``."""
 
-    period_s: float = spec_field(default=1.0, gt=0, doc="control period")
-    min_accuracy: float | None = spec_field(default=None, gt=0, le=1, doc="accuracy floor (needs profile accuracy)")
-    max_level: int | None = spec_field(default=None, ge=0, doc="highest level the policy may choose")
     target_attainment: float = spec_field(default=0.95, gt=0, lt=1, doc="forecast SLO attainment to reach")
     relax_attainment: float = spec_field(default=0.97, gt=0, le=1, doc="forecast a relaxed vector must reach")
     horizon_s: float | None = spec_field(default=None, gt=0, doc="forecast horizon (default: the SLO)")
@@ -65,14 +63,6 @@ class PredictiveParams:
             return [
                 ("relax_attainment", self.relax_attainment, f"must be >= target_attainment ({self.target_attainment})")
             ]
-        return []
-
-    def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
-        """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
-        if self.max_level is not None and self.max_level >= n_levels:
-            return [("max_level", self.max_level, f"outside the ladder 0..{n_levels - 1}")]
-        if self.min_accuracy is not None and not has_accuracy:
-            return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
         return []
 
 

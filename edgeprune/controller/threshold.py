@@ -25,35 +25,25 @@ from dataclasses import dataclass
 from edgeprune.config import spec_field
 from edgeprune.controller.contract import Levels, Observation, PipelineCurves
 from edgeprune.controller.estimate import AccuracyTable
+from edgeprune.controller.params import AdaptiveParams
 from edgeprune.controller.registry import PolicyKind, register
 
 __all__ = ["ThresholdParams", "ThresholdPolicy"]
 
 
 @dataclass(frozen=True)
-class ThresholdParams:
+class ThresholdParams(AdaptiveParams):
     """Parameters of ``kind = "threshold"``."""
 
-    period_s: float = spec_field(default=1.0, gt=0, doc="control period")
     high_queue: int = spec_field(default=3, ge=1, doc="waiting requests at which a stage is pruned one more level")
     low_queue: int = spec_field(default=1, ge=0, doc="waiting requests at or below which a stage may relax")
     cooldown_s: float = spec_field(default=10.0, ge=0, doc="time a queue must stay low before relaxing one level")
-    min_accuracy: float | None = spec_field(default=None, gt=0, le=1, doc="accuracy floor (needs profile accuracy)")
-    max_level: int | None = spec_field(default=None, ge=0, doc="highest level the policy may choose")
     max_backoff: float = spec_field(default=4.0, ge=1, doc="cool-down grows up to this many times cooldown_s")
 
     def check(self) -> list[tuple[str, object, str]]:
         """The low threshold must lie below the high one (else every queue both prunes and relaxes)."""
         if self.low_queue >= self.high_queue:
             return [("low_queue", self.low_queue, f"must be < high_queue ({self.high_queue})")]
-        return []
-
-    def check_pipeline(self, *, n_stages: int, n_levels: int, has_accuracy: bool) -> list[tuple[str, object, str]]:
-        """``max_level`` must be on the ladder; an accuracy floor needs an accuracy curve."""
-        if self.max_level is not None and self.max_level >= n_levels:
-            return [("max_level", self.max_level, f"outside the ladder 0..{n_levels - 1}")]
-        if self.min_accuracy is not None and not has_accuracy:
-            return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
         return []
 
 

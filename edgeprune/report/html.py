@@ -27,6 +27,7 @@ from pathlib import Path
 from edgeprune.report.build import Report
 from edgeprune.report.charts import Chart
 from edgeprune.report.tables import format_html, format_markdown
+from edgeprune.results import replace_dir
 
 __all__ = ["render_html", "render_markdown", "vega_bundle", "write_report"]
 
@@ -180,7 +181,7 @@ def write_report(report: Report, out_html: str | Path) -> list[Path]:
             _export(c, tmp / files)
         (tmp / "page.html").write_text(render_html(report, files), encoding="utf-8")
         (tmp / "page.md").write_text(render_markdown(report, files), encoding="utf-8")
-        _replace_dir(tmp / files, folder / files)
+        replace_dir(tmp / files, folder / files)
         os.replace(tmp / "page.md", md_path)
         os.replace(tmp / "page.html", out_html)
     finally:
@@ -190,14 +191,3 @@ def write_report(report: Report, out_html: str | Path) -> list[Path]:
         folder / files / f"{c.name}.{ext}" for sec in report.sections for c in sec.charts for ext in ("png", "svg")
     ]
     return written
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Move ``new`` to ``out``, replacing an existing folder (moved aside first, removed after)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        os.replace(out, old)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
