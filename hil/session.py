@@ -40,6 +40,8 @@ __all__ = ["Session", "WorkerConfig", "WorkerHandle", "new_tag"]
 
 ResultCallback = Callable[[dict[str, Any], float], None]
 
+LINK_LOSS_GRACE_S = 2.0  # how long a "downstream link lost" report waits for the dead worker's own exit
+
 
 def new_tag(kind: str) -> str:
     """A unique marker for a run's remote processes (visible in ``ps`` and in pid-file names)."""
@@ -201,7 +203,13 @@ class Session:
                 if kind == "report":
                     w.reports.put_nowait(event)
                 elif kind == "error":
-                    self._fail(HilError(f"{w.label}: worker error: {event.get('message')}"))
+                    err = HilError(f"{w.label}: worker error: {event.get('message')}")
+                    if str(event.get("message", "")).startswith("downstream link lost"):
+                        # Usually the consequence of the next worker dying: give that root cause a moment
+                        # to be reported first, so the message names the node that actually failed.
+                        asyncio.get_running_loop().call_later(LINK_LOSS_GRACE_S, self._fail, err)
+                    else:
+                        self._fail(err)
                 else:
                     w.acks.put_nowait(event)
         except (asyncssh.Error, OSError, ProtocolError) as exc:
