@@ -158,6 +158,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=15, help="timed runs per level and variant")
     parser.add_argument("--model", default="ViT-B-16")
+    parser.add_argument("--mlp-round-to", type=int, default=1, help="round MLP widths to a multiple (e.g. 64)")
     parser.add_argument("--rss-child", choices=("plain", "nested", "dense-all"), help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -184,7 +185,7 @@ def main() -> int:
         loaded.visual(x)
         unsliced_s = statistics.median(_time_chain([loaded.visual], x) for _ in range(args.runs))
     t0 = time.perf_counter()
-    pipe = build_nested(loaded.visual, CUTS, RATIOS).eval()
+    pipe = build_nested(loaded.visual, CUTS, RATIOS, mlp_round_to=args.mlp_round_to).eval()
     build_s = time.perf_counter() - t0
     stages = pipe.stage_list
     print(

@@ -10,11 +10,11 @@ Slicing (:mod:`models.slicing`)
     ``Stage``: ``forward``, ``set_level(level)``, ``set_widths([(heads, mlp_hidden), ...])``, ``classifier``
     ``ZeroShotHead(class_embeddings, logit_scale, class_names)``
 Nested levels (:mod:`models.nested`, :mod:`models.blocks`, :mod:`models.ordering`, :mod:`models.levels`)
-    ``build_nested(visual, blocks, ratios, order="importance" | "keep" | ChannelOrder, info=None) -> StagedVision``
+    ``build_nested(visual, blocks, ratios, order="importance" | "keep" | ChannelOrder, info=None, mlp_round_to=1)``
     ``StagedVision``: ``stages``, ``set_levels(int | [int, ...])``, ``forward``, ``levels``, ``ratios``,
     ``partition``, ``channel_order``; ``restage(pipe, blocks)``
     ``NestedBlock.set_width(n_heads, mlp_hidden)``; ``ChannelOrder``, ``importance_order``, ``identity_order``
-    ``ladder(ratios, n_heads, mlp_hidden) -> tuple[LevelSpec, ...]``
+    ``ladder(ratios, n_heads, mlp_hidden, mlp_round_to=1) -> tuple[LevelSpec, ...]``
 Export and checkpoints (:mod:`models.export`, :mod:`models.checkpoint`)
     ``export_dense_stage(stage, level) -> Stage``  physically pruned by torch-pruning
     ``save_nested(pipe, path)`` / ``load_nested(path) -> StagedVision``  (id, config, partition, order, weights)

@@ -41,6 +41,7 @@ def save_nested(pipe: StagedVision, path: str | Path) -> None:
         "model_cfg": pipe.info["model_cfg"],
         "partition": [list(b) for b in pipe.partition],
         "ratios": list(pipe.ratios),
+        "mlp_round_to": int(pipe.info.get("mlp_round_to", 1)),
         "channel_order": pipe.channel_order.to_dict(),
         "state_dict": {k: v for k, v in pipe.state_dict().items() if not k.endswith("class_embeddings")},
     }
@@ -83,7 +84,8 @@ def load_nested(path: str | Path) -> StagedVision:
         visual = _build_visual(cfg).eval()
     info = {"model_id": raw["model_id"], "weights": f"checkpoint:{p}", "model_cfg": cfg}
     blocks = [(int(a), int(b)) for a, b in raw["partition"]]
-    pipe = build_nested(visual, blocks, raw["ratios"], order="keep", info=info)
+    round_to = int(raw.get("mlp_round_to", 1))
+    pipe = build_nested(visual, blocks, raw["ratios"], order="keep", info=info, mlp_round_to=round_to)
     missing, unexpected = pipe.load_state_dict(raw["state_dict"], strict=False)
     if unexpected or [k for k in missing if not k.endswith("class_embeddings")]:
         raise ModelError(

@@ -46,19 +46,28 @@ def heads_kept(n_heads: int, ratio: float) -> int:
     return n_heads - math.ceil(ratio * n_heads - _EPS)
 
 
-def mlp_kept(mlp_hidden: int, ratio: float) -> int:
-    """MLP hidden channels kept at ``ratio`` (torch-pruning keeps ``floor(mlp_hidden * (1 - ratio))``)."""
-    return math.floor(mlp_hidden * (1.0 - ratio) + _EPS)
+def mlp_kept(mlp_hidden: int, ratio: float, round_to: int = 1) -> int:
+    """MLP hidden channels kept at ``ratio`` (torch-pruning keeps ``floor(mlp_hidden * (1 - ratio))``).
+
+    With ``round_to > 1`` the kept width is rounded to the nearest multiple of ``round_to`` (at least one
+    multiple, at most the full width), as torch-pruning's ``round_to`` does: matrix kernels run much faster
+    at such widths (measured here at 1 thread: 2176 channels 25 ms vs 2150 channels 34 ms per MLP)."""
+    kept = math.floor(mlp_hidden * (1.0 - ratio) + _EPS)
+    if round_to > 1:
+        kept = min(mlp_hidden, max(round_to, round_to * math.floor(kept / round_to + 0.5)))
+    return kept
 
 
-def ladder(ratios: Sequence[float], n_heads: int, mlp_hidden: int) -> tuple[LevelSpec, ...]:
+def ladder(ratios: Sequence[float], n_heads: int, mlp_hidden: int, mlp_round_to: int = 1) -> tuple[LevelSpec, ...]:
     """Validate ``ratios`` and return the widths of every level for blocks of the given full size."""
     rs = tuple(float(r) for r in ratios)
     if not rs or rs[0] != 0.0 or any(b <= a for a, b in itertools.pairwise(rs)):
         raise ModelError(f"--levels = {','.join(map(str, rs))}: ratios must start at 0 and increase")
     if any(not 0.0 <= r < 1.0 for r in rs):
         raise ModelError(f"--levels = {','.join(map(str, rs))}: ratios must lie in [0, 1)")
-    specs = tuple(LevelSpec(r, heads_kept(n_heads, r), mlp_kept(mlp_hidden, r)) for r in rs)
+    if mlp_round_to < 1:
+        raise ModelError(f"--mlp-round-to = {mlp_round_to}: must be >= 1")
+    specs = tuple(LevelSpec(r, heads_kept(n_heads, r), mlp_kept(mlp_hidden, r, mlp_round_to)) for r in rs)
     for s in specs:
         if s.heads < 1 or s.mlp_hidden < 1:
             raise ModelError(

@@ -131,11 +131,13 @@ def build_nested(
     ratios: Sequence[float],
     order: Literal["importance", "keep"] | ChannelOrder = "importance",
     info: Mapping[str, Any] | None = None,
+    mlp_round_to: int = 1,
 ) -> StagedVision:
     """Build nested stages from an open_clip ``VisionTransformer`` (any width / depth / patch size).
 
     ``visual``'s tensors are shared or replaced (qkv is re-packed), so use the returned object, not
-    ``visual``, afterwards.  ``blocks`` tiles the blocks into stages; ``ratios`` is the level ladder.
+    ``visual``, afterwards.  ``blocks`` tiles the blocks into stages; ``ratios`` is the level ladder;
+    ``mlp_round_to`` rounds every level's MLP width to a multiple (see :func:`models.levels.mlp_kept`).
     """
     check_vision(visual)
     dense = _dense_blocks(visual)
@@ -148,7 +150,8 @@ def build_nested(
                 permute_dense_block(blk, torch.tensor(h), torch.tensor(m))
         nested: list[NestedBlock] = [nested_from_dense(b) for b in dense]
     a = dense[0].attn
-    levels = ladder(ratios, a.num_heads, dense[0].c_fc.out_features)
+    levels = ladder(ratios, a.num_heads, dense[0].c_fc.out_features, mlp_round_to)
+    info = {**(info or {}), "mlp_round_to": mlp_round_to}
     tower: Any = visual
     width = int(tower.transformer.width)
     last = len(blocks) - 1

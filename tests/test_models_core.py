@@ -189,13 +189,15 @@ def test_checkpoint_round_trip_is_plain_data(tmp_path: Path) -> None:
         torch.manual_seed(3)
         visual = _build_visual(cfg).eval()
     info = {"model_id": "tiny-vit", "weights": "random-init", "model_cfg": cfg}
-    pipe = build_nested(visual, CUTS, RATIOS, info=info).eval()
+    pipe = build_nested(visual, CUTS, RATIOS, info=info, mlp_round_to=32).eval()
+    assert all(spec.mlp_hidden % 32 == 0 for spec in pipe.levels)
     path = tmp_path / "ckpt" / "nested.pt"
     save_nested(pipe, path)
     raw = torch.load(path, weights_only=True)  # no pickled modules
     assert raw["partition"] == [list(c) for c in CUTS] and raw["model_id"] == "tiny-vit"
     loaded = load_nested(path)
     assert loaded.channel_order == pipe.channel_order and loaded.partition == pipe.partition
+    assert loaded.levels == pipe.levels  # the rounded ladder survives the round trip
     x = _images()
     with torch.inference_mode():
         for level in range(len(RATIOS)):

@@ -89,3 +89,20 @@ def test_noise_between_identical_blocks_does_not_move_the_cut() -> None:
     assert len(set(pooled)) == 1
     assert min_max_partition(pooled, [1.0] * 4, 0.009, 0.001).blocks == ((0, 3), (3, 6), (6, 9), (9, 12))
     assert pool_identical_blocks([1.0, 5.0, 3.0, 7.0], ["a", "b", "a", "b"]) == [2.0, 6.0, 2.0, 6.0]
+
+
+def test_mlp_round_to_rounds_widths_to_the_nearest_multiple() -> None:
+    from models.levels import ladder, mlp_kept
+
+    assert [mlp_kept(3072, r, 64) for r in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)] == [
+        3072,
+        2752,
+        2432,
+        2176,
+        1856,
+        1536,
+        1216,
+    ]
+    assert mlp_kept(3072, 0.3) == 2150  # default: torch-pruning's floor, no rounding
+    assert mlp_kept(96, 0.9, 64) == 64  # never below one multiple
+    assert [s.mlp_hidden for s in ladder((0.0, 0.3), 12, 3072, 64)] == [3072, 2176]
