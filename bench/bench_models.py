@@ -196,22 +196,36 @@ def main() -> int:
     print("ratio heads  mlp   nested_ms speedup  dense_ms speedup  nested/dense  export_s")
     rows = []
     with torch.inference_mode():
-        for level, spec in enumerate(pipe.levels):
+        dense_by_level, export_by_level = [], []
+        for level in range(len(pipe.levels)):
             t0 = time.perf_counter()
-            dense = [export_dense_stage(s, level) for s in stages]
-            export_s = time.perf_counter() - t0
-            pipe.set_levels(level)
-            for _ in range(2):  # warm-up
-                _time_chain(stages, x)
-                _time_chain(dense, x)
-            nested_t, dense_t = [], []
-            for _ in range(args.runs):
-                nested_t.append(_time_chain(stages, x))
-                dense_t.append(_time_chain(dense, x))
-            paired = statistics.median(a / b for a, b in zip(nested_t, dense_t, strict=True))
-            rows.append((spec, statistics.median(nested_t), statistics.median(dense_t), paired, export_s))
-            del dense
-            gc.collect()
+            dense_by_level.append([export_dense_stage(s, level) for s in stages])
+            export_by_level.append(time.perf_counter() - t0)
+        # Round-robin over the levels, nested and dense back to back: slow drifts of this shared machine's
+        # speed hit every level alike instead of biasing the levels measured last.
+        nested_t: list[list[float]] = [[] for _ in pipe.levels]
+        dense_t: list[list[float]] = [[] for _ in pipe.levels]
+        for rnd in range(args.runs + 2):  # two warm-up rounds
+            for level in range(len(pipe.levels)):
+                pipe.set_levels(level)
+                n_s = _time_chain(stages, x)
+                d_s = _time_chain(dense_by_level[level], x)
+                if rnd >= 2:
+                    nested_t[level].append(n_s)
+                    dense_t[level].append(d_s)
+        for level, spec in enumerate(pipe.levels):
+            paired = statistics.median(a / b for a, b in zip(nested_t[level], dense_t[level], strict=True))
+            rows.append(
+                (
+                    spec,
+                    statistics.median(nested_t[level]),
+                    statistics.median(dense_t[level]),
+                    paired,
+                    export_by_level[level],
+                )
+            )
+        del dense_by_level
+        gc.collect()
     base_n, base_d = rows[0][1], rows[0][2]
     for spec, n_s, d_s, pair, e_s in rows:
         print(
