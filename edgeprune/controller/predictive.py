@@ -48,7 +48,7 @@ class PredictiveParams(AdaptiveParams):
     """Parameters of ``kind = "predictive"``."""
 
     target_attainment: float = spec_field(default=0.95, gt=0, lt=1, doc="forecast SLO attainment to reach")
-    relax_attainment: float = spec_field(default=0.97, gt=0, le=1, doc="forecast a relaxed vector must reach")
+    relax_attainment: float = spec_field(default=0.99, gt=0, le=1, doc="forecast a relaxed vector must reach")
     horizon_s: float | None = spec_field(default=None, gt=0, doc="forecast horizon (default: the SLO)")
     n_points: int = spec_field(default=5, ge=1, doc="instants of the horizon the forecast averages over")
     cooldown_s: float = spec_field(default=10.0, ge=0, doc="time a relaxed vector must keep fitting first")
