@@ -52,13 +52,17 @@ def save_nested(pipe: StagedVision, path: str | Path) -> None:
             "class_embeddings": emb.clone(),
             "logit_scale": head.logit_scale,
         }
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    atomic_torch_save(payload, Path(path))
+
+
+def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` a dict of tensors and plain data via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(payload, tmp)
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -28,9 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from tqdm import tqdm
 
 from edgeprune.errors import ModelError
 from edgeprune.profile import AccuracyCurve
+from models.checkpoint import atomic_torch_save
 from models.levels import DEFAULT_RATIOS
 from models.nested import StagedVision
 from models.ordering import ChannelOrder
@@ -227,19 +226,7 @@ def _save_state(
         "scheduler": sched.state_dict(),
         "generator": g.get_state(),
     }
-    _atomic_torch_save(payload, path)
-
-
-def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def _load_state(path: Path) -> dict[str, Any]:
