@@ -155,14 +155,27 @@ def test_global_random_is_caught(curves: PipelineCurves) -> None:
 
 
 class _Mutates:
+    """Observations are tuples and the oracle's array is read-only, but a frozen dataclass can be forced."""
+
+    wants_oracle = True
+
     def decide(self, obs: Observation) -> tuple[int, ...]:
-        object.__setattr__(obs, "arrivals", obs.arrivals + 1)
+        assert obs.oracle is not None
+        object.__setattr__(obs.oracle, "env_factor", (9.0,) * len(obs.stages))
         return (0, 0, 0, 0)
 
 
 def test_mutating_the_observation_is_caught(curves: PipelineCurves) -> None:
     with pytest.raises(PolicyError, match=r"_Mutates: decide\(\) mutated its observation \(observation 0"):
         check_policy(lambda c: _Mutates(), curves)
+
+
+def test_observation_fields_cannot_be_assigned(curves: PipelineCurves) -> None:
+    ob = synthetic_observations(curves, n=2)[1]
+    with pytest.raises(AttributeError):
+        ob.arrivals = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        ob.stages[0].queue_len = 3  # type: ignore[misc]
 
 
 def test_sequence_must_start_with_the_start_observation(curves: PipelineCurves) -> None:

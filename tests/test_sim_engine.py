@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeprune.controller.bottleneck import BottleneckParams, BottleneckPolicy
 from edgeprune.controller.contract import Observation, PipelineCurves
@@ -107,8 +109,9 @@ def _curves(setup: SimSetup, slo_s: float) -> PipelineCurves:
     )
 
 
-def test_lazy_and_eager_paths_agree_under_a_dynamic_policy() -> None:
-    """Same departures, levels and timeline with unbounded (lazy) and never-full bounded (eager) queues."""
+def test_windowed_and_event_paths_agree_under_a_dynamic_policy() -> None:
+    """Bit-identical results from the windowed path (unbounded queues; plain and numba-compiled kernels) and
+    the event path (a bounded queue that never fills), under a policy that switches levels and a slowdown."""
     rng = np.random.default_rng(5)
     k_n, n_levels = 3, 5
     samples = tuple(
@@ -132,12 +135,68 @@ def test_lazy_and_eager_paths_agree_under_a_dynamic_policy() -> None:
     arrivals = np.cumsum(rng.exponential(1 / 4.0, 1500))
     q = rng.random((k_n, arrivals.size))
     outs = []
-    for cap in (None, 10**6):
+    for cap, compiled in ((None, False), (None, True), (10**6, None)):
         setup = dataclasses.replace(base, queue_capacity=cap)
         policy = BottleneckPolicy(BottleneckParams(cooldown_s=5.0), _curves(setup, slo_s=2.0))
-        outs.append(simulate(setup, policy, arrivals, q))
-    lazy, eager = outs
-    assert lazy.switches > 0
-    np.testing.assert_array_equal(lazy.departure_s, eager.departure_s)
-    np.testing.assert_array_equal(lazy.levels, eager.levels)
-    assert lazy.timeline == eager.timeline
+        outs.append(simulate(setup, policy, arrivals, q, compiled=compiled))
+    plain, jit, events = outs
+    assert plain.switches > 0
+    assert len(set(plain.levels[:, 1].tolist())) > 2  # the slowed stage moved along the ladder
+    for other in (jit, events):
+        np.testing.assert_array_equal(plain.departure_s, other.departure_s)
+        np.testing.assert_array_equal(plain.status, other.status)
+        np.testing.assert_array_equal(plain.levels, other.levels)
+        np.testing.assert_array_equal(plain.service_s, other.service_s)
+        assert plain.timeline == other.timeline
+        assert plain.switches == other.switches
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k_n=st.integers(1, 4),
+    n_levels=st.integers(1, 5),
+    zero_hops=st.booleans(),
+    load=st.floats(0.3, 1.6),
+)
+def test_windowed_path_equals_event_path_property(
+    seed: int, k_n: int, n_levels: int, zero_hops: bool, load: float
+) -> None:
+    """Random pipelines, loads (some overloaded, so requests are left unfinished), slowdown windows and a
+    switching policy: the windowed path (plain kernels) and the event path agree bit for bit."""
+    rng = np.random.default_rng(seed)
+    base = 0.1 * rng.uniform(0.5, 1.5, k_n)
+    samples = tuple(
+        tuple(tuple(sorted((base[k] / (1 + 0.4 * lv) * rng.lognormal(0, 0.2, 7)).tolist())) for lv in range(n_levels))
+        for k in range(k_n)
+    )
+    # links up to 1.5x the fastest stage: some are bottlenecks, so their FIFO serialisation matters
+    hops = (0.0,) * (k_n - 1) if zero_hops else tuple(rng.uniform(0, 1.5 * base.min(), k_n - 1).tolist())
+    t1, t2 = sorted(rng.uniform(5, 60, 2).tolist())
+    setup = SimSetup(
+        stage_names=tuple(f"s{k}" for k in range(k_n)),
+        samples_s=samples,
+        mean_s=tuple(tuple(sum(x) / len(x) for x in stage) for stage in samples),
+        switch_s=float(rng.uniform(0, 0.01)),
+        hop_tx_s=hops,
+        hop_latency_s=tuple(0.1 * h for h in hops[::-1]),
+        env_changes=((t1, int(rng.integers(k_n)), float(rng.uniform(1.2, 3.0))), (t2, 0, 1.0)),
+        initial_factor=(1.0,) * k_n,
+        queue_capacity=None,
+        drop_head=False,
+        period_s=float(rng.choice([0.5, 1.0, 2.0])),
+        end_s=70.0,
+    )
+    arrivals = np.cumsum(rng.exponential(float(base.max()) / load, 500))
+    q = rng.random((k_n, arrivals.size))
+    outs = []
+    for cap in (None, 10**6):
+        s = dataclasses.replace(setup, queue_capacity=cap)
+        policy = BottleneckPolicy(BottleneckParams(cooldown_s=3.0), _curves(s, slo_s=1.0))
+        outs.append(simulate(s, policy, arrivals, q, compiled=False))
+    windowed, events = outs
+    np.testing.assert_array_equal(windowed.departure_s, events.departure_s)
+    np.testing.assert_array_equal(windowed.status, events.status)
+    np.testing.assert_array_equal(windowed.levels, events.levels)
+    np.testing.assert_array_equal(windowed.service_s, events.service_s)
+    assert windowed.timeline == events.timeline

@@ -71,38 +71,59 @@ class BottleneckPolicy:
         """Levels for the next period (see the module docstring)."""
         if observation.period_s <= 0:
             return tuple(self._levels)
-        rate_hz = self._update_estimates(observation)
-        budgets = [self._budget_s(rate_hz, st.queue_len) for st in observation.stages]
-        wanted = [self._least_fitting(k, b, 1.0) for k, b in enumerate(budgets)]
-        relaxed = [self._least_fitting(k, b, self.p.relax_margin) for k, b in enumerate(budgets)]
-        self._apply_floor(wanted, budgets)
-        self._apply_floor(relaxed, budgets)
+        self._factors.update(observation)
+        rate_hz = self._rates.update(observation)
+        budgets, wanted, relaxed = self._fit(rate_hz, observation)
+        floored = self.p.min_accuracy is not None
+        if floored:
+            self._apply_floor(wanted, budgets)
+            self._apply_floor(relaxed, budgets)
         now = observation.time_s
-        for k in range(len(wanted)):
-            self._levels[k] = self._hysteresis(k, wanted[k], relaxed[k], now)
-        self._apply_floor(self._levels, budgets)
-        return tuple(self._levels)
+        levels = self._levels
+        for k in range(len(levels)):
+            levels[k] = self._hysteresis(k, wanted[k], relaxed[k], now)
+        if floored:
+            self._apply_floor(levels, budgets)
+        return tuple(levels)
 
-    def _update_estimates(self, obs: Observation) -> float:
-        self._factors.update(obs)
-        return self._rates.update(obs)
+    def _fit(self, rate_hz: float, obs: Observation) -> tuple[list[float], list[int], list[int]]:
+        """Per stage: the service-time budget, the least level that fits it, and the least with margin.
 
-    def _budget_s(self, rate_hz: float, backlog: int) -> float:
-        """Largest mean service time a stage may have at this rate, backlog and SLO."""
-        need_hz = rate_hz + backlog / self._horizon_s
+        The budget is the largest mean service time a stage may have at this rate, backlog and SLO: the
+        smaller of ``target_utilization / need`` and the M/M/1 sojourn bound (``s / (1 - need s) <= share``
+        <=> ``s <= share / (1 + need share)``), where ``need`` = rate + backlog / drain horizon.  Written
+        as one loop over local variables: the simulator calls this every simulated period.
+        """
         rho = self.p.target_utilization
-        by_rate = rho / need_hz if need_hz > 0 else math.inf
-        # sojourn s / (1 - lambda s) <= share  <=>  s <= share / (1 + lambda share)
-        by_slo = self._slo_share_s / (1.0 + need_hz * self._slo_share_s)
-        return min(by_rate, by_slo)
-
-    def _least_fitting(self, k: int, budget_s: float, margin: float) -> int:
-        f = self._factor[k]
-        row = self.c.latency_s[k]
-        for lvl in range(self._top + 1):
-            if f * row[lvl] <= margin * budget_s:
-                return lvl
-        return self._top
+        share_s = self._slo_share_s
+        horizon_s = self._horizon_s
+        margin = self.p.relax_margin
+        top = self._top
+        factor = self._factor
+        latency = self.c.latency_s
+        budgets: list[float] = []
+        wanted: list[int] = []
+        relaxed: list[int] = []
+        for k, st in enumerate(obs.stages):
+            need_hz = rate_hz + st.queue_len / horizon_s
+            by_rate = rho / need_hz if need_hz > 0 else math.inf
+            budget_s = min(by_rate, share_s / (1.0 + need_hz * share_s))
+            with_margin_s = margin * budget_s  # <= budget_s: fitting with margin implies fitting
+            f = factor[k]
+            row = latency[k]
+            w = r = -1
+            for lvl in range(top + 1):
+                need_s = f * row[lvl]
+                if need_s <= budget_s:
+                    if w < 0:
+                        w = lvl
+                    if need_s <= with_margin_s:
+                        r = lvl
+                        break
+            budgets.append(budget_s)
+            wanted.append(w if w >= 0 else top)
+            relaxed.append(r if r >= 0 else top)
+        return budgets, wanted, relaxed
 
     def _apply_floor(self, levels: list[int], budgets: list[float]) -> None:
         floor = self.p.min_accuracy
