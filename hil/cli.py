@@ -119,6 +119,7 @@ class _Outcome:
     nodes_info: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     cleanup: list[str] = field(default_factory=list)
+    inputs: str = ""  # what was fed: synthetic tensors or N images from a folder
 
 
 def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenario:
@@ -171,6 +172,9 @@ async def _run(cluster: ClusterSpec, sc: Scenario) -> _Outcome:
         }
         _check_ladder(session, sc)
         source = RequestSource(session.workers[0].ready["input_shape"], cluster.model.images, sc.seed)
+        out.inputs = (
+            f"{len(source.images)} images from {cluster.model.images}" if source.images else "synthetic tensors"
+        )
         for i, spec in enumerate(sc.policies):
             print(f"running policy {spec.name} ({streams.arrivals_s.size} requests)...", file=sys.stderr)
             env = Environment(nodes, cluster.coordinator, f"{tag}-env{i}")
@@ -204,6 +208,8 @@ def _header(cluster: ClusterSpec, sc: Scenario, out: _Outcome) -> dict[str, Any]
     doc["backend"] = "hil"
     doc["cluster"] = cluster.name
     doc["nodes"] = [s.host for s in cluster.stages]
+    doc["transport"] = cluster.coordinator.transport
+    doc["inputs"] = out.inputs
     doc["workers"] = out.nodes_info
     doc["environment_applied"] = out.environment
     if out.error is not None:

@@ -36,6 +36,7 @@ Schema (``examples/pis.toml`` is a documented example)::
     cpu_cgroup = ""                       # a cgroup v1 cpu folder the user may write (CPU quota events)
     cpu_quota = 0.0                       # > 0: cap the node at this many CPUs during runs and profiles
     slowdown = "auto"                     # how environment slowdowns are realised: auto | cgroup | stress | cpufreq
+    cpufreq_dir = "/sys/devices/system/cpu"   # holds cpu*/cpufreq (cpufreq slowdowns)
     [[stage]]                             # stage k of the checkpoint's partition, in pipeline order
     name = "s0"
     host = "pi1"
@@ -103,6 +104,9 @@ class HostSpec:
     cpu_quota: float = spec_field(default=0.0, ge=0, doc="> 0: CPUs this node is capped at during runs/profiles")
     slowdown: Literal["auto", "cgroup", "stress", "cpufreq"] = field(
         default="auto", metadata={"doc": "how an environment slowdown is realised on this node"}
+    )
+    cpufreq_dir: str = spec_field(
+        default="/sys/devices/system/cpu", doc="folder holding cpu*/cpufreq (cpufreq slowdowns)"
     )
 
     @property

@@ -266,6 +266,10 @@ async def run_policy(
         error = exc
     finally:
         problems = await asyncio.shield(env.revert())
-    if error is None and problems:
-        error = HilError("environment not restored: " + "; ".join(problems))
+    if problems:  # reported after the run's own failure, which stays the first thing the user reads
+        restore = "environment not restored: " + "; ".join(problems)
+        if error is None:
+            error = HilError(restore)
+        elif isinstance(error, HilError):
+            error = HilError(f"{error}; {restore}")
     return PolicyRun(run.result(), error, list(env.log))

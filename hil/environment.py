@@ -10,8 +10,10 @@ factor is realised by the host's ``slowdown`` method:
 ``stress``   ``stress-ng --cpu N`` on the node, ``N = round(factor - 1)``: N CPU hogs sharing the worker's
              CPU(s) give about ``N + 1`` times longer services when the worker and the hogs share one core
              or one quota.  Approximate; needs ``stress-ng`` on the node.
-``cpufreq``  cap ``scaling_max_freq`` of every core at ``cpuinfo_max_freq / factor`` via ``sudo -n tee``
-             (a real Pi; needs passwordless sudo for that file).  Not testable on the emulated cluster.
+``cpufreq``  cap ``scaling_max_freq`` of every core (``cpufreq_dir/cpu*/cpufreq``) at
+             ``cpuinfo_max_freq / factor``: written directly when the user may (a udev rule or group), else
+             via ``sudo -n tee`` (needs passwordless sudo for that file).  The caps found before the first
+             change are restored at the end.  Frequency scales compute-bound service times ~linearly.
 
 A host's ``cpu_quota`` (its base share during runs and profiles) is applied by :meth:`Environment.setup`.
 :meth:`Environment.revert` restores every quota and frequency it changed and ends every load it started.
@@ -31,12 +33,17 @@ import asyncssh
 from edgeprune.errors import HilError
 from edgeprune.scenario import Scenario
 from hil.cluster import ClusterSpec, CoordinatorSpec, HostSpec
-from hil.connect import Node, where
+from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
 
 __all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "node_schedule"]
 
 MIN_QUOTA_US = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
+# write $v to $d/scaling_max_freq: directly when the user may, else through passwordless sudo
+_WRITE_FREQ = (
+    'if [ -w "$d/scaling_max_freq" ]; then echo $v > "$d/scaling_max_freq"; '
+    'else echo $v | sudo -n tee "$d/scaling_max_freq" >/dev/null; fi'
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class _HostState:
     original_quota_us: int | None = None
     period_us: int | None = None
     stress_tags: list[str] = field(default_factory=list)
-    freq_capped: bool = False
+    original_freq: list[tuple[str, int]] | None = None  # (cpufreq folder, scaling_max_freq) before any cap
 
 
 class Environment:
@@ -104,13 +111,25 @@ class Environment:
 
     async def _sh(self, node: Node, cmd: str, what: str) -> str:
         try:
-            result = await asyncio.wait_for(node.conn.run(cmd, check=False), 15)
+            result = await self._run_on(node, cmd)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             raise HilError(f"{where(node.spec)}: {what}: {type(exc).__name__}: {exc}") from None
         if result.exit_status != 0:
             err = str(result.stderr or "").strip().splitlines()
             raise HilError(f"{where(node.spec)}: {what}: {err[-1] if err else f'exit status {result.exit_status}'}")
         return str(result.stdout or "")
+
+    async def _run_on(self, node: Node, cmd: str) -> asyncssh.SSHCompletedProcess:
+        """Run ``cmd`` over the node's connection, or over a fresh one when that link is gone (a revert after
+        a lost link must still reach the node)."""
+        try:
+            return await asyncio.wait_for(node.conn.run(cmd, check=False), 15)
+        except (asyncssh.Error, OSError):
+            fresh = await connect_node(node.spec, self.opts)
+            try:
+                return await asyncio.wait_for(fresh.conn.run(cmd, check=False), 15)
+            finally:
+                fresh.conn.close()
 
     async def setup(self) -> None:
         """Apply every host's base ``cpu_quota`` (remembering the original values)."""
@@ -169,14 +188,35 @@ class Environment:
         return f"stress-ng --cpu {n}"
 
     async def _cpufreq(self, st: _HostState, factor: float) -> str:
+        if st.original_freq is None:
+            st.original_freq = await self._read_freq(st)
         script = (
-            "for d in /sys/devices/system/cpu/cpu[0-9]*/cpufreq; do "
-            f"m=$(cat $d/cpuinfo_max_freq); echo $(( m * 1000 / {round(factor * 1000)} )) "
-            "| sudo -n tee $d/scaling_max_freq >/dev/null || exit 1; done"
+            f"for d in {shlex.quote(st.node.spec.cpufreq_dir)}/cpu[0-9]*/cpufreq; do "
+            f"m=$(cat $d/cpuinfo_max_freq) || exit 1; v=$(( m * 1000 / {round(factor * 1000)} )); "
+            f"{_WRITE_FREQ} || exit 1; done"
         )
-        await self._sh(st.node, script, "cannot cap the CPU frequency (needs cpufreq and passwordless sudo)")
-        st.freq_capped = factor > 1.0
+        await self._sh(st.node, script, "cannot cap the CPU frequency (needs cpufreq, and write access or sudo)")
         return f"cpufreq max / {factor:g}"
+
+    async def _read_freq(self, st: _HostState) -> list[tuple[str, int]]:
+        """Each core's cpufreq folder and its current ``scaling_max_freq`` (what the revert restores)."""
+        script = (
+            f"for d in {shlex.quote(st.node.spec.cpufreq_dir)}/cpu[0-9]*/cpufreq; do "
+            '[ -r "$d/scaling_max_freq" ] || { echo "no $d/scaling_max_freq" >&2; exit 1; }; '
+            'echo "$(cat $d/scaling_max_freq) $d"; done'
+        )
+        out = await self._sh(st.node, script, "cannot read the CPU frequency caps")
+        pairs = [line.split(" ", 1) for line in out.splitlines() if line.strip()]
+        try:
+            return [(d, int(v)) for v, d in pairs]
+        except ValueError:
+            raise HilError(f"{where(st.node.spec)}: unreadable scaling_max_freq: {out.strip()[:120]}") from None
+
+    async def _restore_freq(self, st: _HostState) -> None:
+        assert st.original_freq is not None
+        script = "; ".join(f"d={shlex.quote(d)}; v={v}; {{ {_WRITE_FREQ}; }} || exit 1" for d, v in st.original_freq)
+        await self._sh(st.node, script, "cannot restore the CPU frequency caps")
+        st.original_freq = None
 
     async def revert(self) -> list[str]:
         """Undo everything; returns problems (empty when all was restored)."""
@@ -191,5 +231,5 @@ class Environment:
             path = shlex.quote(f"{st.node.spec.cpu_cgroup}/cpu.cfs_quota_us")
             await self._sh(st.node, f"echo {st.original_quota_us} > {path}", "cannot restore the CPU quota")
             st.original_quota_us = None
-        if st.freq_capped:
-            await self._cpufreq(st, 1.0)
+        if st.original_freq is not None:
+            await self._restore_freq(st)

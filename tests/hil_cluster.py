@@ -9,11 +9,12 @@ fresh ed25519 key and a *strict* known_hosts file listing every node's host key.
 Optionally every node's sshd runs in its own cgroup v1 ``cpu`` group: every process started over SSH on that
 node inherits it.  The quota file is writable by ``pi``, so the coordinator applies the cluster file's
 ``cpu_quota`` (e.g. 0.4 CPU: quotas summing below the core count give every "Pi" a guaranteed, repeatable
-share of this machine) and slows a node down as a scenario's environment event.  The CFS period is short (2.5 ms by
-default) so a capped node's share is near-fluid: a service takes its CPU time / quota whether the node was
-idle or busy before (with 100 ms, an isolated request runs unthrottled and a burst is throttled, so no single
-profiled service time holds).  The kernel's minimum quota is 1 ms per period, so 2.5 ms allows >= 0.4 CPU;
-use ``stress`` slowdowns there, or a longer ``cfs_period_us`` for ``cgroup`` slowdowns.
+share of this machine) and slows a node down as a scenario's environment event.  The CFS period is short (5 ms,
+``CFS_PERIOD_US``) so a capped node's share is closer to fluid than with the default 100 ms, where an isolated
+request runs unthrottled and a burst is throttled, so no single profiled service time holds.  It is still not
+fluid for the tiny model's few-ms services: a service after an idle gap starts with a full budget and runs
+faster than one in a busy stretch, which is one reason the simulator's prediction of a run deviates (README).
+The kernel's minimum quota is 1 ms per period, so 5 ms allows >= 0.2 CPU.
 
 The cluster lives in a directory under ``/tmp`` with mode 0755 (not pytest's ``tmp_path``: its parent is
 0700 and sshd reads ``authorized_keys`` as the login user).  The interpreter of this process is made
@@ -115,6 +116,7 @@ class LocalCluster:
         coordinator: str = "",
         cpu_quota: float = 0.0,
         slowdown: str = "auto",
+        host_extra: str = "",
     ) -> str:
         """A cluster file for this cluster: stage k on node k, the tiny model's checkpoint."""
         lines = [
@@ -142,6 +144,7 @@ class LocalCluster:
                 f'python = "{py}"',
                 f'workdir = "{n.workdir}"',
                 f'slowdown = "{slowdown}"',
+                host_extra,
             ]
             if n.cgroup is not None:
                 lines.append(f'cpu_cgroup = "{n.cgroup}"')

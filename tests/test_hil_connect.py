@@ -6,7 +6,9 @@ exit status 2, and must leave no process behind on any node (the fixture fails t
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 from hil_cluster import LocalCluster, no_torch_python, skip_reason, start_local_cluster
 from simfixtures import profile_dict
 
+from edgeprune.errors import HilError
 from hil.cli import main
 
 pytestmark = [pytest.mark.ssh, pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))]
@@ -156,3 +159,70 @@ name = "none"
 kind = "static"
 levels = [0, 0]
 """
+
+
+def _fake_cpufreq(root: Path, uid: int, caps_khz: list[int]) -> Path:
+    """A ``cpu*/cpufreq`` tree like a Pi's sysfs (1.8 GHz cores, the given current caps), writable by pi."""
+    top = root / "fake-sys-cpu"
+    for k, cap in enumerate(caps_khz):
+        d = top / f"cpu{k}" / "cpufreq"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpuinfo_max_freq").write_text("1800000\n")
+        (d / "scaling_max_freq").write_text(f"{cap}\n")
+        os.chown(d / "scaling_max_freq", uid, -1)
+    return top
+
+
+def test_cpufreq_slowdown_caps_every_core_and_restores_the_original_caps(tmp_path: Path, cluster: LocalCluster) -> None:
+    from hil.cluster import load_cluster
+    from hil.connect import close_all, connect_all
+    from hil.environment import Environment, NodeChange
+
+    fake = _fake_cpufreq(cluster.root / "pi2-sys", cluster.uid, [1_500_000, 1_800_000])
+    path = _cluster_file(tmp_path, cluster, slowdown="cpufreq", host_extra=f'cpufreq_dir = "{fake}"')
+    spec = load_cluster(path)
+    caps = [fake / f"cpu{k}" / "cpufreq" / "scaling_max_freq" for k in range(2)]
+
+    async def scenario() -> tuple[list[int], list[int], list[str]]:
+        nodes = await connect_all(spec.hosts, spec.coordinator)
+        try:
+            env = Environment(nodes, spec.coordinator, "t-cpufreq")
+            await env.apply(NodeChange(0.0, "pi2", 2.0))
+            halved = [int(c.read_text()) for c in caps]
+            await env.apply(NodeChange(1.0, "pi2", 1.5))
+            third = [int(c.read_text()) for c in caps]
+            problems = await env.revert()
+            assert [e["how"] for e in env.log] == ["cpufreq max / 2", "cpufreq max / 1.5"]
+            return halved, third, problems
+        finally:
+            await close_all(nodes)
+
+    halved, third, problems = asyncio.run(scenario())
+    assert halved == [900_000, 900_000]
+    assert third == [1_200_000, 1_200_000]
+    assert problems == []
+    assert [int(c.read_text()) for c in caps] == [1_500_000, 1_800_000]  # the caps found before, not the max
+
+
+def test_cpufreq_slowdown_without_cpufreq_is_a_clear_error(tmp_path: Path, cluster: LocalCluster) -> None:
+    from hil.cluster import load_cluster
+    from hil.connect import close_all, connect_all
+    from hil.environment import Environment, NodeChange
+
+    empty = cluster.root / "no-cpufreq"
+    empty.mkdir(exist_ok=True)
+    spec = load_cluster(_cluster_file(tmp_path, cluster, slowdown="cpufreq", host_extra=f'cpufreq_dir = "{empty}"'))
+
+    async def scenario() -> str:
+        nodes = await connect_all(spec.hosts, spec.coordinator)
+        try:
+            env = Environment(nodes, spec.coordinator, "t-cpufreq")
+            with pytest.raises(HilError) as err:
+                await env.apply(NodeChange(0.0, "pi1", 2.0))
+            assert await env.revert() == []
+            return str(err.value)
+        finally:
+            await close_all(nodes)
+
+    msg = asyncio.run(scenario())
+    assert msg.startswith("pi1 (pi@127.0.0.1:") and "cannot read the CPU frequency caps" in msg

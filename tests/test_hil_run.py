@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hil_cluster import LocalCluster, cgroup_skip_reason, make_tiny_checkpoint, skip_reason, start_local_cluster
@@ -142,3 +144,135 @@ def test_worker_killed_mid_run(cluster: LocalCluster, cluster_file: Path, measur
     assert "pi2" in doc["aborted"]
     req = pl.read_parquet(out / "no-pruning" / "requests.parquet")
     assert (req["status"] == "done").sum() > 0 and (req["status"] == "unfinished").sum() > 0
+
+
+SHORT = """\
+name = "hil-short"
+seed = 5
+duration_s = {duration_s}
+warmup_s = 1.0
+slo_s = 0.3
+drain_s = 3.0
+profile = "local-cluster.json"
+[[device]]
+name = "local"
+profile_device = "local"
+{stages}
+[arrivals]
+kind = "poisson"
+rate_hz = 10.0
+[[policy]]
+name = "dynamic"
+kind = "bottleneck"
+period_s = 0.5
+"""
+
+
+def _short_scenario(folder: Path, measured: Path, duration_s: float) -> Path:
+    """A few seconds of Poisson arrivals through the four nodes, one adaptive policy, no slowdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(measured, folder / "local-cluster.json")
+    stages = "\n".join(f'[[stage]]\nname = "s{k}"\ndevice = "local"' for k in range(4))
+    path = folder / "short.toml"
+    path.write_text(SHORT.format(duration_s=duration_s, stages=stages))
+    return path
+
+
+def _start_run(cluster_file: Path, sc: Path, out: Path, measured: Path) -> subprocess.Popen[str]:
+    """``edgeprune-hil run`` in a child process, returned once requests flow."""
+    cmd = [sys.executable, "-m", "hil.cli", "--cluster", str(cluster_file), "run", str(sc), "--out", str(out)]
+    proc = subprocess.Popen([*cmd, "--profile", str(measured), "--no-sim"], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("running policy"):
+            break
+    time.sleep(2.0)
+    return proc
+
+
+def test_ctrl_c_stops_every_worker_and_keeps_partial_results(
+    cluster_file: Path, measured: Path, tmp_path: Path
+) -> None:
+    sc = _short_scenario(tmp_path / "sc", measured, duration_s=30.0)
+    out = tmp_path / "run"
+    proc = _start_run(cluster_file, sc, out, measured)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    assert f"interrupted (Ctrl-C); partial results in {out}" in err
+    assert "Traceback" not in err
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["aborted"] == "interrupted by the user (Ctrl-C)"
+    req = pl.read_parquet(out / "dynamic" / "requests.parquet")
+    assert (req["status"] == "done").sum() > 0 and (req["status"] == "unfinished").sum() > 0
+    # no_leftovers (autouse) then fails the test if any worker outlived the interrupt
+
+
+def _sshd_sessions(master_pid: int) -> list[str]:
+    """The per-connection sshd processes under a node's sshd (privileged monitors and their network-side
+    children): killing them all drops every connection to the node, as a cut cable or a crashed Pi would."""
+    out: list[str] = []
+    todo = [str(master_pid)]
+    while todo:
+        children = subprocess.run(["pgrep", "-P", todo.pop()], capture_output=True, text=True).stdout.split()
+        for pid in children:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}/comm").exists() else ""
+            if comm.startswith("sshd"):
+                out.append(pid)
+                todo.append(pid)
+    return out
+
+
+def test_lost_link_names_the_node_and_ends_its_worker(
+    cluster: LocalCluster, cluster_file: Path, measured: Path, tmp_path: Path
+) -> None:
+    sc = _short_scenario(tmp_path / "sc", measured, duration_s=30.0)
+    out = tmp_path / "run"
+    proc = _start_run(cluster_file, sc, out, measured)
+    node = cluster.nodes[2]  # pi3, stage s2
+    assert node.proc is not None
+    sessions = _sshd_sessions(node.proc.pid)
+    assert sessions, "no SSH session to pi3"
+    subprocess.run(["kill", "-KILL", *sessions], check=True)  # every connection to pi3 drops at once
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 2, err
+    assert "edgeprune-hil: error: stage s2 on pi3 (pi@127.0.0.1:" in err
+    assert "SSH link lost" in err
+    assert "partial results written to" in err
+    assert len(err.strip().splitlines()[-1]) < 400 and "Traceback" not in err
+    doc = json.loads((out / "summary.json").read_text())
+    assert "pi3" in doc["aborted"]
+
+
+def test_ssh_transport_with_an_image_folder(
+    cluster: LocalCluster, measured: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every hop tunnelled through the coordinator's SSH connections, camera images as requests."""
+    from PIL import Image
+
+    images = cluster.root / "images"
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(images / f"frame{i}.png")
+    (images / "notes.txt").write_text("not an image: skipped")
+    ckpt = make_tiny_checkpoint(cluster.root / "model")
+    cluster_file = cluster.root / "pis-ssh.toml"
+    cluster_file.write_text(
+        cluster.cluster_toml(
+            ckpt, cpu_quota=0.4, coordinator='transport = "ssh"', extra=f'images = "{images}"', slowdown="stress"
+        )
+    )
+    sc = _short_scenario(tmp_path / "sc", measured, duration_s=5.0)
+    out = tmp_path / "run"
+    rc = main(["--cluster", str(cluster_file), "run", str(sc), "--out", str(out), "--profile", str(measured)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    doc = json.loads((out / "summary.json").read_text())
+    assert "aborted" not in doc
+    assert doc["transport"] == "ssh" and doc["inputs"] == f"3 images from {images}"
+    run = doc["policies"]["dynamic"]
+    assert run["arrived"] > 20 and run["completed"] == run["arrived"]
+    assert (out / "sim_vs_hw.json").exists()
