@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,3 +227,39 @@ def test_cpufreq_slowdown_without_cpufreq_is_a_clear_error(tmp_path: Path, clust
 
     msg = asyncio.run(scenario())
     assert msg.startswith("pi1 (pi@127.0.0.1:") and "cannot read the CPU frequency caps" in msg
+
+
+def test_check_upload_installs_the_wheel_where_edgeprune_is_missing(
+    tmp_path: Path, cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pi1's interpreter is a fresh venv (no edgeprune, no torch): `check` says so, `check --upload` uploads
+    the project's wheel over SFTP and installs it, and what is left (torch) is named."""
+    dist = cluster.root / "dist"
+    root = Path(__file__).resolve().parents[1]
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)]
+    subprocess.run([*pip, str(root)], check=True, capture_output=True)
+    wheel = next(dist.glob("edgeprune-*.whl"))
+    venv = cluster.root / "pi1-venv"
+    subprocess.run([cluster.python, "-m", "venv", str(venv)], check=True, capture_output=True)
+    subprocess.run(["chown", "-R", str(cluster.uid), str(venv)], check=True)
+    venv_python = str(venv / "bin" / "python")
+    path = _cluster_file(tmp_path, cluster, python={"pi1": venv_python}, extra=f'[deploy]\nwheel = "{wheel}"')
+
+    rc, out, _ = _run(["--cluster", str(path), "check"], capsys)
+    assert rc == 2
+    assert "edgeprune not importable" in next(line for line in out.splitlines() if line.startswith("pi1"))
+
+    rc, _, err = _run(["--cluster", str(path), "check", "--upload"], capsys)
+    assert rc == 2
+    assert err.startswith("edgeprune-hil: error: deploy: pi1 (pi@127.0.0.1:") and "torch not importable" in err
+    assert "edgeprune not importable" not in err and "pi2" not in err
+    version = subprocess.run(
+        [venv_python, "-c", "import importlib.metadata as m, hil; print(m.version('edgeprune'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    from hil.deploy import coordinator_versions
+
+    assert version == coordinator_versions()[0]
+    assert (cluster.nodes[0].workdir / "dist" / wheel.name).is_file()  # uploaded over SFTP
