@@ -224,10 +224,12 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], out_dir: Path) -> str:
-    from hil.compare import compare, format_compare, predict, to_json
+    from hil.compare import as_realised, compare, format_compare, predict, realised_factors, to_json
 
     sim = predict(sc, [r.policy for r in results])
-    doc = compare({r.policy: r for r in results}, sim)
+    factors = {r.policy: realised_factors(sc, r) for r in results} if sc.environment else {}
+    realised = {p: predict(as_realised(sc, f), [p])[p] for p, f in factors.items()} if factors else None
+    doc = compare({r.policy: r for r in results}, sim, sc.slo_s, realised, factors)
     doc["profile"] = str(sc.profile_path)
     table = format_compare(doc)
     atomic_write_text(out_dir / "sim_vs_hw.json", to_json(doc))

@@ -5,21 +5,45 @@ The prediction is :func:`sim.runner.run_policy` on the same scenario, the same a
 Errors: latency percentiles and throughput as relative errors ``(hw - sim) / sim`` in percent, SLO
 attainment as the difference in percentage points.  The acceptance bounds of the project (p50 within 10 %,
 SLO attainment within 5 points) are flagged per policy.
+
+Latency percentiles here are over *every* request that arrived after the warm-up, a dropped or unfinished one
+counting as infinitely late, so both sides describe the same population (a run summary's percentiles are
+over finished requests, and a run that leaves more requests unfinished would look faster).  A percentile
+that lands on an unfinished request is reported as ``inf``.
+
+Two predictions are made.  *As stated* uses the scenario's slowdown factors.  *As realised* replaces each
+slowed node's factors by the slowdown its stage actually showed in the hardware run (measured / profiled
+service time in each window of the schedule, over the same ratio before the first change): a stress load
+or a CPU quota rarely slows a node by exactly the stated factor, and this separates that emulation error
+from the simulator's own (queueing, links, controller).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+import polars as pl
+
 from edgeprune.errors import HilError
 from edgeprune.profile import Profile
 from edgeprune.results import RunResult
-from edgeprune.scenario import DeviceSpec, Scenario
+from edgeprune.scenario import DeviceSpec, EnvironmentEvent, Scenario
+from hil.environment import factor_at
 
-__all__ = ["P50_BOUND", "SLO_BOUND_POINTS", "compare", "format_compare", "predict", "with_profile"]
+__all__ = [
+    "P50_BOUND",
+    "SLO_BOUND_POINTS",
+    "as_realised",
+    "compare",
+    "format_compare",
+    "predict",
+    "with_profile",
+]
 
 P50_BOUND = 0.10
 SLO_BOUND_POINTS = 5.0
@@ -50,38 +74,131 @@ def predict(sc: Scenario, policies: Sequence[str]) -> dict[str, RunResult]:
     return {p.name: run_policy(sc, p, streams) for p in sc.policies if p.name in policies}
 
 
+def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float, float]]]:
+    """Per slowed scenario device: ``(time_s, factor)`` change points with the factors the hardware showed.
+
+    In each window of the device's schedule the factor is the stage(s)' measured / profiled service time
+    (summed over the periods inside the window, the first period after a change left out as a transition),
+    divided by the same ratio in the first window the scenario leaves unslowed (normally the one before the
+    first change: that window's factor is 1 by definition).  A window without a completed service, or a
+    schedule without an unslowed window, keeps its stated factors.
+    """
+    tl = hw.timeline
+    out: dict[str, list[tuple[float, float]]] = {}
+    for device in sorted({ev.device for ev in sc.environment}):
+        stages = [s.name for s in sc.stages if s.device == device]
+        points = _merged_points([ev for ev in sc.environment if ev.device == device])
+        rows = tl.filter(pl.col("stage").is_in(stages) & (pl.col("served") > 0))
+        period_s = _period_s(tl)
+        ends = [p[0] for p in points[1:]] + [math.inf]
+        ratios = [
+            _ratio(rows, t + period_s if t > 0 else -math.inf, end) for (t, _), end in zip(points, ends, strict=True)
+        ]
+        # the reference: the first unslowed window (normally the one before the first change)
+        base = next((r for (_, stated), r in zip(points, ratios, strict=True) if stated == 1.0 and r), None)
+        realised = [
+            (t, stated if r is None or base is None else r / base)
+            for (t, stated), r in zip(points, ratios, strict=True)
+        ]
+        out[device] = realised
+    return out
+
+
+def _merged_points(events: Sequence[EnvironmentEvent]) -> list[tuple[float, float]]:
+    """The product schedule of several events on one device."""
+    times = sorted({t for ev in events for t, _ in ev.change_points()} | {0.0})
+    return [(t, math.prod(factor_at(ev.change_points(), t) for ev in events)) for t in times]
+
+
+def _period_s(tl: pl.DataFrame) -> float:
+    times = np.unique(tl["time_s"].to_numpy())
+    return float(np.median(np.diff(times))) if times.size > 1 else 0.0
+
+
+def _ratio(rows: pl.DataFrame, start_s: float, end_s: float) -> float | None:
+    """Measured / profiled service time summed over the periods ending in (start_s, end_s].
+
+    The timeline (result schema) holds per period ``served``, the mean ``service_time_s`` and ``env_factor``
+    = measured / profiled, so busy time = served x service_time_s and profiled time = busy / env_factor.
+    """
+    w = rows.filter((pl.col("time_s") > start_s) & (pl.col("time_s") <= end_s) & (pl.col("env_factor") > 0))
+    busy = w["served"].cast(pl.Float64) * w["service_time_s"]
+    nominal = float((busy / w["env_factor"]).sum()) if w.height else 0.0
+    return float(busy.sum()) / nominal if nominal > 0 else None
+
+
+def as_realised(sc: Scenario, factors: Mapping[str, Sequence[tuple[float, float]]]) -> Scenario:
+    """``sc`` with each device's environment events replaced by one schedule of the given factors."""
+    kept = [ev for ev in sc.environment if ev.device not in factors]
+    for device, pts in factors.items():
+        kept.append(
+            EnvironmentEvent(
+                device=device, times_s=tuple(t for t, _ in pts), slowdowns=tuple(max(f, 1e-6) for _, f in pts)
+            )
+        )
+    return replace(sc, environment=tuple(kept))
+
+
+def population_metrics(result: RunResult, slo_s: float) -> dict[str, float | None]:
+    """Latency percentiles over every post-warm-up arrival (unfinished / dropped = inf), SLO attainment and
+    throughput as in the run summary."""
+    req = result.requests.filter(~pl.col("in_warmup"))
+    lat = req["latency_s"].fill_null(math.inf).to_numpy().astype(np.float64)
+    out: dict[str, float | None] = {}
+    for q in (50, 95, 99):
+        out[f"p{q}_latency_s"] = float(np.percentile(lat, q, method="inverted_cdf")) if lat.size else None
+    out["slo_attainment"] = result.summary.get("slo_attainment")
+    out["throughput_hz"] = result.summary.get("throughput_hz")
+    return out
+
+
 def _err(metric: str, sim: float | None, hw: float | None) -> float | None:
     if sim is None or hw is None:
         return None
     if metric == "slo_attainment":
         return (hw - sim) * 100.0
+    if math.isinf(sim) or math.isinf(hw):
+        return 0.0 if sim == hw else None
     return (hw - sim) / sim * 100.0 if sim else None
 
 
-def compare(hw: Mapping[str, RunResult], sim: Mapping[str, RunResult]) -> dict[str, Any]:
-    """Per policy: sim and hw figures, the errors, and whether the bounds hold."""
+def compare(
+    hw: Mapping[str, RunResult],
+    sim: Mapping[str, RunResult],
+    slo_s: float,
+    realised: Mapping[str, RunResult] | None = None,
+    factors: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]] | None = None,
+) -> dict[str, Any]:
+    """Per policy: sim and hw figures, the errors, and whether the bounds hold; with ``realised`` (the
+    prediction with the slowdowns the hardware showed, ``factors`` per policy) a second table."""
     out: dict[str, Any] = {
         "errors": "latency and throughput: (hw - sim) / sim in %; slo_attainment: hw - sim in points",
+        "latency": "percentiles over every post-warm-up arrival; dropped and unfinished requests count as inf",
         "bounds": {"p50_latency_pct": P50_BOUND * 100, "slo_attainment_points": SLO_BOUND_POINTS},
-        "policies": {},
+        "policies": _table(hw, sim, slo_s),
     }
+    if realised is not None:
+        out["as_realised"] = {"factors": {p: dict(f) for p, f in (factors or {}).items()}}
+        out["as_realised"]["policies"] = _table(hw, realised, slo_s)
+    return out
+
+
+def _table(hw: Mapping[str, RunResult], sim: Mapping[str, RunResult], slo_s: float) -> dict[str, Any]:
+    table: dict[str, Any] = {}
     for name, h in hw.items():
         s = sim.get(name)
         if s is None:
             continue
-        rows = {
-            m: {"sim": s.summary.get(m), "hw": h.summary.get(m), "error": _err(m, s.summary.get(m), h.summary.get(m))}
-            for m in _METRICS
-        }
+        hm, sm = population_metrics(h, slo_s), population_metrics(s, slo_s)
+        rows: dict[str, Any] = {m: {"sim": sm[m], "hw": hm[m], "error": _err(m, sm[m], hm[m])} for m in _METRICS}
         p50 = rows["p50_latency_s"]["error"]
         slo = rows["slo_attainment"]["error"]
-        rows_out: dict[str, Any] = dict(rows)
-        rows_out["within_bounds"] = {
+        rows["within_bounds"] = {
             "p50": p50 is not None and abs(p50) <= P50_BOUND * 100,
             "slo": slo is not None and abs(slo) <= SLO_BOUND_POINTS,
         }
-        out["policies"][name] = rows_out
-    return out
+        table[name] = rows
+    return table
 
 
 def _fmt(metric: str, v: float | None) -> str:
@@ -91,13 +208,27 @@ def _fmt(metric: str, v: float | None) -> str:
         return f"{v * 100:.1f}%"
     if metric == "throughput_hz":
         return f"{v:.2f}/s"
+    if math.isinf(v):
+        return "inf"
     return f"{v * 1000:.1f}ms"
 
 
 def format_compare(doc: Mapping[str, Any]) -> str:
-    """The sim-vs-hardware table as text."""
+    """The sim-vs-hardware table(s) as text."""
+    lines = ["as stated (the scenario's slowdowns):", *_format_table(doc["policies"])]
+    if "as_realised" in doc:
+        for policy, per_device in doc["as_realised"]["factors"].items():
+            shown = ", ".join(
+                f"{dev} " + " ".join(f"x{f:.2f}@{t:g}s" for t, f in pts if t > 0) for dev, pts in per_device.items()
+            )
+            lines.append(f"slowdowns realised under {policy}: {shown or 'none'}")
+        lines += ["as realised (the slowdowns the hardware showed):", *_format_table(doc["as_realised"]["policies"])]
+    return "\n".join(lines)
+
+
+def _format_table(policies: Mapping[str, Any]) -> list[str]:
     lines = [f"{'policy':<14}{'metric':<16}{'sim':>10}{'hw':>10}{'error':>10}"]
-    for name, rows in doc["policies"].items():
+    for name, rows in policies.items():
         for m in _METRICS:
             r = rows[m]
             e = r["error"]
@@ -106,7 +237,7 @@ def format_compare(doc: Mapping[str, Any]) -> str:
             lines.append(f"{name:<14}{m:<16}{_fmt(m, r['sim']):>10}{_fmt(m, r['hw']):>10}{err:>10}")
         ok = rows["within_bounds"]
         lines.append(f"{name:<14}{'within bounds':<16}  p50 ±10%: {ok['p50']}  SLO ±5 pt: {ok['slo']}")
-    return "\n".join(lines)
+    return lines
 
 
 def to_json(doc: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from hil.cluster import ClusterSpec, CoordinatorSpec, HostSpec
 from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
 
-__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "node_schedule"]
+__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "factor_at", "node_schedule"]
 
 MIN_QUOTA_US = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
 # write $v to $d/scaling_max_freq: directly when the user may, else through passwordless sudo
@@ -55,7 +55,8 @@ class NodeChange:
     factor: float
 
 
-def _factor_at(points: Sequence[tuple[float, float]], t: float) -> float:
+def factor_at(points: Sequence[tuple[float, float]], t: float) -> float:
+    """The factor of a ``(time_s, factor)`` schedule in force at ``t`` (1 before the first point)."""
     f = 1.0
     for tp, fp in points:
         if tp <= t:
@@ -84,7 +85,7 @@ def node_schedule(sc: Scenario, cluster: ClusterSpec) -> list[NodeChange]:
         times = sorted({t for ev in events for t, _ in ev.change_points()})
         prev = 1.0
         for t in times:
-            f = math.prod(_factor_at(ev.change_points(), t) for ev in events)
+            f = math.prod(factor_at(ev.change_points(), t) for ev in events)
             if f != prev:
                 out.append(NodeChange(t, host, f))
             prev = f

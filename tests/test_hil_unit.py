@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from edgeprune.controller import PipelineCurves
@@ -158,3 +161,58 @@ def test_node_schedule_maps_scenario_devices_to_hosts(case: Path, tmp_path: Path
     cluster = load_cluster(_write(tmp_path, text))
     changes = [(c.time_s, c.node, c.factor) for c in node_schedule(sc, cluster)]
     assert changes == [(200.0, "n4", 1.6), (200.0, "pi2", 1.6), (400.0, "n4", 1.0), (400.0, "pi2", 1.0)]
+
+
+@pytest.mark.parametrize("policy", ["no-pruning", "dynamic"])
+def test_as_realised_prediction_recovers_the_slowdown_the_hardware_showed(case: Path, policy: str) -> None:
+    """Stand-in hardware: the simulator itself with pi2 slowed 2.4x where the scenario states 1.6x.  The
+    as-stated prediction misses; the factor is recovered from the run's own timeline, and the as-realised
+    prediction matches the run."""
+    from dataclasses import replace
+
+    from edgeprune.scenario import load_scenario
+    from hil.compare import as_realised, compare, format_compare, realised_factors
+    from sim.runner import draw_streams, run_policy
+
+    sc = load_scenario(case)
+    streams = draw_streams(sc)
+    spec = next(p for p in sc.policies if p.name == policy)
+    truth = replace(sc, environment=tuple(replace(ev, slowdown=2.4) for ev in sc.environment))
+    hw = run_policy(truth, spec, streams)
+
+    factors = realised_factors(sc, hw)
+    assert list(factors) == ["pi2"]
+    (t0, f0), (t1, f1), (t2, f2) = factors["pi2"]
+    assert (t0, t1, t2) == (0.0, 200.0, 400.0)
+    assert f0 == 1.0 and f1 == pytest.approx(2.4, rel=0.05) and f2 == pytest.approx(1.0, rel=0.05)
+
+    stated = run_policy(sc, spec, streams)
+    realised = run_policy(as_realised(sc, factors), spec, streams)
+    doc = compare({policy: hw}, {policy: stated}, sc.slo_s, {policy: realised}, {policy: factors})
+    assert not all(doc["policies"][policy]["within_bounds"].values())
+    rows = doc["as_realised"]["policies"][policy]
+    assert rows["within_bounds"] == {"p50": True, "slo": True}
+    assert abs(rows["slo_attainment"]["error"]) < 1.0
+    text = format_compare(doc)
+    assert f"slowdowns realised under {policy}: pi2 x" in text and "as realised" in text
+
+
+def test_latency_percentiles_count_unfinished_requests_as_infinitely_late(case: Path) -> None:
+    from edgeprune.scenario import load_scenario
+    from hil.compare import population_metrics
+    from sim.runner import draw_streams, run_policy
+
+    sc = load_scenario(case)
+    res = run_policy(sc, sc.policies[0], draw_streams(sc))
+    req = res.requests.filter(~pl.col("in_warmup"))
+    n = req.height
+    # mark the 60% slowest as unfinished: the median is then an unfinished request
+    cut = req["latency_s"].sort()[int(0.4 * n)]
+    hidden = res.requests.with_columns(
+        pl.when(pl.col("latency_s") > cut).then(None).otherwise(pl.col("latency_s")).alias("latency_s")
+    )
+    m = population_metrics(replace(res, requests=hidden), sc.slo_s)
+    assert m["p50_latency_s"] == math.inf
+    assert population_metrics(res, sc.slo_s)["p50_latency_s"] == pytest.approx(
+        float(req["latency_s"].median()), rel=0.05
+    )
