@@ -1,16 +1,13 @@
 """The windowed path's request flow, compiled with numba: the tandem recursion between two SimPy events.
 
-Two functions over flat numpy state, called from ``sim.window`` (which holds the SimPy environment, the
-policy and the observation objects):
-
-* :func:`advance` starts, finishes and hands on every service that starts before ``h`` (see ``sim.window``
-  for why that is exact);
-* :func:`take_tick` reads each stage's state at a tick (queue, busy, this period's counters) and resets the
-  counters, carrying a service still running into the next period.
+One function over flat state, :func:`step`, called from ``sim.window`` (which holds the SimPy environment,
+the policy and the observation objects): it starts, finishes and hands on every service that starts before
+``h`` (see ``sim.window`` for why that is exact), and at a tick reads each stage's state (queue, busy, this
+period's counters) and resets the counters, carrying a service still running into the next period.
 
 The arithmetic is written in the same order as the event path (``sim.engine``), and numba compiles IEEE
 double operations without fast-math, so compiled, plain and event paths give bit-identical results (tested).
-Plain Python runs the very same functions (no second implementation): short runs use it, because importing
+Plain Python runs the very same function (no second implementation): short runs use it, because importing
 numba and loading its cached code costs more than they do; long runs use :func:`compiled`.
 
 State layout: ``fs[row, k]`` (floats) and ``ist[row, k]`` (ints), rows named below; ``rdy[k, i]`` is request
@@ -25,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FS_ROWS", "IST_ROWS", "Kernels", "advance", "compiled", "take_tick"]
+__all__ = ["FS_ROWS", "IST_ROWS", "Kernel", "compiled", "step"]
 
 # float state rows
 FREE, HOP_FREE, FACTOR, C_BUSY, C_NOM, C_BUSY_BEFORE, C_NOM_BEFORE = range(7)
@@ -36,7 +33,7 @@ IST_ROWS = 6
 DONE = 0
 
 
-def advance(
+def step(
     h: float,
     end_s: float,
     switch_s: float,
@@ -53,8 +50,22 @@ def advance(
     status: np.ndarray,
     fs: np.ndarray,
     ist: np.ndarray,
+    iout: np.ndarray,
+    fout: np.ndarray,
+    tick: int,
+    tl_i: np.ndarray,
+    tl_f: np.ndarray,
 ) -> None:
-    """Start (and finish, and hand on) every service that starts before ``h``."""
+    """Start (and finish, and hand on) every service that starts before ``h``; then, for ``tick >= 0``, read
+    each stage's observation at ``h`` and reset this period's counters.
+
+    The read-out: ``iout[k]`` = (level, queue length, busy 0/1, arrivals, served) and ``fout[k]`` = (busy_s,
+    nominal_s), also kept as row ``tick * k_n + k`` of the flat timeline buffers ``tl_i`` (5 ints per row)
+    and ``tl_f`` (2 floats per row), so a long run's timeline costs no Python objects.  A single server has
+    at most one service in progress, the last one started: if it is still running it is left out of this
+    period and carried into the next (``0.0 + t`` is exactly what the event path sums).  One function (not
+    two) because each call from Python costs a dispatch.
+    """
     k_n = len(rdy)
     n = len(dep)
     last = k_n - 1
@@ -129,47 +140,27 @@ def advance(
         fs[C_NOM][k] = nom_s
         fs[C_BUSY_BEFORE][k] = b_before
         fs[C_NOM_BEFORE][k] = n_before
-
-
-def take_tick(
-    now: float,
-    rdy: np.ndarray,
-    lev: np.ndarray,
-    svc: np.ndarray,
-    mean: np.ndarray,
-    fs: np.ndarray,
-    ist: np.ndarray,
-    iout: np.ndarray,
-    fout: np.ndarray,
-) -> None:
-    """Each stage's observation at ``now`` (after ``advance(now)``), then this period's counters reset.
-
-    ``iout[k]`` = (level, queue length, busy 0/1, arrivals, served) and ``fout[k]`` = (busy_s, nominal_s).
-    A single server has at most one service in progress, the last one started: if it is still running it
-    is left out of this period and carried into the next (``0.0 + t`` is exactly what the event path sums).
-    """
-    k_n = len(rdy)
-    n = len(rdy[0])
-    started = ist[STARTED]
+    if tick < 0:
+        return
     for k in range(k_n):
         lo = started[k]
         hi = started[k - 1] if k > 0 else n
         rk = rdy[k]
-        left, right = lo, hi  # bisect_right(rdy[k], now, lo, hi)
+        left, right = lo, hi  # bisect_right(rdy[k], h, lo, hi)
         while left < right:
             mid = (left + right) // 2
-            if now < rk[mid]:
+            if h < rk[mid]:
                 right = mid
             else:
                 left = mid + 1
         q = left - lo
-        total = lo + q  # requests that have reached stage k by now
+        total = lo + q  # requests that have reached stage k by h
         out = iout[k]
         out[0] = ist[LEVEL][k]
         out[1] = q
         out[3] = total - ist[PREV_TOTAL][k]
         ist[PREV_TOTAL][k] = total
-        if fs[FREE][k] > now:
+        if fs[FREE][k] > h:
             out[2] = 1
             out[4] = ist[C_STARTED][k] - 1
             fout[k][0] = fs[C_BUSY_BEFORE][k]
@@ -188,14 +179,19 @@ def take_tick(
             fs[C_NOM][k] = 0.0
         fs[C_BUSY_BEFORE][k] = 0.0
         fs[C_NOM_BEFORE][k] = 0.0
+        row = tick * k_n + k
+        for j in range(5):
+            tl_i[row * 5 + j] = out[j]
+        tl_f[row * 2] = fout[k][0]
+        tl_f[row * 2 + 1] = fout[k][1]
 
 
-Kernels = tuple[Any, Any]  # (advance, take_tick), plain or compiled
+Kernel = Any  # step, plain or compiled
 
 
 @functools.cache
-def compiled() -> Kernels | None:
-    """The two kernels compiled by numba (cached on disk by numba), or ``None`` when numba is missing.
+def compiled() -> Kernel | None:
+    """:func:`step` compiled by numba (cached on disk by numba), or ``None`` when numba is missing.
 
     Importing numba and loading the cached machine code costs ~1.5 s per process on a small machine, so
     ``sim.window`` uses the compiled kernels only for runs long enough to repay it.
@@ -204,4 +200,4 @@ def compiled() -> Kernels | None:
         from numba import njit
     except ImportError:  # pragma: no cover - numba is a dependency; an interpreter it lacks still works
         return None
-    return njit(cache=True, nogil=True)(advance), njit(cache=True, nogil=True)(take_tick)
+    return njit(cache=True, nogil=True)(step)

@@ -37,13 +37,13 @@ from edgeprune.controller.contract import Observation, OracleView, Policy, Stage
 from sim import kernels
 from sim.core import (
     NO_LEVEL,
+    TIMELINE_COLUMNS,
     UNFINISHED,
     EngineOutput,
     Env,
     Ev,
     SimSetup,
     check_decision,
-    timeline_columns,
 )
 
 __all__ = ["COMPILE_FROM_REQUESTS", "run_windowed"]
@@ -71,6 +71,13 @@ class _State:
     ist: Any  # [row][k] int state (kernels.STARTED, ...)
     iout: Any  # [k][5] tick read-out, ints
     fout: Any  # [k][2] tick read-out, floats
+    tl_i: Any  # flat timeline, 5 ints per (tick, stage) row
+    tl_f: Any  # flat timeline, 2 floats per (tick, stage) row
+
+
+def _n_ticks(s: SimSetup) -> int:
+    """Ticks of a run: at ``n * period_s`` for every ``n`` with ``n * period_s < end_s`` (one spare)."""
+    return math.ceil(s.end_s / s.period_s) + 1
 
 
 def _numpy_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) -> _State:
@@ -100,6 +107,8 @@ def _numpy_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) -> 
         ist=np.zeros((kernels.IST_ROWS, k_n), dtype=np.int64),
         iout=np.zeros((k_n, 5), dtype=np.int64),
         fout=np.zeros((k_n, 2)),
+        tl_i=np.zeros(_n_ticks(s) * k_n * 5, dtype=np.int64),
+        tl_f=np.zeros(_n_ticks(s) * k_n * 2),
     )
 
 
@@ -122,12 +131,14 @@ def _python_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) ->
         ist=[[0] * k_n for _ in range(kernels.IST_ROWS)],
         iout=[[0] * 5 for _ in range(k_n)],
         fout=[[0.0, 0.0] for _ in range(k_n)],
+        tl_i=array("q", bytes(8 * _n_ticks(s) * k_n * 5)),
+        tl_f=array("d", bytes(8 * _n_ticks(s) * k_n * 2)),
     )
 
 
 def _prepare(
     s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray, compiled: bool | None
-) -> tuple[_State, kernels.Kernels, bool]:
+) -> tuple[_State, kernels.Kernel, bool]:
     """Compiled kernels on numpy state for long runs (or when asked), else the same functions as Python."""
     want = arrivals_s.size >= COMPILE_FROM_REQUESTS if compiled is None else compiled
     fast = kernels.compiled() if want else None
@@ -135,7 +146,7 @@ def _prepare(
         raise RuntimeError("compiled=True but numba is not installed (pip install numba)")
     if fast is not None:
         return _numpy_state(s, arrivals_s, quantiles), fast, True
-    return _python_state(s, arrivals_s, quantiles), (kernels.advance, kernels.take_tick), False
+    return _python_state(s, arrivals_s, quantiles), kernels.step, False
 
 
 def run_windowed(
@@ -155,27 +166,30 @@ def run_windowed(
     end_s = s.end_s
     n_levels = s.n_levels
     period_s = s.period_s
-    st, (kernel, take), is_numpy = _prepare(s, arrivals_s, quantiles, compiled)
+    st, kernel, is_numpy = _prepare(s, arrivals_s, quantiles, compiled)
     rdy, u, samples, slen, mean, tx, lat = st.rdy, st.u, st.samples, st.slen, st.mean, st.tx, st.lat
     lev, svc, dep, status, fs, ist, iout, fout = st.lev, st.svc, st.dep, st.status, st.fs, st.ist, st.iout, st.fout
     factor = fs[kernels.FACTOR]
     target = ist[kernels.TARGET]
     speed = list(s.speed) if s.speed is not None else [1.0] * k_n
+    tl_i, tl_f = st.tl_i, st.tl_f
+    args = (end_s, s.switch_s, rdy, u, samples, slen, mean, tx, lat, lev, svc, dep, status, fs, ist, iout, fout)
 
-    def advance(h: float) -> None:
-        kernel(h, end_s, s.switch_s, rdy, u, samples, slen, mean, tx, lat, lev, svc, dep, status, fs, ist)
+    def advance(h: float, tick: int = -1) -> None:
+        """Every service starting before ``h``; with ``tick >= 0`` also the tick's read-out (kernels.step)."""
+        kernel(h, *args, tick, tl_i, tl_f)
 
     changes = s.env_changes
     wants_oracle = bool(getattr(policy, "wants_oracle", False))
-    log: list[tuple[float, tuple[int, ...], tuple[StageObs, ...]]] = []  # (time, decision, observation)
+    tick_times: list[float] = []
+    decisions: list[tuple[int, ...]] = []
     mk_stage = StageObs._make
     tick_n = [0]
     last_decided: list[tuple[int, ...]] = [()]
 
     def on_tick(ev: Ev) -> None:
         now = env._now
-        advance(now)
-        take(now, rdy, lev, svc, mean, fs, ist, iout, fout)
+        advance(now, tick_n[0])
         ints, floats = (iout.tolist(), fout.tolist()) if is_numpy else (iout, fout)
         stages = tuple(
             [mk_stage((i[0], i[1], i[2] == 1, i[3], i[4], f[0], f[1], 0)) for i, f in zip(ints, floats, strict=True)]
@@ -188,7 +202,8 @@ def run_windowed(
         obs = Observation(now, period_s if tick_n[0] > 0 else 0.0, stages[0].arrivals, stages, oracle)
         decided = policy.decide(obs)
         levels_now = check_decision(policy, decided, now, k_n, n_levels)
-        log.append((now, levels_now, stages))
+        tick_times.append(now)
+        decisions.append(levels_now)
         if tick_n[0] == 0:  # the start decision is the deployment itself: no switch, no cost
             ist[kernels.LEVEL][:] = levels_now
         if levels_now != last_decided[0]:
@@ -231,10 +246,33 @@ def run_windowed(
         dropped_at=np.full(n, -1, dtype=np.int8),
         levels=_by_request(lev, np.uint8, k_n, n),
         service_s=_by_request(svc, np.float64, k_n, n),
-        timeline=timeline_columns(log, k_n),
+        timeline=_timeline(tick_times, decisions, tl_i, tl_f, k_n),
         switches=int(ist[kernels.SWITCHES][0]),
         events=int(next(eid)),
     )
+
+
+def _timeline(
+    times: list[float], decisions: list[tuple[int, ...]], tl_i: Any, tl_f: Any, k_n: int
+) -> dict[str, list[Any]]:
+    """The timeline columns (``sim.core.TIMELINE_COLUMNS``) from the kernels' flat buffers."""
+    rows = len(times) * k_n
+    ints = np.frombuffer(tl_i, dtype=np.int64)[: rows * 5].reshape(rows, 5)
+    floats = np.frombuffer(tl_f, dtype=np.float64)[: rows * 2].reshape(rows, 2)
+    cols: dict[str, list[Any]] = {
+        "time_s": np.repeat(np.asarray(times, dtype=np.float64), k_n).tolist(),
+        "stage": list(range(k_n)) * len(times),
+        "level": ints[:, 0].tolist(),
+        "decided": [v for d in decisions for v in d],
+        "queue_len": ints[:, 1].tolist(),
+        "busy": (ints[:, 2] == 1).tolist(),
+        "arrivals": ints[:, 3].tolist(),
+        "served": ints[:, 4].tolist(),
+        "busy_s": floats[:, 0].tolist(),
+        "nominal_s": floats[:, 1].tolist(),
+        "dropped": [0] * rows,
+    }
+    return {c: cols[c] for c in TIMELINE_COLUMNS}
 
 
 def _by_request(rows: Any, dtype: type, k_n: int, n: int) -> np.ndarray:
