@@ -19,7 +19,9 @@ The observation at a tick needs the stages' state at that instant, which the rec
 single server has at most one service in progress (the last one started), so the period's completions are
 every started service but that one, and the waiting requests are those handed over whose arrival time has
 passed.  Counters are summed in completion order, as the event path does, so the two paths agree bit for bit
-(tests/test_sim_engine.py).  Per request this costs a few list operations instead of ~4 heap events.
+(tests/test_sim_engine.py).  The recursion and the read-out are ``sim.kernels.step`` (numba-compiled for long
+runs): per request a few array operations instead of ~4 SimPy events, per tick one kernel call plus the
+controller itself.
 """
 
 from __future__ import annotations
