@@ -11,11 +11,11 @@ counting as infinitely late, so both sides describe the same population (a run s
 over finished requests, and a run that leaves more requests unfinished would look faster).  A percentile
 that lands on an unfinished request is reported as ``inf``.
 
-Two predictions are made.  *As stated* uses the scenario's slowdown factors.  *As realised* replaces each
-slowed node's factors by the slowdown its stage actually showed in the hardware run (measured / profiled
-service time in each window of the schedule, over the same ratio before the first change): a stress load
-or a CPU quota rarely slows a node by exactly the stated factor, and this separates that emulation error
-from the simulator's own (queueing, links, controller).
+Two predictions are made.  *As stated* uses the scenario's slowdown factors.  *As realised* replays, for
+every node, the service-time factor (measured / profiled) its stage actually showed in each window of the
+scenario's schedule: a stress load or a CPU quota rarely slows a node by exactly the stated factor, and a
+node under the run's mix of load serves a little faster or slower than when it was profiled.  This is a
+trace-driven check that separates those input errors from the simulator's own (queueing, links, controller).
 """
 
 from __future__ import annotations
@@ -75,31 +75,26 @@ def predict(sc: Scenario, policies: Sequence[str]) -> dict[str, RunResult]:
 
 
 def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float, float]]]:
-    """Per slowed scenario device: ``(time_s, factor)`` change points with the factors the hardware showed.
+    """Per scenario device: ``(time_s, factor)`` change points with the service-time factors the hardware
+    showed, relative to the profile.
 
-    In each window of the device's schedule the factor is the stage(s)' measured / profiled service time
-    (summed over the periods inside the window, the first period after a change left out as a transition),
-    divided by the same ratio in the first window the scenario leaves unslowed (normally the one before the
-    first change: that window's factor is 1 by definition).  A window without a completed service, or a
-    schedule without an unslowed window, keeps its stated factors.
+    The windows are the device's schedule (one window from 0 for a device without events).  In each, the
+    factor is the device's stages' measured / profiled service time summed over the periods inside the
+    window (the first period after a change left out as a transition).  A window without a completed
+    service keeps its stated factor.
     """
     tl = hw.timeline
+    period_s = _period_s(tl)
     out: dict[str, list[tuple[float, float]]] = {}
-    for device in sorted({ev.device for ev in sc.environment}):
+    for device in sorted({s.device for s in sc.stages}):
         stages = [s.name for s in sc.stages if s.device == device]
         points = _merged_points([ev for ev in sc.environment if ev.device == device])
         rows = tl.filter(pl.col("stage").is_in(stages) & (pl.col("served") > 0))
-        period_s = _period_s(tl)
         ends = [p[0] for p in points[1:]] + [math.inf]
-        ratios = [
-            _ratio(rows, t + period_s if t > 0 else -math.inf, end) for (t, _), end in zip(points, ends, strict=True)
-        ]
-        # the reference: the first unslowed window (normally the one before the first change)
-        base = next((r for (_, stated), r in zip(points, ratios, strict=True) if stated == 1.0 and r), None)
-        realised = [
-            (t, stated if r is None or base is None else r / base)
-            for (t, stated), r in zip(points, ratios, strict=True)
-        ]
+        realised = []
+        for (t, stated), end in zip(points, ends, strict=True):
+            r = _ratio(rows, t + period_s if t > 0 else -math.inf, end)
+            realised.append((t, stated if r is None else r))
         out[device] = realised
     return out
 
@@ -218,11 +213,14 @@ def format_compare(doc: Mapping[str, Any]) -> str:
     lines = ["as stated (the scenario's slowdowns):", *_format_table(doc["policies"])]
     if "as_realised" in doc:
         for policy, per_device in doc["as_realised"]["factors"].items():
-            shown = ", ".join(
-                f"{dev} " + " ".join(f"x{f:.2f}@{t:g}s" for t, f in pts if t > 0) for dev, pts in per_device.items()
+            shown = "; ".join(
+                f"{dev} " + ", ".join(f"x{f:.2f} from {t:g}s" for t, f in pts) for dev, pts in per_device.items()
             )
-            lines.append(f"slowdowns realised under {policy}: {shown or 'none'}")
-        lines += ["as realised (the slowdowns the hardware showed):", *_format_table(doc["as_realised"]["policies"])]
+            lines.append(f"service-time factors realised under {policy}: {shown or 'none'}")
+        lines += [
+            "as realised (the service-time factors the hardware showed):",
+            *_format_table(doc["as_realised"]["policies"]),
+        ]
     return "\n".join(lines)
 
 

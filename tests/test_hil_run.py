@@ -125,7 +125,7 @@ def test_bursty_run_dynamic_beats_no_pruning(
     assert set(cmp["policies"]) == set(cmp["as_realised"]["policies"]) == {"no-pruning", "dynamic"}
     for policy in ("no-pruning", "dynamic"):  # pi2 was measurably slower from t = 12 s in both runs
         (t0, f0), (t1, f1) = cmp["as_realised"]["factors"][policy]["pi2"]
-        assert (t0, f0, t1) == (0.0, 1.0, 12.0) and f1 > 2.0
+        assert (t0, t1) == (0.0, 12.0) and f1 > 2.0 * f0
     text = (out / "sim_vs_hw.txt").read_text()
     assert text.startswith("as stated") and "as realised" in text
 
