@@ -78,10 +78,7 @@ class BottleneckPolicy:
         if floored:
             self._apply_floor(wanted, budgets)
             self._apply_floor(relaxed, budgets)
-        now = observation.time_s
-        levels = self._levels
-        for k in range(len(levels)):
-            levels[k] = self._hysteresis(k, wanted[k], relaxed[k], now)
+        levels = self._hysteresis(wanted, relaxed, observation.time_s)
         if floored:
             self._apply_floor(levels, budgets)
         return tuple(levels)
@@ -111,6 +108,11 @@ class BottleneckPolicy:
             with_margin_s = margin * budget_s  # <= budget_s: fitting with margin implies fitting
             f = factor[k]
             row = latency[k]
+            if f * row[0] <= with_margin_s:  # the common case, level 0 fits with margin: skip the search
+                budgets.append(budget_s)
+                wanted.append(0)
+                relaxed.append(0)
+                continue
             w = r = -1
             for lvl in range(top + 1):
                 need_s = f * row[lvl]
@@ -139,24 +141,31 @@ class BottleneckPolicy:
                     best_k, best_cost = k, cost
             levels[best_k] -= 1
 
-    def _hysteresis(self, k: int, wanted: int, relaxed: int, now_s: float) -> int:
-        current = self._levels[k]
-        if wanted >= current:
-            self._relax_since[k] = None
-            return wanted
-        if relaxed >= current:  # a lower level fits, but not with margin: hold
-            self._relax_since[k] = None
-            return current
-        since = self._relax_since[k]
-        if since is None:
-            self._relax_since[k] = now_s
-            self._relax_to[k] = relaxed
-            return current
-        self._relax_to[k] = max(self._relax_to[k], relaxed)
-        if now_s - since >= self.p.cooldown_s:
-            self._relax_since[k] = None
-            return self._relax_to[k]
-        return current
+    def _hysteresis(self, wanted: list[int], relaxed: list[int], now_s: float) -> list[int]:
+        """Update and return the current levels (``self._levels``) from this period's wanted levels.
+
+        One call for all stages (not one per stage): the simulator runs this every simulated period.
+        """
+        levels = self._levels
+        since_s = self._relax_since
+        relax_to = self._relax_to
+        cooldown_s = self.p.cooldown_s
+        for k, current in enumerate(levels):
+            w = wanted[k]
+            if w >= current:  # prune (or hold): at once
+                since_s[k] = None
+                levels[k] = w
+            elif relaxed[k] >= current:  # a lower level fits, but not with margin: hold
+                since_s[k] = None
+            elif since_s[k] is None:  # start the cool-down
+                since_s[k] = now_s
+                relax_to[k] = relaxed[k]
+            else:
+                relax_to[k] = max(relax_to[k], relaxed[k])
+                if now_s - since_s[k] >= cooldown_s:  # type: ignore[operator]
+                    since_s[k] = None
+                    levels[k] = relax_to[k]
+        return levels
 
 
 def _make(params: BottleneckParams, curves: PipelineCurves) -> BottleneckPolicy:

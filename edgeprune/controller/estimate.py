@@ -36,10 +36,11 @@ class FactorEstimator:
     def update(self, obs: Observation) -> list[float]:
         """Fold one period's measurements in; return the current factors (the estimator's own list)."""
         a = self._alpha
+        factor = self.factor
         for k, st in enumerate(obs.stages):
             if st.served and st.nominal_s > 0:
-                self.factor[k] = a * (st.busy_s / st.nominal_s) + (1.0 - a) * self.factor[k]
-        return self.factor
+                factor[k] = a * (st.busy_s / st.nominal_s) + (1.0 - a) * factor[k]
+        return factor
 
 
 class RateEstimator:
