@@ -340,13 +340,19 @@ def scenario_to_dict(sc: Scenario) -> dict[str, Any]:
     return out
 
 
-def hop_time_s(sc: Scenario, after: int) -> tuple[float, float]:
-    """(transmission_s, latency_s) of the hop leaving stage ``after`` (activation bytes from the profile)."""
+def hop_spec(sc: Scenario, after: int) -> NetworkSpec | LinkSpec:
+    """The link leaving stage ``after``: its ``[[link]]`` override (the last one), else ``[network]``."""
     name = sc.stages[after].name
     spec: NetworkSpec | LinkSpec = sc.network
     for link in sc.links:
         if link.after == name:
             spec = link
+    return spec
+
+
+def hop_time_s(sc: Scenario, after: int) -> tuple[float, float]:
+    """(transmission_s, latency_s) of the hop leaving stage ``after`` (activation bytes from the profile)."""
+    spec = hop_spec(sc, after)
     bw = spec.bandwidth_mbit_s
     tx = 0.0 if bw is None or math.isinf(bw) else sc.profile.activation_bytes[after] * 8.0 / (bw * 1e6)
     return tx, spec.latency_s

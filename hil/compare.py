@@ -11,11 +11,15 @@ counting as infinitely late, so both sides describe the same population (a run s
 over finished requests, and a run that leaves more requests unfinished would look faster).  A percentile
 that lands on an unfinished request is reported as ``inf``.
 
-Two predictions are made.  *As stated* uses the scenario's slowdown factors.  *As realised* replays, for
-every node, the service-time factor (measured / profiled) its stage actually showed in each window of the
-scenario's schedule: a stress load or a CPU quota rarely slows a node by exactly the stated factor, and a
-node under the run's mix of load serves a little faster or slower than when it was profiled.  This is a
-trace-driven check that separates those input errors from the simulator's own (queueing, links, controller).
+Two predictions are made.  *As stated* uses the scenario's slowdown factors.  *As realised* replays two
+inputs the run measured itself: for every node, the service-time factor (measured / profiled) its stage
+actually showed in each window of the scenario's schedule (a stress load or a CPU quota rarely slows a node
+by exactly the stated factor, and a node under the run's mix of load serves a little faster or slower than
+when it was profiled); and the fixed per-request time spent outside the profiled services (sockets, the
+coordinator, a capped node waiting out its CFS period between two requests), estimated as the median
+difference between the hardware's latency and the factor-replayed prediction over the requests that arrived
+before the first environment change, and spread evenly over the inter-stage hops.  This trace-driven check
+separates those input errors from the simulator's own (queueing, controller).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import polars as pl
 from edgeprune.errors import HilError
 from edgeprune.profile import Profile
 from edgeprune.results import RunResult
-from edgeprune.scenario import DeviceSpec, EnvironmentEvent, Scenario
+from edgeprune.scenario import DeviceSpec, EnvironmentEvent, LinkSpec, Scenario, hop_spec
 from hil.environment import factor_at
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
     "compare",
     "format_compare",
     "predict",
+    "realised_overhead_s",
+    "with_hop_overhead",
     "with_profile",
 ]
 
@@ -134,6 +140,47 @@ def as_realised(sc: Scenario, factors: Mapping[str, Sequence[tuple[float, float]
     return replace(sc, environment=tuple(kept))
 
 
+def realised_overhead_s(sc: Scenario, hw: RunResult, replayed: RunResult) -> float | None:
+    """Median ``hw - replayed`` latency per request: the time the hardware spent outside profiled services.
+
+    ``replayed`` is the prediction with the realised factors (:func:`as_realised`) and the same arrivals.
+    Over the post-warm-up requests that arrived before the first environment change (all post-warm-up
+    requests when nothing changes, or nothing arrived before) and finished on both sides; ``None`` if none
+    did.  The median, because a request that queued on one side but not the other is an outlier here.
+    """
+    changes = [t for ev in sc.environment for t, _ in ev.change_points() if t > 0]
+    first_s = min(changes, default=math.inf)
+    cols = ["request_id", "arrival_s", "in_warmup", "latency_s"]
+    both = hw.requests.select(cols).join(
+        replayed.requests.select("request_id", pl.col("latency_s").alias("sim_s")), on="request_id"
+    )
+    both = both.filter(~pl.col("in_warmup")).drop_nulls(["latency_s", "sim_s"])
+    before = both.filter(pl.col("arrival_s") < first_s)
+    use = before if before.height else both
+    if not use.height:
+        return None
+    return float(np.median((use["latency_s"] - use["sim_s"]).to_numpy()))
+
+
+def with_hop_overhead(sc: Scenario, overhead_s: float) -> Scenario:
+    """``sc`` with ``overhead_s`` per request added to its hops' latency, spread evenly over the inter-stage
+    hops (the simulator has no hop into the first stage or out of the last).  Unchanged for one stage or a
+    non-positive overhead."""
+    k_n = len(sc.stages)
+    if k_n < 2 or overhead_s <= 0:
+        return sc
+    extra_s = overhead_s / (k_n - 1)
+    links = tuple(
+        LinkSpec(
+            after=st.name,
+            bandwidth_mbit_s=hop_spec(sc, k).bandwidth_mbit_s,
+            latency_s=hop_spec(sc, k).latency_s + extra_s,
+        )
+        for k, st in enumerate(sc.stages[:-1])
+    )
+    return replace(sc, links=links)
+
+
 def population_metrics(result: RunResult, slo_s: float) -> dict[str, float | None]:
     """Latency percentiles over every post-warm-up arrival (unfinished / dropped = inf), SLO attainment and
     throughput as in the run summary."""
@@ -163,9 +210,10 @@ def compare(
     slo_s: float,
     realised: Mapping[str, RunResult] | None = None,
     factors: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]] | None = None,
+    overheads_s: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """Per policy: sim and hw figures, the errors, and whether the bounds hold; with ``realised`` (the
-    prediction with the slowdowns the hardware showed, ``factors`` per policy) a second table."""
+    prediction with what the hardware showed: ``factors`` and ``overheads_s`` per policy) a second table."""
     out: dict[str, Any] = {
         "errors": "latency and throughput: (hw - sim) / sim in %; slo_attainment: hw - sim in points",
         "latency": "percentiles over every post-warm-up arrival; dropped and unfinished requests count as inf",
@@ -173,7 +221,10 @@ def compare(
         "policies": _table(hw, sim, slo_s),
     }
     if realised is not None:
-        out["as_realised"] = {"factors": {p: dict(f) for p, f in (factors or {}).items()}}
+        out["as_realised"] = {
+            "factors": {p: dict(f) for p, f in (factors or {}).items()},
+            "overhead_s": dict(overheads_s or {}),
+        }
         out["as_realised"]["policies"] = _table(hw, realised, slo_s)
     return out
 
@@ -217,6 +268,9 @@ def format_compare(doc: Mapping[str, Any]) -> str:
                 f"{dev} " + ", ".join(f"x{f:.2f} from {t:g}s" for t, f in pts) for dev, pts in per_device.items()
             )
             lines.append(f"service-time factors realised under {policy}: {shown or 'none'}")
+        for policy, overhead_s in doc["as_realised"].get("overhead_s", {}).items():
+            shown = "not measurable" if overhead_s is None else f"{overhead_s * 1000:+.1f} ms"
+            lines.append(f"fixed time per request outside the profiled services under {policy}: {shown}")
         lines += [
             "as realised (the service-time factors the hardware showed):",
             *_format_table(doc["as_realised"]["policies"]),
