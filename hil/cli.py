@@ -122,6 +122,7 @@ class _Outcome:
     environment: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     cleanup: list[str] = field(default_factory=list)
     inputs: str = ""  # what was fed: synthetic tensors or N images from a folder
+    probe: RunResult | None = None  # the idle-chain requests sent before the policies (hil.coordinator)
 
 
 def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenario:
@@ -144,9 +145,11 @@ def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenar
     return sc
 
 
-async def _run(cluster: ClusterSpec, sc: Scenario) -> _Outcome:
+async def _run(cluster: ClusterSpec, sc: Scenario, probe: bool = True) -> _Outcome:
+    """Connect, deploy, start the workers, time the idle chain (``probe``: for the comparison), run every
+    policy; never raises for run failures (they come back in ``_Outcome.error``)."""
     from hil.connect import close_all, connect_all
-    from hil.coordinator import RequestSource, run_policy
+    from hil.coordinator import RequestSource, probe_hops, run_policy
     from hil.deploy import ensure_deployed, remote_checkpoint
     from hil.environment import Environment, node_schedule
     from hil.session import Session, WorkerConfig, new_tag
@@ -177,6 +180,13 @@ async def _run(cluster: ClusterSpec, sc: Scenario) -> _Outcome:
         out.inputs = (
             f"{len(source.images)} images from {cluster.model.images}" if source.images else "synthetic tensors"
         )
+        if probe:
+            print("timing the idle chain (hop probe)...", file=sys.stderr)
+            env = Environment(nodes, cluster.coordinator, f"{tag}-probe")
+            timed = await probe_hops(session, sc, curves, source, env)
+            if timed.error is not None:
+                raise timed.error
+            out.probe = timed.result
         for i, spec in enumerate(sc.policies):
             print(f"running policy {spec.name} ({streams.arrivals_s.size} requests)...", file=sys.stderr)
             env = Environment(nodes, cluster.coordinator, f"{tag}-env{i}")
@@ -225,16 +235,22 @@ def _error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], out_dir: Path) -> str:
-    from hil.compare import as_realised, compare, format_compare, predict, realised_factors, to_json
+def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], out_dir: Path, probe: RunResult | None) -> str:
+    from hil.compare import as_realised, compare, format_compare, idle_overhead_s, predict, realised_factors, to_json
+    from hil.compare import with_hop_overhead as with_hops
 
-    sim = predict(sc, [r.policy for r in results])
+    idle_s = idle_overhead_s(probe) if probe is not None else None
+    stated_sc = with_hops(sc, idle_s) if idle_s is not None else sc
+    sim = predict(stated_sc, [r.policy for r in results])
     factors = {r.policy: realised_factors(sc, r) for r in results}
     replays = {p: (as_realised(sc, f), predict(as_realised(sc, f), [p])[p]) for p, f in factors.items()}
     overhead_s, source = _overhead_s(sc, results, replays)
+    if overhead_s is None and idle_s is not None:
+        overhead_s, source = idle_s, ["the hop probe"]
     realised = {p: _with_overhead(p, rsc, replayed, overhead_s) for p, (rsc, replayed) in replays.items()}
     doc = compare({r.policy: r for r in results}, sim, sc.slo_s, realised, factors, overhead_s, source)
     doc["profile"] = str(sc.profile_path)
+    doc["hop_probe"] = {"requests": probe.requests.height if probe is not None else 0, "overhead_s": idle_s}
     table = format_compare(doc)
     atomic_write_text(out_dir / "sim_vs_hw.json", to_json(doc))
     atomic_write_text(out_dir / "sim_vs_hw.txt", table + "\n")
@@ -274,7 +290,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
 
     sc = _load_run_scenario(cluster, args)
     t0 = time.perf_counter()
-    out = asyncio.run(_run(cluster, sc))
+    out = asyncio.run(_run(cluster, sc, probe=not args.no_sim))
     wall_s = time.perf_counter() - t0
     if out.results:
         write_run_dir(
@@ -288,7 +304,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
         print(format_table(out.results))
     if out.error is None and not args.no_sim:
         print("\nsimulator vs hardware (same scenario, same arrivals, profile " + str(sc.profile_path) + "):")
-        print(_sim_vs_hw(sc, out.results, args.out))
+        print(_sim_vs_hw(sc, out.results, args.out, out.probe))
     if out.results:
         print(f"results written to {args.out}")
     if out.cleanup:

@@ -16,6 +16,7 @@ Schema (``examples/pis.toml`` is a documented example)::
     keepalive_count_max = 3
     ready_timeout_s = 120.0               # a worker must load its stage within this
     report_timeout_s = 5.0                # a worker must answer a period report within this
+    track_slowdowns = true                # cgroup slowdowns: retune the quota to the stated service-time factor
     [model]
     checkpoint = "models/vit-b16-4stage.pt"   # a nested checkpoint (models.save_nested), uploaded to nodes
     images = ""                           # folder of images fed as requests; empty: synthetic tensors
@@ -68,6 +69,9 @@ class CoordinatorSpec:
     keepalive_count_max: int = spec_field(default=3, ge=1, doc="unanswered keepalives before a link is lost")
     ready_timeout_s: float = spec_field(default=120.0, gt=0, doc="a worker must load its stage within this")
     report_timeout_s: float = spec_field(default=5.0, gt=0, doc="a worker must answer a report within this")
+    track_slowdowns: bool = spec_field(
+        default=True, doc="cgroup slowdowns: retune the quota until the measured service-time factor is the stated one"
+    )
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ __all__ = [
     "as_realised",
     "compare",
     "format_compare",
+    "idle_overhead_s",
     "predict",
     "realised_overhead_s",
     "with_hop_overhead",
@@ -162,6 +163,20 @@ def realised_overhead_s(sc: Scenario, hw: RunResult, replayed: RunResult) -> flo
     return float(np.median((use["latency_s"] - use["sim_s"]).to_numpy()))
 
 
+def idle_overhead_s(probe: RunResult) -> float | None:
+    """Per request, the time outside the profiled services on an idle chain (``hil.coordinator.probe_hops``):
+    the median latency of the probe's finished requests minus the sum over stages of their mean measured
+    service time (the timeline's ``served`` x ``service_time_s``); ``None`` when nothing finished."""
+    lat = probe.requests["latency_s"].drop_nulls()
+    tl = probe.timeline.filter(pl.col("served") > 0)
+    if lat.is_empty() or tl.is_empty():
+        return None
+    per_stage = tl.group_by("stage").agg(
+        ((pl.col("served") * pl.col("service_time_s")).sum() / pl.col("served").sum()).alias("mean_s")
+    )
+    return float(np.median(lat.to_numpy())) - float(per_stage["mean_s"].sum())
+
+
 def with_hop_overhead(sc: Scenario, overhead_s: float) -> Scenario:
     """``sc`` with ``overhead_s`` per request added to its hops' latency, spread evenly over the inter-stage
     hops (the simulator has no hop into the first stage or out of the last).  Unchanged for one stage or a
@@ -264,7 +279,13 @@ def _fmt(metric: str, v: float | None) -> str:
 
 def format_compare(doc: Mapping[str, Any]) -> str:
     """The sim-vs-hardware table(s) as text."""
-    lines = ["as stated (the scenario's slowdowns):", *_format_table(doc["policies"])]
+    probe = doc.get("hop_probe") or {}
+    hops = (
+        f"; hops carry {probe['overhead_s'] * 1000:+.1f} ms per request, timed on the idle chain before the run"
+        if probe.get("overhead_s") is not None
+        else ""
+    )
+    lines = [f"as stated (the scenario's slowdowns{hops}):", *_format_table(doc["policies"])]
     if "as_realised" in doc:
         for policy, per_device in doc["as_realised"]["factors"].items():
             shown = "; ".join(

@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeprune.controller import Observation, PipelineCurves, PolicySpec, make_policy
+from edgeprune.controller.static import StaticParams
 from edgeprune.errors import HilError, PolicyError
 from edgeprune.results import RunResult
 from edgeprune.scenario import Scenario
@@ -125,6 +126,7 @@ class _Run:
         self.rec = RunRecorder(spec.name, curves.stage_names, arrivals_s, sc.warmup_s, curves)
         self.all_accounted = asyncio.Event()
         self.levels: list[int] = [0] * curves.n_stages
+        self.env: Environment | None = None
 
     def now_s(self) -> float:
         """Seconds on the run clock (0 = the first possible arrival)."""
@@ -186,6 +188,16 @@ class _Run:
         self.rec.period(obs, decided, reports)
         self._apply(decided)
         self._maybe_done()
+        if self.env is not None and self.env.trackers:
+            await self._track(self.env, obs)
+
+    async def _track(self, env: Environment, obs: Observation) -> None:
+        """Hand each tracked node its stages' service measurements of the period (``hil.environment``)."""
+        hosts = [self.session.cluster.stages[k].host for k in range(len(obs.stages))]
+        for node in list(env.trackers):
+            mine = [st for st, h in zip(obs.stages, hosts, strict=True) if h == node]
+            served = sum(st.served for st in mine)
+            await env.track(node, obs.time_s, served, sum(st.busy_s for st in mine), sum(st.nominal_s for st in mine))
 
     async def environment(self, env: Environment, changes: Sequence[NodeChange]) -> None:
         """Apply the node slowdowns at their times."""
@@ -195,6 +207,7 @@ class _Run:
 
     async def run(self, env: Environment, changes: Sequence[NodeChange]) -> None:
         """The whole run; returns when done or drained, raises on failure."""
+        self.env = env
         policy = make_policy(self.spec, self.curves)
         first = _check_levels(
             policy.decide(_start_observation(self.curves.n_stages, self.levels)),
@@ -273,3 +286,24 @@ async def run_policy(
         elif isinstance(error, HilError):
             error = HilError(f"{error}; {restore}")
     return PolicyRun(run.result(), error, list(env.log))
+
+
+PROBE_REQUESTS = 8
+PROBE_RUN_INDEX = 1_000_000  # result frames of the probe carry this run index, never a policy's
+
+
+async def probe_hops(
+    session: Session, sc: Scenario, curves: PipelineCurves, source: RequestSource, env: Environment
+) -> PolicyRun:
+    """Send ``PROBE_REQUESTS`` requests through the idle chain at level 0, one at a time, before the policies.
+
+    Each finds every stage idle, so its latency is its service times plus the time no profile holds (sockets,
+    (de)serialisation outside the timed span, the coordinator, a capped node's CFS wait): what the
+    simulator's hops must carry for its prediction to describe this cluster (``hil.compare.idle_overhead_s``).
+    """
+    gap_s = 1.5 * sum(row[0] for row in curves.latency_s) + 0.1  # the previous request has surely left
+    arrivals_s = np.arange(PROBE_REQUESTS, dtype=np.float64) * gap_s
+    k_n = curves.n_stages
+    spec = PolicySpec(name="hop-probe", kind="static", params=StaticParams(levels=(0,) * k_n, period_s=gap_s))
+    probe_sc = replace(sc, duration_s=float(arrivals_s[-1] + gap_s), warmup_s=0.0, environment=(), drain_s=5.0)
+    return await run_policy(session, probe_sc, spec, curves, arrivals_s, source, env, (), PROBE_RUN_INDEX)

@@ -5,8 +5,12 @@ a schedule).  Here the device is a node (the scenario device of the stage it hos
 factor is realised by the host's ``slowdown`` method:
 
 ``cgroup``   CPU quota (cgroup v1 ``cpu.cfs_quota_us`` in the host's ``cpu_cgroup``): ``base / factor`` CPUs,
-             where ``base`` is the host's ``cpu_quota`` (or 1 CPU: the worker is single-threaded).  Exact
-             and repeatable; needs a cgroup the login user may write.
+             where ``base`` is the host's ``cpu_quota`` (or 1 CPU: the worker is single-threaded), then, with
+             the coordinator's ``track_slowdowns``, retuned every control period by a :class:`QuotaTracker`
+             until the node's measured service time is ``factor`` times its profiled one.  A quota caps a CPU
+             *share*, it does not scale speed: a busy node has no idle gaps that refill its budget and spends
+             it on sockets and (de)serialisation too, so ``base / 4`` alone gave 4.6-6x on the test cluster.
+             Needs a cgroup the login user may write.
 ``stress``   ``stress-ng --cpu N`` on the node, ``N = round(factor - 1)``: N CPU hogs sharing the worker's
              CPU(s) give about ``N + 1`` times longer services when the worker and the hogs share one core
              or one quota.  Approximate; needs ``stress-ng`` on the node.
@@ -36,7 +40,7 @@ from hil.cluster import ClusterSpec, CoordinatorSpec, HostSpec
 from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
 
-__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "factor_at", "node_schedule"]
+__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "QuotaTracker", "factor_at", "node_schedule"]
 
 MIN_QUOTA_US = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
 # write $v to $d/scaling_max_freq: directly when the user may, else through passwordless sudo
@@ -93,6 +97,52 @@ def node_schedule(sc: Scenario, cluster: ClusterSpec) -> list[NodeChange]:
 
 
 @dataclass
+class QuotaTracker:
+    """Closes the loop on one node's cgroup slowdown: the quota that makes its services ``target`` times as
+    long as profiled.  Pure (no I/O): fed each period's served count and measured / profiled busy time of
+    the node's stages, it answers a new quota or ``None``.
+
+    The update is multiplicative, ``cpus *= (realised / target) ** gain``: service time under a saturating
+    quota is about CPU work / quota, so the error in the factor is the error in the quota.  Measurements
+    accumulate until ``min_services`` services were seen, and the gain is below 1, because one service's time
+    varies by ~10% (a service lasts several periods when slowed); the
+    first period after each change is skipped, because a service that started under the old quota ends in it.
+    """
+
+    target: float
+    cpus: float
+    min_cpus: float
+    max_cpus: float
+    gain: float = 0.5
+    min_services: int = 5
+    skip_periods: int = 1
+    busy_s: float = 0.0
+    nominal_s: float = 0.0
+    served: int = 0
+
+    def observe(self, served: int, busy_s: float, nominal_s: float) -> float | None:
+        """Fold one period in; the new quota in CPUs when it should change, else ``None``."""
+        if self.skip_periods > 0:
+            self.skip_periods -= 1
+            return None
+        self.served += served
+        self.busy_s += busy_s
+        self.nominal_s += nominal_s
+        if self.served < self.min_services or self.nominal_s <= 0:
+            return None
+        realised = self.busy_s / self.nominal_s
+        self.served, self.busy_s, self.nominal_s = 0, 0.0, 0.0
+        if abs(realised / self.target - 1.0) < 0.03:  # within 3%: measurement noise, not worth a disturbance
+            return None
+        cpus = min(max(self.cpus * (realised / self.target) ** self.gain, self.min_cpus), self.max_cpus)
+        if cpus == self.cpus:  # pinned at a bound
+            return None
+        self.cpus = cpus
+        self.skip_periods = 1
+        return cpus
+
+
+@dataclass
 class _HostState:
     node: Node
     original_quota_us: int | None = None
@@ -109,6 +159,7 @@ class Environment:
         self.tag = tag
         self.hosts = {n.name: _HostState(n) for n in nodes}
         self.log: list[dict[str, Any]] = []
+        self.trackers: dict[str, QuotaTracker] = {}  # node -> its active cgroup slowdown's tracker
 
     async def _sh(self, node: Node, cmd: str, what: str) -> str:
         try:
@@ -167,11 +218,33 @@ class Environment:
             base = spec.cpu_quota if spec.cpu_quota > 0 else 1.0
             await self._set_cpus(st, base / change.factor)
             detail = f"cpu quota {base / change.factor:.3f} CPU"
+            self.trackers.pop(change.node, None)
+            if self.opts.track_slowdowns and change.factor != 1.0:
+                assert st.period_us is not None
+                self.trackers[change.node] = QuotaTracker(
+                    target=change.factor,
+                    cpus=base / change.factor,
+                    min_cpus=MIN_QUOTA_US / st.period_us,
+                    max_cpus=base,
+                )
         elif method == "stress":
             detail = await self._stress(st, change.factor)
         else:
             detail = await self._cpufreq(st, change.factor)
         self.log.append({"time_s": change.time_s, "node": change.node, "factor": change.factor, "how": detail})
+
+    async def track(self, node: str, time_s: float, served: int, busy_s: float, nominal_s: float) -> None:
+        """One control period's measurements of ``node``'s stages; retunes its quota when its tracker says so
+        (the log entry of the slowdown keeps every retune as ``(time_s, cpus)``)."""
+        tracker = self.trackers.get(node)
+        if tracker is None:
+            return
+        cpus = tracker.observe(served, busy_s, nominal_s)
+        if cpus is None:
+            return
+        await self._set_cpus(self.hosts[node], cpus)
+        entry = next(e for e in reversed(self.log) if e["node"] == node)
+        entry.setdefault("retuned", []).append([round(time_s, 3), round(cpus, 4)])
 
     async def _stress(self, st: _HostState, factor: float) -> str:
         await kill_groups(st.node, st.stress_tags, self.opts, grace_s=0.1)
@@ -221,6 +294,7 @@ class Environment:
 
     async def revert(self) -> list[str]:
         """Undo everything; returns problems (empty when all was restored)."""
+        self.trackers.clear()
         results = await asyncio.gather(*(self._revert_host(s) for s in self.hosts.values()), return_exceptions=True)
         return [str(r) for r in results if isinstance(r, BaseException)]
 

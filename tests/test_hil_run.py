@@ -2,7 +2,7 @@
 
 Every "Pi" is capped at 0.4 CPU (cgroup v1 quota applied by the coordinator from the cluster file) so the
 four nodes get repeatable shares of this 2-core machine, and serves its stage of ``RUN_VIT`` (~35 ms of CPU,
-~90 ms at 0.4 CPU); the scenario slows pi2 (stage s1) 4x halfway through by cutting its quota to 0.1 CPU
+~90 ms at 0.4 CPU); the scenario slows pi2 (stage s1) 2x halfway through by cutting its quota to 0.2 CPU (then retuned)
 (``cgroup`` slowdowns; ``stress`` slowdowns are exercised by the ssh-transport test).  The run takes ~2.5 min
 of wall time (two policies of 60 s plus the workers' start): long enough that the sim-vs-hardware figures
 rest on ~250 requests per policy rather than a few dozen.
@@ -116,7 +116,7 @@ def test_bursty_run_dynamic_beats_no_pruning(
             break
     assert doc["backend"] == "hil" and doc["nodes"] == ["pi1", "pi2", "pi3", "pi4"]
     applied = doc["environment_applied"]["dynamic"]
-    assert [(e["node"], e["how"]) for e in applied] == [("pi2", "cpu quota 0.100 CPU")]
+    assert [(e["node"], e["how"]) for e in applied] == [("pi2", "cpu quota 0.200 CPU")]
     static, dynamic = doc["policies"]["no-pruning"], doc["policies"]["dynamic"]
     assert static["completed"] + static["dropped"] + static["unfinished"] == static["arrived"]
     assert dynamic["slo_attainment"] > static["slo_attainment"]
@@ -128,7 +128,8 @@ def test_bursty_run_dynamic_beats_no_pruning(
     assert set(cmp["policies"]) == set(cmp["as_realised"]["policies"]) == {"no-pruning", "dynamic"}
     for policy in ("no-pruning", "dynamic"):  # pi2 was measurably slower from the slowdown on in both runs
         (t0, f0), (t1, f1) = cmp["as_realised"]["factors"][policy]["pi2"]
-        assert (t0, t1) == (0.0, slow_from_s) and f1 > 2.0 * f0
+        assert (t0, t1) == (0.0, slow_from_s) and f1 > 1.5 * f0
+    assert cmp["hop_probe"]["requests"] == 8 and cmp["hop_probe"]["overhead_s"] is not None
     assert cmp["as_realised"]["overhead_from"] == ["no-pruning"]  # measured where no decision confounds it
     assert -0.05 < cmp["as_realised"]["overhead_s"] < 0.2  # sockets and CFS waits: tens of ms per request
     text = (out / "sim_vs_hw.txt").read_text()

@@ -254,3 +254,46 @@ def test_as_realised_prediction_recovers_a_fixed_overhead_per_request(case: Path
     assert (before["latency_s"] - before["calibrated"]).abs().median() < 0.003
     relative = ((both["latency_s"] - both["calibrated"]) / both["latency_s"]).abs()
     assert relative.median() < 0.01  # over the whole run, request by request
+
+
+def test_quota_tracker_reaches_the_stated_factor_on_a_quota_plant() -> None:
+    """A saturated node whose services cost 35 ms of CPU plus 10 ms of socket work on the same quota,
+    profiled at 90 ms: quota 0.4 / 4 stretches a service to 450 ms, 5x instead of 4x.  The tracker retunes
+    the quota to within 4% of 4x in a few updates, never outside its bounds, and stays put once there."""
+    from hil.environment import QuotaTracker
+
+    work_cpu_s, profiled_s = 0.045, 0.090
+
+    def service_s(cpus: float) -> float:  # saturated: the node's whole quota goes to its work
+        return work_cpu_s / cpus
+
+    assert service_s(0.1) / profiled_s == pytest.approx(5.0)
+    tracker = QuotaTracker(target=4.0, cpus=0.1, min_cpus=0.025, max_cpus=0.4)
+    cpus, updates = 0.1, 0
+    for _ in range(60):  # 30 s of 0.5 s periods, one service per period
+        new = tracker.observe(1, service_s(cpus), profiled_s)
+        if new is not None:
+            assert 0.025 <= new <= 0.4
+            cpus, updates = new, updates + 1
+    assert service_s(cpus) / profiled_s == pytest.approx(4.0, rel=0.04)
+    assert 1 <= updates <= 8
+    assert tracker.observe(5, 5 * service_s(cpus), 5 * profiled_s) is None  # on target: no write
+
+
+def test_idle_overhead_is_the_time_outside_the_services_of_an_idle_chain(case: Path) -> None:
+    """Stand-in probe: the simulator with requests far apart (each finds the chain idle) and 15 ms on each of
+    the 3 hops beyond the profile's: the probe's overhead is those 45 ms (plus the scenario's own hops)."""
+    from edgeprune.scenario import LinkSpec, load_scenario
+    from hil.compare import idle_overhead_s
+    from sim.runner import draw_streams, run_policy
+
+    sc = load_scenario(case)
+    spec = sc.policies[0]  # static, level 0
+    links = tuple(LinkSpec(after=s.name, bandwidth_mbit_s=1000.0, latency_s=0.0155) for s in sc.stages[:-1])
+    probe_sc = replace(sc, environment=(), links=links)
+    from sim.runner import Streams
+
+    quantiles = draw_streams(probe_sc).quantiles[:, :40]
+    probe = run_policy(probe_sc, spec, Streams(np.arange(40, dtype=np.float64) * 5.0, quantiles))
+    hop_tx_s = sum(sc.profile.activation_bytes[k] * 8 / 1e9 for k in range(3))  # 1 Gbit/s serialisation
+    assert idle_overhead_s(probe) == pytest.approx(3 * 0.0155 + hop_tx_s, abs=0.004)
