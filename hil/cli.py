@@ -243,7 +243,8 @@ def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], out_dir: Path, probe:
     stated_sc = with_hops(sc, idle_s) if idle_s is not None else sc
     sim = predict(stated_sc, [r.policy for r in results])
     factors = {r.policy: realised_factors(sc, r) for r in results}
-    replays = {p: (as_realised(sc, f), predict(as_realised(sc, f), [p])[p]) for p, f in factors.items()}
+    replayed_scs = {p: as_realised(sc, f) for p, f in factors.items()}
+    replays = {p: (rsc, predict(rsc, [p])[p]) for p, rsc in replayed_scs.items()}
     overhead_s, source = _overhead_s(sc, results, replays)
     if overhead_s is None and idle_s is not None:
         overhead_s, source = idle_s, ["the hop probe"]
