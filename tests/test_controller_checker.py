@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from edgeprune.checker import CheckReport, check_policy, synthetic_observations
 from edgeprune.config import Ctx
 from edgeprune.controller import Observation, PipelineCurves, make_policy, policy_from_table
-from edgeprune.controller.checker import CheckReport, check_policy, synthetic_observations
 from edgeprune.errors import PolicyError
 from tests.test_controller_policies import make_curves
 
@@ -60,7 +60,7 @@ class _Const:
 @pytest.mark.parametrize(
     ("answer", "match"),
     [
-        ((0, 0, 0), r"returned \(0, 0, 0\) at observation 0 .*expected a tuple of 4 levels in 0..6"),
+        ((0, 0, 0), r"returned \(0, 0, 0\) at t=0s: expected 4 integer levels in 0..6 \(observation 0\)"),
         ((0, 0, 0, 7), r"returned \(0, 0, 0, 7\)"),
         ((0, 0, True, 0), r"returned \(0, 0, True, 0\)"),
         ((0, 0, 0.0, 0), r"returned \(0, 0, 0.0, 0\)"),

@@ -13,6 +13,10 @@ Call protocol (the same in every backend):
 3. then every ``period_s`` it calls ``decide`` with the counters of the period that just ended;
 4. a returned level takes effect at that stage's next service start (between two requests), paying the
    profile's switch cost once.
+
+A policy that needs ground truth (an upper bound such as ``oracle``) declares the class attribute
+``wants_oracle = True``; a backend reads it with :func:`wants_oracle` and then adds an :class:`OracleView`
+to every observation, or refuses the policy up front if it cannot supply one.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from edgeprune.errors import PolicyError
 from edgeprune.profile import AccuracyCurve
 
-__all__ = ["Levels", "Observation", "OracleView", "PipelineCurves", "Policy", "StageObs"]
+__all__ = ["Levels", "Observation", "OracleView", "PipelineCurves", "Policy", "StageObs", "wants_oracle"]
 
 Levels = tuple[int, ...]
 
@@ -126,3 +131,12 @@ class Policy(Protocol):
     def decide(self, observation: Observation) -> Levels:
         """Return the level (index into the ladder) for every stage."""
         ...
+
+
+def wants_oracle(policy: object) -> bool:
+    """Whether ``policy`` declares ``wants_oracle = True`` (absent means ``False``; anything but a bool is an
+    error, because a truthy string or array would silently change what the backend hands it)."""
+    value = getattr(policy, "wants_oracle", False)
+    if not isinstance(value, bool):
+        raise PolicyError(f"{type(policy).__name__}.wants_oracle = {value!r}: must be True or False")
+    return value
