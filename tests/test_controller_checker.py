@@ -193,3 +193,11 @@ def test_oracle_needs_oracle_views(curves: PipelineCurves) -> None:
 def test_not_a_factory_is_a_clear_error(curves: PipelineCurves) -> None:
     with pytest.raises(PolicyError, match=r"expected a factory"):
         check_policy(42, curves)  # type: ignore[arg-type]
+
+
+def test_wants_oracle_must_be_a_bool(curves: PipelineCurves) -> None:
+    class _Truthy(_Const):
+        wants_oracle = "yes"
+
+    with pytest.raises(PolicyError, match=r"_Truthy.wants_oracle = 'yes': must be True or False"):
+        check_policy(lambda c: _Truthy((0,) * c.n_stages), curves)
