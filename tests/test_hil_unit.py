@@ -302,8 +302,9 @@ def test_idle_overhead_is_the_time_outside_the_services_of_an_idle_chain(case: P
 def test_run_refuses_an_oracle_policy_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Hardware has no ground truth: a policy that wants an oracle view is refused with one line, exit 2,
     before any connection (the cluster's addresses are never contacted) and with nothing written."""
-    from hil.cli import main
     from simfixtures import BASE_SCENARIO, write_case
+
+    from hil.cli import main
 
     sc = write_case(tmp_path / "case", BASE_SCENARIO + '\n[[policy]]\nname = "truth"\nkind = "oracle"\n')
     hosts = "".join(f'[[host]]\nname = "pi{k}"\naddress = "10.0.0.{k}"\npython = "p"\nworkdir = "w"\n' for k in (3, 4))
