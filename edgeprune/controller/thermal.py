@@ -6,14 +6,16 @@ whose node has physics (``PipelineCurves.physics``):
 
 1. **State**: the node's temperature (``StageObs.temp_c``, or the policy's own RC estimate from the
    observed busy time when the backend reports none) and its frequency step (``StageObs.freq_mhz``).
-2. **Forecast** per level ``l``: utilisation ``u = rate x s_l`` with ``s_l`` the level's service time at
+2. **Forecast** per level ``l``: utilisation ``u = rate x s_l`` (the slow EWMA of the arrival rate: heat
+   follows the sustained load over minutes, not a burst) with ``s_l`` the level's service time at
    the top frequency (the environment factor with the current frequency's factor taken out), power
    ``P_idle + u (P_busy - P_idle)``, and the closed-form RC temperature after ``horizon_s`` at the
    hottest ambient of the horizon (the ambient schedule is advance knowledge).
 3. **Pre-empt**: the least level whose forecast stays ``headroom_c`` below the first throttling
    threshold (hysteresis ``relax_c`` before relaxing) — but never more pruning than being throttled
    would force anyway: the least level whose service time fits the budget at the frequency step the node
-   settles at under that level's heat.  Pruning that much early costs no accuracy that throttling would
+   settles at under that level's heat (the first step whose steady temperature is ``headroom_c`` below
+   its threshold).  Pruning that much early costs no accuracy that throttling would
    not cost later, and keeps the node cooler; pruning beyond it would cost accuracy that throttling
    would not, so there the node is left to throttle and the budget adapts, as in ``bottleneck``.
 4. ``objective = "energy"``: from there, prune further wherever it saves dynamic energy per inference
@@ -67,8 +69,8 @@ class ThermalPolicy(BottleneckPolicy):
         base = super().decide(observation)
         if not self._any_physics or observation.period_s <= 0:
             return base
-        rate_hz = self._rates.rate_hz
-        budgets = self._budgets(rate_hz, observation)
+        budgets = self._budgets(self._rates.rate_hz, observation)
+        rate_hz = self._rates.slow_hz  # heat follows the sustained rate (tau ~ minutes), not a burst
         levels = list(base)
         for k, st in enumerate(observation.stages):
             phys = self._phys[k]
@@ -143,11 +145,15 @@ class ThermalPolicy(BottleneckPolicy):
         """The level the budget needs once the node has throttled to where it settles (no pre-emption)."""
         th, dv = phys.thermal, phys.dvfs
         n_steps = len(dv.freqs_mhz)
+        margin_c = self.tp.headroom_c  # the same margin as the forecast: a level "stays cool" in both or neither
         for lvl in range(floor, self._top + 1):
             for step in range(n_steps):
                 s = top_s * freq_factor(phys, step) * self.c.latency_s[k][lvl]
                 power_w = node_power_w(phys, step, False) + min(1.0, rate_hz * s) * dynamic_power_w(phys, step)
-                if step == n_steps - 1 or ambient_c + th.resistance_c_per_w * power_w < dv.thresholds_c[step]:
+                if (
+                    step == n_steps - 1
+                    or ambient_c + th.resistance_c_per_w * power_w < dv.thresholds_c[step] - margin_c
+                ):
                     break
             if s <= budget_s:
                 return lvl
