@@ -10,7 +10,8 @@ naming the file, the dotted key and the offending value::
 Field metadata understood by :func:`build` (use :func:`spec_field`): ``gt``, ``ge``, ``lt``, ``le``
 (numeric bounds, applied to every element of a sequence), ``choices`` (allowed strings), ``doc``.
 Cross-field rules live in a ``check(self) -> list[tuple[str, object, str]]`` method returning
-``(key, value, problem)`` triples; :func:`build` turns the first into a :class:`ConfigError`.
+``(key, value, problem)`` triples; :func:`build` turns the first into a :class:`ConfigError`.  A nested
+dataclass with a ``from_table(table, ctx)`` classmethod is read by it instead (e.g. presets + overrides).
 """
 
 from __future__ import annotations
@@ -179,6 +180,9 @@ def _convert(tp: Any, value: Any, ctx: Ctx) -> Any:
             raise ctx.error(value, "expected a table")
         return dict(value)
     if dataclasses.is_dataclass(tp):
+        from_table = getattr(tp, "from_table", None)  # a class with its own reader (presets, merging)
+        if callable(from_table):
+            return from_table(value, ctx)
         return build(tp, value, ctx)  # type: ignore[arg-type]
     if tp is bool:
         if not isinstance(value, bool):

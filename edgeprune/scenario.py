@@ -14,7 +14,7 @@ Top-level keys (see ``ARCHITECTURE.md`` for the full schema with examples)::
     slo_s                    end-to-end latency objective (arrival to leaving the last stage)
     drain_s                  after the last arrival, keep running this long; then unfinished = missed
     profile                  path to the profile JSON, relative to this file
-    [[device]]               name, profile_device, speed
+    [[device]]               name, profile_device, speed, physics (see ``edgeprune.physics``)
     [[stage]]                name, device          (stage k runs profile stage k)
     [network]                bandwidth_mbit_s, latency_s      default for every hop between stages
     [[link]]                 after, bandwidth_mbit_s, latency_s   override for the hop after a stage
@@ -37,6 +37,7 @@ import numpy as np
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.controller.registry import PolicySpec, policy_from_table
 from edgeprune.errors import ConfigError, ProfileError, did_you_mean
+from edgeprune.physics import DevicePhysics
 from edgeprune.profile import Profile, load_profile
 from traces import arrivals_from_table  # traces sits below the scenario: it imports only errors and config
 
@@ -62,6 +63,9 @@ class DeviceSpec:
     profile_device: str = spec_field(doc="device entry of the profile whose latencies this node has")
     speed: float = spec_field(
         default=1.0, gt=0, doc="relative speed vs. the profiled device (latency / speed); an assumption"
+    )
+    physics: DevicePhysics | None = spec_field(
+        default=None, doc="temperature, DVFS, power, tenants (preset + overrides; unset = no physics)"
     )
 
 
