@@ -24,7 +24,7 @@ one covering a start, a burst, a slowed stage, a lull and an idle pipeline, or y
 It returns a :class:`CheckReport` with the decision time per call (median, p99, max, in µs, measured over
 ``timing_passes`` fresh runs of the sequence).  Usable from tests and for users' own policies::
 
-    from edgeprune.controller.checker import check_policy
+    from edgeprune.checker import check_policy
     report = check_policy(lambda curves: MyPolicy(curves), curves)
     print(report)   # MyPolicy: 240 observations OK; decide median 12.3 µs, p99 30.1 µs, max 41.0 µs
 """

@@ -11,7 +11,7 @@ import pytest
 
 from edgeprune.config import Ctx
 from edgeprune.controller import Observation, PipelineCurves, Policy, StageObs, make_policy, policy_from_table
-from edgeprune.controller.checker import check_policy, synthetic_observations
+from edgeprune.checker import check_policy, synthetic_observations
 from edgeprune.physics import (
     DevicePhysics,
     NodeState,
