@@ -113,7 +113,7 @@ def one_size(n: int) -> dict[str, float]:
         sc = load_scenario(tmp / "bench.toml")
         spec = sc.policies[0]
         streams = draw_streams(sc)
-        setup = compile_setup(sc, spec, streams.arrivals_s)
+        setup = compile_setup(sc, spec, streams)
         t0 = time.perf_counter()
         out = simulate(setup, make_policy(spec, curves_for(sc)), streams.arrivals_s, streams.quantiles)
         engine_s = time.perf_counter() - t0  # cold: the first run in this process loads numba's code

@@ -17,7 +17,16 @@ import polars as pl
 
 from edgeprune.profile import AccuracyCurve
 
-__all__ = ["DONE", "DROPPED", "RAW_TIMELINE", "UNFINISHED", "request_accuracy", "requests_table", "timeline_table"]
+__all__ = [
+    "DONE",
+    "DROPPED",
+    "PHYSICS_TIMELINE",
+    "RAW_TIMELINE",
+    "UNFINISHED",
+    "request_accuracy",
+    "requests_table",
+    "timeline_table",
+]
 
 DONE, DROPPED, UNFINISHED = 0, 1, 2  # request status codes in raw records
 _STATUS_NAMES = np.array(["done", "dropped", "unfinished"])
@@ -35,6 +44,7 @@ _RAW_SCHEMA = {
     "dropped": pl.Int64,
 }
 RAW_TIMELINE = tuple(_RAW_SCHEMA)  # the raw timeline columns every backend records, in this order
+PHYSICS_TIMELINE = ("temp_c", "freq_mhz", "power_w")  # raw and final, where a backend has device physics
 
 
 def request_accuracy(levels: np.ndarray, done: np.ndarray, accuracy: AccuracyCurve | None, n_levels: int) -> np.ndarray:
@@ -96,8 +106,12 @@ def requests_table(
 
 
 def timeline_table(raw: Mapping[str, Sequence[Any]], stage_names: Sequence[str], period_s: float) -> pl.DataFrame:
-    """The ``timeline`` table from raw columns :data:`RAW_TIMELINE` (one row per tick and stage)."""
+    """The ``timeline`` table from raw columns :data:`RAW_TIMELINE` (one row per tick and stage), plus
+    :data:`PHYSICS_TIMELINE` where ``raw`` has them (NaN: the stage's node has no physics → null)."""
     tl = pl.DataFrame({c: raw[c] for c in RAW_TIMELINE}, schema=_RAW_SCHEMA)
+    physics = [c for c in PHYSICS_TIMELINE if c in raw]
+    if physics:
+        tl = tl.with_columns(pl.Series(c, raw[c], dtype=pl.Float64, nan_to_null=True) for c in physics)
     return tl.select(
         pl.col("time_s").cast(pl.Float64),
         pl.col("stage").replace_strict(dict(enumerate(stage_names)), return_dtype=pl.String),
@@ -111,4 +125,5 @@ def timeline_table(raw: Mapping[str, Sequence[Any]], stage_names: Sequence[str],
         pl.when(pl.col("served") > 0).then(pl.col("busy_s") / pl.col("served")).alias("service_time_s"),
         pl.when(pl.col("nominal_s") > 0).then(pl.col("busy_s") / pl.col("nominal_s")).alias("env_factor"),
         pl.col("dropped").cast(pl.Int32),
+        *(pl.col(c) for c in physics),
     )

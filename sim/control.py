@@ -34,8 +34,9 @@ import simpy
 
 from edgeprune.controller.contract import Levels, Observation, OracleView, Policy, StageObs, wants_oracle
 from edgeprune.controller.decision import validate_levels
-from edgeprune.records import RAW_TIMELINE
+from edgeprune.records import PHYSICS_TIMELINE, RAW_TIMELINE
 from sim.core import SimSetup
+from sim.physics import NO_READING, Heat
 
 __all__ = ["Controller", "Pipeline", "ReadOut", "control"]
 
@@ -65,23 +66,28 @@ class Pipeline(Protocol):
     def release(self) -> None:
         """The instant is handled: services waiting for it may start."""
 
+    def services(self, k: int) -> tuple[Sequence[float], Sequence[float], int]:
+        """Stage ``k``'s service starts and times so far (``sim.physics.Services``)."""
+
     next_instant_s: float  # the control instant being waited for (services starting then wait for it)
 
 
 class Controller:
     """The one tick: observation, decision, validation and timeline record, for every request path."""
 
-    def __init__(self, policy: Policy, setup: SimSetup, arrivals_s: np.ndarray) -> None:
+    def __init__(self, policy: Policy, setup: SimSetup, arrivals_s: np.ndarray, heat: Heat | None = None) -> None:
         self.policy = policy
         self.setup = setup
         self.name = type(policy).__name__
         self.arrivals_s = arrivals_s
+        self.heat = heat
         self.wants_oracle = wants_oracle(policy)
         self.speed = list(setup.speed) if setup.speed is not None else [1.0] * setup.n_stages
         self.times = array("d")
         self.decided = array("q")
         self.ints = array("q")
         self.floats = array("d")
+        self.physics = array("d")  # per tick and stage: temp_c, freq_mhz, power_w (only with physics)
         self.ticks = 0
 
     def start(self, factor: Sequence[float]) -> Levels:
@@ -92,11 +98,12 @@ class Controller:
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
         """Observe, decide, validate, record; the validated levels."""
         ints, floats = read
+        readings = self.heat.readings() if self.heat is not None else [NO_READING] * len(ints)
         new = tuple.__new__  # a third of StageObs._make's cost, and this runs every tick
         stages = tuple(
             [
-                new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr))
-                for (lv, q, b, a, sv, dr), (bs, ns) in zip(ints, floats, strict=True)
+                new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, *phys))
+                for (lv, q, b, a, sv, dr), (bs, ns), phys in zip(ints, floats, readings, strict=True)
             ]
         )
         oracle = (
@@ -113,11 +120,16 @@ class Controller:
         self.decided.extend(levels)
         self.ints.extend(chain.from_iterable(ints))
         self.floats.extend(chain.from_iterable(floats))
+        if self.heat is not None:
+            power = self.heat.tick_power(period_s)
+            for (temp_c, freq_mhz, _), power_w in zip(readings, power, strict=True):
+                self.physics.extend((temp_c, freq_mhz, power_w))
         self.ticks += 1
         return levels
 
     def timeline(self) -> dict[str, list[Any]]:
-        """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``), one row per tick and stage."""
+        """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``, plus ``PHYSICS_TIMELINE`` with
+        physics), one row per tick and stage."""
         k_n = self.setup.n_stages
         ints = np.frombuffer(self.ints, dtype=np.int64).reshape(-1, len(_INT_FIELDS))
         floats = np.frombuffer(self.floats, dtype=np.float64).reshape(-1, len(_FLOAT_FIELDS))
@@ -130,7 +142,11 @@ class Controller:
             cols[name] = (ints[:, j] == 1).tolist() if name == "busy" else ints[:, j].tolist()
         for j, name in enumerate(_FLOAT_FIELDS):
             cols[name] = floats[:, j].tolist()
-        return {c: cols[c] for c in RAW_TIMELINE}
+        out = {c: cols[c] for c in RAW_TIMELINE}
+        if self.heat is not None:
+            phys = np.frombuffer(self.physics, dtype=np.float64).reshape(-1, len(PHYSICS_TIMELINE))
+            out.update({name: phys[:, j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
+        return out
 
 
 def control(
@@ -139,8 +155,14 @@ def control(
     ctl: Controller,
     progress: Callable[[float], None] | None = None,
 ) -> Generator[simpy.Event, Any, None]:
-    """The control process: the deployment, then every tick and environment change until ``end_s``."""
-    s = ctl.setup
+    """The control process: the deployment, then every tick, environment change and physics instant until
+    ``end_s``.  A stage's factor is its scripted factor times its node's physics factor (1 without)."""
+    s, heat = ctl.setup, ctl.heat
+    env_f = list(pipe.factor)
+    phys_f = [1.0] * s.n_stages
+    for k, f in heat.factors() if heat is not None else ():
+        phys_f[k] = f
+        pipe.factor[k] = env_f[k] * f
     pipe.deploy(ctl.start(pipe.factor))
     changes = s.env_changes
     j, n = 0, 1
@@ -148,6 +170,8 @@ def control(
         t_tick = n * s.period_s
         t_env = changes[j][0] if j < len(changes) else math.inf
         t = t_tick if t_tick <= t_env else t_env
+        if heat is not None:
+            t = min(t, heat.next_s())
         if t >= s.end_s:
             return
         pipe.next_instant_s = t
@@ -155,8 +179,13 @@ def control(
         is_tick = t == t_tick
         yield from pipe.settle(t, is_tick)
         while j < len(changes) and changes[j][0] == t:
-            pipe.factor[changes[j][1]] = changes[j][2]
+            k = changes[j][1]
+            env_f[k] = changes[j][2]
+            pipe.factor[k] = env_f[k] * phys_f[k]
             j += 1
+        for k, f in heat.at(t, is_tick, pipe) if heat is not None else ():
+            phys_f[k] = f
+            pipe.factor[k] = env_f[k] * f
         if is_tick:
             pipe.set_target(ctl.tick(t, pipe.read(t), pipe.factor))
             n += 1

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune.physics import DevicePhysics
+
 __all__ = ["DONE", "DROPPED", "NO_LEVEL", "UNFINISHED", "EngineOutput", "SimSetup"]
 
 DONE, DROPPED, UNFINISHED = 0, 1, 2
@@ -32,6 +34,13 @@ class SimSetup:
     period_s: float
     end_s: float  # the simulation stops here; requests still inside are unfinished
     speed: tuple[float, ...] | None = None  # per stage; the oracle's factors exclude it (default all 1)
+    physics: tuple[DevicePhysics | None, ...] = ()  # per stage: its node's physics (empty: none)
+    tenants: tuple[Any, ...] = ()  # per stage: the node's tenant schedule (sim.physics.TenantSchedule) or None
+
+    @property
+    def has_physics(self) -> bool:
+        """Whether any stage's node has device physics."""
+        return any(p is not None for p in self.physics)
 
     @property
     def n_stages(self) -> int:
@@ -53,5 +62,7 @@ class EngineOutput:
     dropped_at: np.ndarray  # stage index, -1 if not dropped
     levels: np.ndarray  # [n, n_stages] uint8, NO_LEVEL where not served
     service_s: np.ndarray  # [n, n_stages] service time incl. switch cost, NaN where not served
-    timeline: dict[str, list[Any]]  # edgeprune.records.RAW_TIMELINE
+    timeline: dict[str, list[Any]]  # edgeprune.records.RAW_TIMELINE (+ PHYSICS_TIMELINE)
     switches: int
+    heat: dict[int, Any] | None = None  # per stage with physics: its sim.physics.NodeHeat (log, state)
+    start_s: np.ndarray | None = None  # [n, n_stages] service starts (NaN where not served); with physics

@@ -24,6 +24,7 @@ import simpy
 from edgeprune.controller.contract import Policy
 from sim.control import Controller, control
 from sim.core import DONE, DROPPED, NO_LEVEL, UNFINISHED, EngineOutput, SimSetup
+from sim.physics import Heat
 from sim.reference import ReferenceModel
 from sim.window import FastPipeline
 
@@ -70,12 +71,19 @@ def simulate(
             if fast
             else ReferenceModel(env, setup, arrivals_s, quantiles)
         )
-        ctl = Controller(policy, setup, arrivals_s)
+        heat = Heat(setup.physics, setup.tenants or (None,) * setup.n_stages) if setup.has_physics else None
+        ctl = Controller(policy, setup, arrivals_s, heat)
         env.process(control(env, pipe, ctl, progress))  # first: the deployment precedes every request
         if isinstance(pipe, ReferenceModel):
             pipe.start()
         env.run(until=setup.end_s)
-        return pipe.output(ctl.timeline())
+        out = pipe.output(ctl.timeline())
+        if heat is not None:
+            out.heat = heat.finish(setup.end_s, pipe)
+            out.start_s = np.stack(
+                [np.asarray(pipe.services(k)[0], dtype=np.float64) for k in range(setup.n_stages)], 1
+            )
+        return out
     finally:
         if was_enabled:
             gc.enable()

@@ -58,6 +58,7 @@ class KState(NamedTuple):
     lat: Any  # [k] hop propagation
     lev: Any  # [k][i] level served at, NO_LEVEL if not served
     svc: Any  # [k][i] service time incl. switch cost, NaN if not served
+    start: Any  # [k][i] service start time, NaN if not served
     dep: Any  # [i] departure time, NaN unless done
     status: Any  # [i] DONE / UNFINISHED
     fs: Any  # [row][k] float state (FREE, ...)
@@ -115,6 +116,7 @@ def advance_stage(h: float, k: int, lim: int, st: KState) -> None:
         d = b + t
         st.lev[k][i] = lvl
         st.svc[k][i] = t
+        st.start[k][i] = b
         b_before, n_before = busy_s, nom_s
         busy_s += t
         nom_s += nom

@@ -56,6 +56,7 @@ class ReferenceModel:
         self.dropped_at = np.full(n, -1, dtype=np.int8)
         self.levels = np.full((n, k_n), NO_LEVEL, dtype=np.uint8)
         self.service_s = np.full((n, k_n), np.nan)
+        self.start_s = np.full((n, k_n), np.nan)
         self.stages = [Stage(self, k, quantiles[k].tolist()) for k in range(k_n)]
         self.links = [Link(self, k) for k in range(k_n - 1)]
 
@@ -104,6 +105,10 @@ class ReferenceModel:
         self.released.succeed()
         self.released = self.env.event()
 
+    def services(self, k: int) -> tuple[Any, Any, int]:
+        """Stage ``k``'s service starts and times; the first ``n`` requests have started (``sim.physics``)."""
+        return self.start_s[:, k], self.service_s[:, k], self.stages[k].started
+
     def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
         """The raw records of the run."""
         return EngineOutput(
@@ -134,6 +139,7 @@ class Stage:
         self.level = self.target = 0
         self.arrivals = self.served = self.dropped = 0
         self.busy_s = self.nominal_s = 0.0
+        self.started = 0  # 1 + the last request that started here (served in index order; dropped: NaN rows)
 
     def arrive(self, i: int) -> None:
         """Request ``i`` reaches the stage: to the server, to the waiting room, or dropped when it is full."""
@@ -180,6 +186,8 @@ class Stage:
         service_s = row[int(self.u[i] * len(row))] * m.factor[self.k] + extra
         m.levels[i, self.k] = self.level
         m.service_s[i, self.k] = service_s
+        m.start_s[i, self.k] = self.env.now
+        self.started = i + 1
         return service_s, self.mean[self.level]
 
     def hand_on(self, i: int) -> None:

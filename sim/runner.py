@@ -16,11 +16,13 @@ import polars as pl
 
 from edgeprune.controller import PipelineCurves, PolicySpec, make_policy
 from edgeprune.environment import factor_changes, merged_schedule
+from edgeprune.physics import DevicePhysics, tenant_schedule
 from edgeprune.profile import Profile
 from edgeprune.records import request_accuracy, requests_table, timeline_table
 from edgeprune.results import RunResult, summarise
 from edgeprune.scenario import Scenario, arrivals_end_s, hop_time_s
 from sim.engine import DONE, NO_LEVEL, EngineOutput, Path, SimSetup, simulate
+from sim.physics import TenantSchedule, physics_summary
 
 __all__ = ["Streams", "compile_setup", "curves_for", "draw_streams", "run_policy", "run_scenario"]
 
@@ -31,6 +33,7 @@ class Streams:
 
     arrivals_s: np.ndarray
     quantiles: np.ndarray  # [n_stages, n]
+    tenants: tuple[TenantSchedule | None, ...] = ()  # per stage: its node's tenant on/off schedule
 
 
 def draw_streams(sc: Scenario, seed: int | None = None) -> Streams:
@@ -38,10 +41,24 @@ def draw_streams(sc: Scenario, seed: int | None = None) -> Streams:
     from traces import generate
 
     root = np.random.SeedSequence(sc.seed if seed is None else seed)
-    arr_seq, svc_seq = root.spawn(2)
+    arr_seq, svc_seq, tenant_seq = root.spawn(3)  # children 0 and 1 are the same whatever the count
     arrivals = generate(sc.arrivals, np.random.default_rng(arr_seq), duration_s=sc.duration_s, n_requests=sc.n_requests)
     quantiles = np.random.default_rng(svc_seq).random((len(sc.stages), arrivals.size))
-    return Streams(arrivals_s=np.ascontiguousarray(arrivals, dtype=np.float64), quantiles=quantiles)
+    return Streams(
+        arrivals_s=np.ascontiguousarray(arrivals, dtype=np.float64),
+        quantiles=quantiles,
+        tenants=_tenants(sc, arrivals, np.random.default_rng(tenant_seq)),
+    )
+
+
+def _tenants(sc: Scenario, arrivals_s: np.ndarray, rng: np.random.Generator) -> tuple[TenantSchedule | None, ...]:
+    """Each physics node's tenant schedule over the run, drawn in stage order from one generator."""
+    end_s = _end_s(sc, arrivals_s)
+    out: list[TenantSchedule | None] = []
+    for k in range(len(sc.stages)):
+        phys = sc.device_of(k).physics
+        out.append(tenant_schedule(phys.tenant, end_s, rng) if phys is not None and phys.tenant else None)
+    return tuple(out)
 
 
 def _stage_factors(sc: Scenario) -> tuple[tuple[float, ...], tuple[tuple[float, int, float], ...]]:
@@ -75,8 +92,9 @@ def _end_s(sc: Scenario, arrivals_s: np.ndarray) -> float:
     return arrivals_end_s(sc, arrivals_s) + sc.drain_s
 
 
-def compile_setup(sc: Scenario, policy: PolicySpec, arrivals_s: np.ndarray) -> SimSetup:
+def compile_setup(sc: Scenario, policy: PolicySpec, streams: Streams) -> SimSetup:
     """The engine's numbers for one policy of the scenario."""
+    arrivals_s = streams.arrivals_s
     samples = _samples(sc.profile, sc)
     initial, changes = _stage_factors(sc)
     hops = [hop_time_s(sc, k) for k in range(len(sc.stages) - 1)]
@@ -98,7 +116,15 @@ def compile_setup(sc: Scenario, policy: PolicySpec, arrivals_s: np.ndarray) -> S
         drop_head=sc.queue.drop == "head",
         period_s=policy.period_s,
         end_s=_end_s(sc, arrivals_s),
+        physics=_physics(sc),
+        tenants=streams.tenants if any(streams.tenants) else (),
     )
+
+
+def _physics(sc: Scenario) -> tuple[DevicePhysics | None, ...]:
+    """Per stage, its node's physics; empty when no node has any (the simulator then runs without)."""
+    phys = tuple(sc.device_of(k).physics for k in range(len(sc.stages)))
+    return phys if any(p is not None for p in phys) else ()
 
 
 def curves_for(sc: Scenario) -> PipelineCurves:
@@ -119,6 +145,7 @@ def curves_for(sc: Scenario) -> PipelineCurves:
         slo_s=sc.slo_s,
         accuracy=sc.profile.accuracy,
         stage_names=tuple(s.name for s in sc.stages),
+        physics=_physics(sc),
     )
 
 
@@ -139,6 +166,16 @@ def _tables(
         warmup_s=sc.warmup_s,
         accuracy=accuracy,
     )
+    if out.heat:
+        assert out.start_s is not None
+        energy = {
+            k: node.request_energy_j(out.start_s[:, k], out.service_s[:, k], _end_s(sc, streams.arrivals_s))
+            for k, node in out.heat.items()
+        }
+        requests = requests.with_columns(
+            pl.Series("energy_j", np.nansum(np.stack(list(energy.values()), 1), axis=1)),
+            *(pl.Series(f"energy_{names[k]}_j", e, nan_to_null=True) for k, e in sorted(energy.items())),
+        )
     return requests, timeline_table(out.timeline, names, period_s)
 
 
@@ -152,7 +189,7 @@ def run_policy(
 ) -> RunResult:
     """Simulate one policy of the scenario on the given streams (``path``: see :func:`sim.engine.simulate`)."""
     curves = curves_for(sc)
-    setup = compile_setup(sc, spec, streams.arrivals_s)
+    setup = compile_setup(sc, spec, streams)
     policy = make_policy(spec, curves)
     out = simulate(setup, policy, streams.arrivals_s, streams.quantiles, progress=progress, path=path)
     requests, timeline = _tables(sc, streams, out, curves, setup.period_s)
@@ -163,6 +200,9 @@ def run_policy(
         window_end_s=arrivals_end_s(sc, streams.arrivals_s),
         switches=out.switches,
     )
+    if out.heat:
+        completed = int((out.status == DONE).sum())
+        summary.update(physics_summary(list(out.heat.values()), completed, setup.end_s))
     return RunResult(policy=spec.name, requests=requests, timeline=timeline, summary=summary)
 
 

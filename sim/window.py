@@ -67,6 +67,7 @@ def _numpy_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) -> 
         lat=np.array([*s.hop_latency_s, 0.0]),
         lev=np.full((k_n, n), NO_LEVEL, dtype=np.uint8),
         svc=np.full((k_n, n), np.nan),
+        start=np.full((k_n, n), np.nan),
         dep=np.full(n, np.nan),
         status=np.full(n, UNFINISHED, dtype=np.uint8),
         fs=fs,
@@ -91,6 +92,7 @@ def _python_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) ->
         lat=[*s.hop_latency_s, 0.0],
         lev=[bytearray([NO_LEVEL]) * n for _ in range(k_n)],
         svc=[array("d", nan_row) for _ in range(k_n)],
+        start=[array("d", nan_row) for _ in range(k_n)],
         dep=array("d", nan_row),
         status=bytearray([UNFINISHED]) * n,
         fs=[list(s.initial_factor) if r == kernels.FACTOR else [0.0] * k_n for r in range(kernels.FS_ROWS)],
@@ -153,6 +155,10 @@ class FastPipeline:
 
     def release(self) -> None:
         """Nothing waits in this path: services at the instant start in the next window."""
+
+    def services(self, k: int) -> tuple[Any, Any, int]:
+        """Stage ``k``'s service starts and times; the first ``n`` requests have started (``sim.physics``)."""
+        return self.st.start[k], self.st.svc[k], int(self.st.ist[kernels.STARTED][k])
 
     def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
         """Finish every service that starts before the end, then the raw records."""
