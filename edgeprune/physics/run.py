@@ -24,11 +24,12 @@ import numpy as np
 
 from edgeprune.physics.model import (
     NodeState,
-    advance,
     dynamic_power_w,
     freq_factor,
     govern,
     initial_state,
+    node_power_w,
+    rc_period,
     tenant_schedule,
     tenant_slowdown,
 )
@@ -49,83 +50,106 @@ class NodeTotals(NamedTuple):
 
 
 class NodeRun:
-    """A node's state, change instants and energy over one run (see the module docstring)."""
+    """A node's state, change instants and energy over one run (see the module docstring).
+
+    Per-call work is a handful of float operations: the powers and the factor of the current conditions
+    are cached and recomputed only when the step or the tenant load changes (the simulator calls
+    :meth:`advance` once per node per governor period).
+    """
 
     def __init__(self, phys: DevicePhysics, end_s: float, rng: np.random.Generator) -> None:
         self.phys = phys
         times, shares, watts = tenant_schedule(phys.tenant, end_s, rng)
         # the tenants' schedule: from tenant_times_s[j] on they take tenant_shares[j] and draw tenant_watts[j]
-        self.tenant_times_s = times.tolist()
-        self.tenant_shares = shares.tolist()
-        self.tenant_watts = watts.tolist()
+        self.tenant_times_s: list[float] = times.tolist()
+        self.tenant_shares: list[float] = shares.tolist()
+        self.tenant_watts: list[float] = watts.tolist()
+        self._th = phys.thermal
+        self._period_s = phys.dvfs.period_s
+        self._soft_c = phys.dvfs.soft_limit_c
         self._next_tenant = 1  # index of the next tenant change
         self._share = self.tenant_shares[0]
         self._watt = self.tenant_watts[0]
         self._n_gov = 1  # the next governor instant is n x period_s
-        self.state: NodeState = initial_state(phys)
+        start = initial_state(phys)
+        self._temp_c = start.temp_c
+        self._step = start.freq_index
         self.t_s = 0.0
-        self._energy = [0.0, 0.0, 0.0]  # total, base, busy
-        self._peak_c = self.state.temp_c
+        self._total_j = self._base_j = self._busy_j = 0.0
+        self._peak_c = self._temp_c
         self._at_step = [0.0] * len(phys.dvfs.freqs_mhz)
         # conditions by change instant: from edges_s[j] on, step steps[j] and tenant share shares[j]
         self.edges_s: list[float] = [0.0]
-        self.steps: list[int] = [self.state.freq_index]
+        self.steps: list[int] = [self._step]
         self.shares: list[float] = [self._share]
-        self._dyn_w: dict[tuple[int, float], float] = {}
+        self._dyn_memo: dict[tuple[int, float], float] = {}
+        self._conditions()
+
+    def _conditions(self) -> None:
+        """Cache the powers and the factor of the current conditions, and the next change instant."""
+        phys, step, share = self.phys, self._step, self._share
+        self._base_w = node_power_w(phys, step, False, share, self._watt)
+        self._dyn_w = self._dyn(step, share)
+        # the service-time multiplier now: (f_max / f)^alpha x the tenants' slowdown
+        self.factor = freq_factor(phys, step) * tenant_slowdown(phys, share)
+        self._schedule_next()
+
+    def _schedule_next(self) -> None:
+        gov = self._n_gov * self._period_s
+        k = self._next_tenant
+        ten = self.tenant_times_s[k] if k < len(self.tenant_times_s) else math.inf
+        self.next_s = gov if gov <= ten else ten  # the next change instant (governor decision or tenant change)
 
     @property
-    def next_s(self) -> float:
-        """The next change instant (a governor decision or a tenant change)."""
-        gov = self._n_gov * self.phys.dvfs.period_s
-        ten = self.tenant_times_s[self._next_tenant] if self._next_tenant < len(self.tenant_times_s) else math.inf
-        return gov if gov <= ten else ten
-
-    @property
-    def factor(self) -> float:
-        """Service-time multiplier now: ``(f_max / f)^alpha`` x the tenants' slowdown."""
-        return freq_factor(self.phys, self.state.freq_index) * tenant_slowdown(self.phys, self._share)
+    def state(self) -> NodeState:
+        """Temperature and frequency step now."""
+        return NodeState(self._temp_c, self._step)
 
     @property
     def tenant_share(self) -> float:
         """Share of the node's cores the tenants take now."""
         return self._share
 
-    def advance(self, t_s: float, busy: np.ndarray | Sequence[Sequence[float]]) -> NodeState:
-        """Integrate to ``t_s`` (not beyond :attr:`next_s`); at a change instant, apply the change."""
-        nxt = self.next_s
-        if t_s > nxt or t_s < self.t_s:
-            raise ValueError(f"NodeRun.advance: t_s = {t_s} outside [{self.t_s}, next change {nxt}]")
-        state, e = advance(self.phys, self.state, self.t_s, t_s, busy, self._share, self._watt)
-        self._account(t_s - self.t_s, e.total_j, e.base_j, e.busy_j)
+    def advance(self, t_s: float, busy: np.ndarray | Sequence[Sequence[float]]) -> float:
+        """Integrate to ``t_s`` (not beyond :attr:`next_s`); at a change instant apply it.  Returns T(t_s)."""
+        t0_s = self.t_s
+        if not t0_s <= t_s <= self.next_s:
+            raise ValueError(f"NodeRun.advance: t_s = {t_s} outside [{t0_s}, next change {self.next_s}]")
+        pairs = busy.tolist() if isinstance(busy, np.ndarray) else busy
+        temp_c, busy_s = rc_period(self._th, self._temp_c, t0_s, t_s, pairs, self._base_w, self._dyn_w)
+        h_s = t_s - t0_s
+        base_j = self._base_w * h_s
+        busy_j = self._dyn_w * busy_s
+        self._total_j += base_j + busy_j
+        self._base_j += base_j
+        self._busy_j += busy_j
+        self._at_step[self._step] += h_s
         self.t_s = t_s
-        self._peak_c = max(self._peak_c, state.temp_c)
-        if t_s == nxt:
-            state = self._change(state, t_s)
-        self.state = state
-        return state
+        self._temp_c = temp_c
+        if temp_c > self._peak_c:
+            self._peak_c = temp_c
+        if t_s == self.next_s:
+            self._change(t_s)
+        return temp_c
 
-    def _account(self, h_s: float, total_j: float, base_j: float, busy_j: float) -> None:
-        en = self._energy
-        en[0] += total_j
-        en[1] += base_j
-        en[2] += busy_j
-        self._at_step[self.state.freq_index] += h_s
-
-    def _change(self, state: NodeState, t_s: float) -> NodeState:
-        """Apply the governor's decision and / or the tenant change due at ``t_s``; record the conditions."""
-        period_s = self.phys.dvfs.period_s
-        if self._n_gov * period_s == t_s:
-            state = NodeState(state.temp_c, govern(self.phys.dvfs, state.freq_index, state.temp_c))
+    def _change(self, t_s: float) -> None:
+        """Apply the governor's decision and / or the tenant change due at ``t_s``; record new conditions."""
+        step, share, watt = self._step, self._share, self._watt
+        if self._n_gov * self._period_s == t_s:
+            if step or self._temp_c >= self._soft_c:  # at the top step below the first threshold: stays
+                self._step = govern(self.phys.dvfs, step, self._temp_c)
             self._n_gov += 1
         k = self._next_tenant
         if k < len(self.tenant_times_s) and self.tenant_times_s[k] == t_s:
             self._share, self._watt = self.tenant_shares[k], self.tenant_watts[k]
             self._next_tenant = k + 1
-        if state.freq_index != self.steps[-1] or self._share != self.shares[-1]:
+        if self._step != step or self._share != share or self._watt != watt:
             self.edges_s.append(t_s)
-            self.steps.append(state.freq_index)
+            self.steps.append(self._step)
             self.shares.append(self._share)
-        return state
+            self._conditions()
+        else:
+            self._schedule_next()
 
     def request_energy_j(self, start_s: float, end_s: float) -> float:
         """A service's dynamic energy over ``[start_s, end_s)``, split where the conditions changed.
@@ -147,12 +171,12 @@ class NodeRun:
 
     def _dyn(self, step: int, share: float) -> float:
         key = (step, share)
-        w = self._dyn_w.get(key)
+        w = self._dyn_memo.get(key)
         if w is None:
-            w = self._dyn_w[key] = dynamic_power_w(self.phys, step, share)
+            w = self._dyn_memo[key] = dynamic_power_w(self.phys, step, share)
         return w
 
     def totals(self) -> NodeTotals:
         """Energy, peak temperature and time per frequency step so far."""
         at = tuple(self._at_step)
-        return NodeTotals(self._energy[0], self._energy[1], self._energy[2], self._peak_c, math.fsum(at[1:]), at)
+        return NodeTotals(self._total_j, self._base_j, self._busy_j, self._peak_c, math.fsum(at[1:]), at)
