@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeprune.config import Ctx
-from edgeprune.physics import DevicePhysics, NodeRun, device_physics_from_table, node_power_w
+from edgeprune.physics import (
+    DevicePhysics,
+    NodeRun,
+    NodeState,
+    advance,
+    device_physics_from_table,
+    govern,
+    initial_state,
+    node_power_w,
+)
 
 
 def physics(**over: object) -> DevicePhysics:
@@ -19,10 +28,15 @@ def physics(**over: object) -> DevicePhysics:
 
 def drive(run: NodeRun, end_s: float, busy: list[tuple[float, float]]) -> list[tuple[float, int, float]]:
     """Advance ``run`` change instant by change instant to ``end_s``; return (time, step, factor) after each."""
-    seen = []
+    seen, first = [], 0  # busy is sorted: intervals before `first` ended before run.t_s
     while run.t_s < end_s:
         t = min(run.next_s, end_s)
-        run.advance(t, [iv for iv in busy if iv[1] > run.t_s and iv[0] < t])
+        while first < len(busy) and busy[first][1] <= run.t_s:
+            first += 1
+        last = first
+        while last < len(busy) and busy[last][0] < t:
+            last += 1
+        run.advance(t, busy[first:last])
         seen.append((t, run.state.freq_index, run.factor))
     return seen
 
@@ -90,3 +104,25 @@ def test_change_instants_factor_and_determinism() -> None:
     for _, step, factor in a:  # the factor is the frequency's times the tenant's
         assert factor >= (1500.0 / ph.dvfs.freqs_mhz[step]) ** ph.dvfs.alpha - 1e-12
     assert max(f for _, _, f in a) > 1.4  # throttled to 1000 MHz: ~1.47x
+
+
+def test_node_run_follows_the_reference_functions_exactly() -> None:
+    """NodeRun's cached fast path gives the same floats as advance() + govern() called by hand."""
+    ph = physics(thermal={"initial_c": 70.0, "schedule_times_s": [400.0], "schedule_ambient_c": [35.0]})
+    busy = [(i + 0.1, i + 0.85) for i in range(900)]
+    run = NodeRun(ph, 900.0, np.random.default_rng(0))
+    state = initial_state(ph)
+    temps, steps, energy_j = [], [], 0.0
+    for n in range(1, 901):
+        t0, t1 = (n - 1) * ph.dvfs.period_s, n * ph.dvfs.period_s
+        window = [iv for iv in busy if iv[1] > t0 and iv[0] < t1]
+        assert run.next_s == t1
+        assert run.advance(t1, window) == advance(ph, state, t0, t1, window)[0].temp_c
+        state, e = advance(ph, state, t0, t1, window)
+        energy_j += e.total_j
+        state = NodeState(state.temp_c, govern(ph.dvfs, state.freq_index, state.temp_c))
+        temps.append(state.temp_c)
+        steps.append(state.freq_index)
+        assert run.state == state
+    assert run.totals().energy_j == energy_j
+    assert max(steps) > 0 and min(steps) == 0  # it did throttle (at 35 C ambient) and did not at first
