@@ -1,7 +1,8 @@
 """Device physics: temperature (RC), DVFS throttling, power, co-located tenants and energy (pure, no clock).
 
 ``params`` holds the validated parameter dataclasses and the presets (``rpi4b``, ``rpi5``, ``generic``,
-all assumptions until calibrated); ``model`` the math every backend and policy shares.  See
+all assumptions until calibrated); ``model`` the math every backend and policy shares; ``run`` a node's
+state through a run (change instants, service-time factor, energy), the object a backend advances.  See
 ``ARCHITECTURE.md``, "Device physics".
 """
 
@@ -30,11 +31,14 @@ from edgeprune.physics.params import (
     load_preset,
     preset_names,
 )
+from edgeprune.physics.run import NodeRun, NodeTotals
 
 __all__ = [
     "DevicePhysics",
     "DvfsParams",
+    "NodeRun",
     "NodeState",
+    "NodeTotals",
     "PeriodEnergy",
     "PowerParams",
     "TenantParams",

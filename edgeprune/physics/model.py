@@ -18,11 +18,13 @@ request's share of ``busy_j`` from the same powers, split at the same decision i
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from edgeprune.physics.params import DevicePhysics, DvfsParams, TenantParams
+from edgeprune.physics.params import DevicePhysics, DvfsParams, TenantParams, ThermalParams
 
 __all__ = [
     "NodeState",
@@ -34,6 +36,7 @@ __all__ = [
     "govern",
     "initial_state",
     "node_power_w",
+    "rc_period",
     "rc_step",
     "steady_temp_c",
     "tenant_schedule",
@@ -113,8 +116,8 @@ def govern(dvfs: DvfsParams, freq_index: int, temp_c: float) -> int:
     """
     if temp_c >= dvfs.hard_limit_c:
         return len(dvfs.freqs_mhz) - 1
-    down = sum(1 for t in dvfs.thresholds_c if temp_c >= t)
-    up = sum(1 for t in dvfs.thresholds_c if temp_c + dvfs.hysteresis_c >= t)
+    down = bisect_right(dvfs.thresholds_c, temp_c)  # thresholds reached (they are ascending)
+    up = bisect_right(dvfs.thresholds_c, temp_c + dvfs.hysteresis_c)
     return max(down, min(freq_index, up))
 
 
@@ -129,56 +132,74 @@ def advance(
     state: NodeState,
     t0_s: float,
     t1_s: float,
-    busy_intervals: np.ndarray,
+    busy_intervals: np.ndarray | Sequence[Sequence[float]],
     tenant_share: float = 0.0,
     tenant_w: float = 0.0,
 ) -> tuple[NodeState, PeriodEnergy]:
     """Integrate one node over ``[t0_s, t1_s)`` at the frequency of ``state`` (exact, closed form).
 
-    ``busy_intervals`` is an ``[m, 2]`` array of ``(start_s, end_s)`` service intervals of the node's
-    stage, sorted and not overlapping (a FIFO server); parts outside ``[t0_s, t1_s)`` are ignored.  The
-    tenant load is constant over the call (split the call at tenant changes); the ambient schedule is
-    followed.  Returns the state at ``t1_s`` (same frequency step: call :func:`govern` for the next) and
-    the period's energy.  The RC equation is linear, so the end temperature is the sum of exact
-    contributions ``x_j (exp(-(t1 - e_j)/tau) - exp(-(t1 - s_j)/tau))`` of each constant piece ``x_j``.
+    ``busy_intervals`` is an ``[m, 2]`` array (or sequence of pairs) of ``(start_s, end_s)`` service
+    intervals of the node's stage, not overlapping (a FIFO server); parts outside ``[t0_s, t1_s)`` are
+    ignored.  The tenant load is constant over the call (split the call at tenant changes); the ambient
+    schedule is followed.  Returns the state at ``t1_s`` (same frequency step: call :func:`govern` for the
+    next) and the period's energy (see :func:`rc_period` for the formula).
     """
-    h_s = t1_s - t0_s
-    if h_s < 0:
+    if t1_s < t0_s:
         raise ValueError(f"advance: t1_s ({t1_s}) before t0_s ({t0_s})")
-    th = phys.thermal
-    tau = th.tau_s
-    r = th.resistance_c_per_w
-    starts, ends = _clip(busy_intervals, t0_s, t1_s)
-    busy_s = float(np.sum(ends - starts))
     base_w = node_power_w(phys, state.freq_index, False, tenant_share, tenant_w)
     dyn_w = dynamic_power_w(phys, state.freq_index, tenant_share)
-    decay = math.exp(-h_s / tau)
-    temp = state.temp_c * decay + r * base_w * (1.0 - decay)
-    if starts.size:
-        temp += r * dyn_w * float(np.sum(np.exp(-(t1_s - ends) / tau) - np.exp(-(t1_s - starts) / tau)))
-    temp += _ambient_part(th.ambient_points(), t0_s, t1_s, tau)
-    base_j = base_w * h_s
+    pairs = busy_intervals.tolist() if isinstance(busy_intervals, np.ndarray) else busy_intervals
+    temp, busy_s = rc_period(phys.thermal, state.temp_c, t0_s, t1_s, pairs, base_w, dyn_w)
+    base_j = base_w * (t1_s - t0_s)
     busy_j = dyn_w * busy_s
     return NodeState(temp, state.freq_index), PeriodEnergy(base_j + busy_j, base_j, busy_j)
 
 
-def _clip(busy_intervals: np.ndarray, t0_s: float, t1_s: float) -> tuple[np.ndarray, np.ndarray]:
-    iv = np.asarray(busy_intervals, dtype=float).reshape(-1, 2)
-    starts = np.clip(iv[:, 0], t0_s, t1_s)
-    ends = np.clip(iv[:, 1], t0_s, t1_s)
-    keep = ends > starts
-    return starts[keep], ends[keep]
+def rc_period(
+    th: ThermalParams,
+    temp_c: float,
+    t0_s: float,
+    t1_s: float,
+    pairs: Sequence[Sequence[float]],
+    base_w: float,
+    dyn_w: float,
+) -> tuple[float, float]:
+    """Temperature at ``t1_s`` and busy time in ``[t0_s, t1_s)``: power ``base_w``, plus ``dyn_w`` while busy.
+
+    The RC equation is linear, so the end temperature is ``T0 exp(-h/tau)`` plus the exact contribution
+    ``x_j (exp(-(t1 - e_j)/tau) - exp(-(t1 - s_j)/tau))`` of every constant piece ``x_j`` on ``[s_j, e_j)``
+    of the steady-state input ``T_amb + R P``.  Plain Python over the intervals: a period holds a handful,
+    and numpy's per-call cost would dominate.  The one implementation of the thermal step.
+    """
+    tau = th.tau_s
+    exp = math.exp
+    busy_s = weight = 0.0
+    for start_s, end_s in pairs:
+        a = t0_s if start_s < t0_s else start_s
+        b = t1_s if end_s > t1_s else end_s
+        if b > a:
+            busy_s += b - a
+            weight += exp((b - t1_s) / tau) - exp((a - t1_s) / tau)
+    decay = exp((t0_s - t1_s) / tau)
+    r = th.resistance_c_per_w
+    heat = r * base_w * (1.0 - decay) + r * dyn_w * weight
+    return temp_c * decay + heat + _ambient_part(th, t0_s, t1_s, decay), busy_s
 
 
-def _ambient_part(points: tuple[np.ndarray, np.ndarray], t0_s: float, t1_s: float, tau: float) -> float:
-    """Contribution of the ambient schedule over ``[t0_s, t1_s)`` to the end temperature."""
-    times, temps = points
-    if times.size == 1:
-        return float(temps[0]) * (1.0 - math.exp(-(t1_s - t0_s) / tau))
-    edges = np.concatenate(([t0_s], times[(times > t0_s) & (times < t1_s)], [t1_s]))
-    idx = np.maximum(np.searchsorted(times, edges[:-1], side="right") - 1, 0)
-    w = np.exp(-(t1_s - edges[1:]) / tau) - np.exp(-(t1_s - edges[:-1]) / tau)
-    return float(np.sum(temps[idx] * w))
+def _ambient_part(th: ThermalParams, t0_s: float, t1_s: float, decay: float) -> float:
+    """Contribution of the ambient (schedule) over ``[t0_s, t1_s)`` to the temperature at ``t1_s``."""
+    times = th.schedule_times_s
+    j = bisect_right(times, t0_s)  # schedule entries at or before t0_s
+    amb = th.ambient_c if j == 0 else th.schedule_ambient_c[j - 1]
+    if j == len(times) or times[j] >= t1_s:  # the common case: no change inside
+        return amb * (1.0 - decay)
+    tau = th.tau_s
+    total, a = 0.0, t0_s
+    while j < len(times) and times[j] < t1_s:
+        total += amb * (math.exp((times[j] - t1_s) / tau) - math.exp((a - t1_s) / tau))
+        a, amb = times[j], th.schedule_ambient_c[j]
+        j += 1
+    return total + amb * (1.0 - math.exp((a - t1_s) / tau))
 
 
 def dynamic_energy_j(

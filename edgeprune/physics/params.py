@@ -10,12 +10,11 @@ until a cluster run calibrates it; the preset files name each number's source.
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
-
-import numpy as np
 
 from edgeprune.config import Ctx, build, spec_field
 from edgeprune.errors import did_you_mean
@@ -76,18 +75,10 @@ class ThermalParams:
         """Temperature at t = 0."""
         return self.initial_c if self.initial_c is not None else self.ambient_at(0.0)
 
-    def ambient_points(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(times_s, ambient_c)``: ambient ``ambient_c[j]`` holds on ``[times_s[j], times_s[j+1])``, from 0."""
-        times = [0.0, *self.schedule_times_s]
-        temps = [self.ambient_c, *self.schedule_ambient_c]
-        if len(times) > 1 and times[1] == 0.0:
-            times, temps = times[1:], temps[1:]
-        return np.asarray(times, dtype=float), np.asarray(temps, dtype=float)
-
     def ambient_at(self, t_s: float) -> float:
-        """Ambient temperature at time ``t_s``."""
-        times, temps = self.ambient_points()
-        return float(temps[max(int(np.searchsorted(times, t_s, side="right")) - 1, 0)])
+        """Ambient temperature at time ``t_s``: ``ambient_c`` before the first change point."""
+        j = bisect_right(self.schedule_times_s, t_s)
+        return self.ambient_c if j == 0 else self.schedule_ambient_c[j - 1]
 
 
 @dataclass(frozen=True)
