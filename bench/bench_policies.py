@@ -12,8 +12,9 @@ Prints, for the scenarios of ``scenarios/paper/``:
    accuracy per policy and rate; the *sustainable throughput* of a policy is the highest swept rate up to
    which every rate has >= 90 % SLO attainment; the *stressed rate* is the lowest swept rate at which
    no-pruning attains <= 30 %.
-3. **The scenario set**: every ``*.toml`` of the folder (replays whose trace is missing are skipped, said
-   so), per policy SLO attainment and accuracy.
+3. **The scenario set**: every ``*.toml`` of the folder (the replays read the traces shipped in
+   ``traces/data/``; a scenario that cannot be loaded is an error, not a skip), per policy SLO attainment
+   and accuracy.
 4. **Must-show checks**, each PASS / FAIL with its numbers.
 
 Every run uses the scenario's seed, so the output is deterministic (the decision times excepted).
@@ -133,11 +134,7 @@ def scenario_set(folder: Path, profile: Path | None, tmp: Path, quick: bool) -> 
     for path in sorted(folder.glob("*.toml")):
         if path.name == "sweep.toml":  # a sweep spec over fig5-base.toml (edgeprune-sim sweep), not a scenario
             continue
-        try:
-            sc = load(path, profile, tmp)
-        except EdgePruneError as exc:
-            print(f"{path.name}: skipped ({exc})")
-            continue
+        sc = load(path, profile, tmp)
         if quick and sc.duration_s is not None:
             sc = dataclasses.replace(sc, duration_s=min(sc.duration_s, 300.0))
         cells = out[path.stem] = run_all(sc)
