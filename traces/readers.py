@@ -261,9 +261,7 @@ def _apply_filters(table: _Table, filters: dict[str, str]) -> tuple[_Table, str]
             raise TraceError(f"{table.file}: no rows for {name} {wanted!r}" + did_you_mean(wanted, known))
         mask = keep.to_numpy()
         dropped = {**table.dropped, f"other {name}s": int((~mask).sum())}
-        table = _Table(
-            table.frame.filter(keep), table.rows[mask], table.file, table.format, table.n_rows, dropped
-        )
+        table = _Table(table.frame.filter(keep), table.rows[mask], table.file, table.format, table.n_rows, dropped)
         notes.append(f"{name} {wanted!r}")
     return table, ", ".join(notes)
 

@@ -233,10 +233,11 @@ class ReplayArrivals:
     """Arrivals replayed from a recorded trace file (see :func:`traces.replay.load_trace`)."""
 
     path: str = spec_field(doc="trace file (or Camtrap DP folder / datapackage.json), relative to the scenario file")
-    format: Literal[
-        "auto", "csv", "jsonl", "parquet", "camtrap-dp", "coco-camera-traps", "wildlife-insights"
-    ] = spec_field(
-        default="auto", doc="file format; 'auto' from the extension and the header (Camtrap DP, Wildlife Insights, COCO)"
+    format: Literal["auto", "csv", "jsonl", "parquet", "camtrap-dp", "coco-camera-traps", "wildlife-insights"] = (
+        spec_field(
+            default="auto",
+            doc="file format; 'auto' from the extension and the header (Camtrap DP, Wildlife Insights, COCO)",
+        )
     )
     column: str | tuple[str, ...] | None = spec_field(
         default=None, doc="timestamp column, or [date, time] columns joined (default: the format's, else detected)"
@@ -248,7 +249,9 @@ class ReplayArrivals:
         default=None, doc="zone of times written without an offset: '+02:00' or an IANA name (default UTC)"
     )
     deployment: str | None = spec_field(default=None, doc="keep only this deployment (deploymentID / deployment_id)")
-    location: str | None = spec_field(default=None, doc="keep only this location (locationID / locationName / location)")
+    location: str | None = spec_field(
+        default=None, doc="keep only this location (locationID / locationName / location)"
+    )
     camera: str | None = spec_field(default=None, doc="keep only this camera (cameraID / camera_id)")
     outliers: Literal["keep", "drop"] = spec_field(
         default="keep", doc="clock-reset outliers (isolated far-away clusters) are always reported; 'drop' drops them"
@@ -272,7 +275,9 @@ class ReplayArrivals:
             try:
                 check_timezone(self.timezone)
             except TraceError:
-                return [("timezone", self.timezone, "not a UTC offset ('+02:00') or IANA zone name ('Europe/Brussels')")]
+                return [
+                    ("timezone", self.timezone, "not a UTC offset ('+02:00') or IANA zone name ('Europe/Brussels')")
+                ]
         return []
 
 

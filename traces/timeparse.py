@@ -185,7 +185,8 @@ def _human_s(span_s: float) -> str:
 def _from_temporal(values: pl.Series, where: _Where) -> ParsedTimes:
     """Datetime / Date columns (Parquet, typed JSON): exact integer microseconds since the epoch."""
     aware = _is_aware(values.dtype)
-    stamps = values.cast(pl.Datetime("us", values.dtype.time_zone if aware else None))  # type: ignore[union-attr]
+    zone = values.dtype.time_zone if isinstance(values.dtype, pl.Datetime) else None
+    stamps = values.cast(pl.Datetime("us", zone))
     if not aware and where.timezone is not None:
         stamps = _localised(stamps, where.timezone)
         aware = True
