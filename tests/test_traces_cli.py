@@ -104,3 +104,19 @@ def test_a_synthetic_scenario_summary_has_no_arrivals_key(tmp_path: Path) -> Non
     assert "arrivals" not in header(sc)
     table = tomllib.loads((PAPER / "replay-mica.toml").read_text(encoding="utf-8"))["arrivals"]
     assert isinstance(arrivals_from_table(table, Ctx("m.toml", "arrivals"), PAPER), ReplayArrivals)
+
+
+def test_the_html_report_charts_a_replayed_trace() -> None:
+    import polars as pl
+
+    from edgeprune.report.charts import replay_chart
+    from edgeprune.results import RunResult
+
+    arrivals = np.array([0.0, 0.5, 1.0, 60.0, 60.5, 200.0])
+    run = RunResult("p", pl.DataFrame({"request_id": np.arange(6), "arrival_s": arrivals}), pl.DataFrame(), {})
+    replay = {"source": "media.csv", "rows_read": 9, "kept": 6, "dropped": {"before start_s": 3}}
+    chart = replay_chart("r1", {"p": run}, replay, "run-r1-trace")
+    rows = chart.spec["datasets"]["table"]
+    assert sum(r["count"] for r in rows if r["panel"] == "time") == 6
+    assert sum(r["count"] for r in rows if r["panel"] == "gap") == 5
+    assert chart.caption == "media.csv: read 9 rows, kept 6, dropped {'before start_s': 3}"

@@ -164,7 +164,7 @@ def arrivals_chart(info: TraceInfo, title: str = "") -> Any:
     over_time = pl.DataFrame({f"time ({unit})": np.arange(counts.size) * bin_s / scale, "arrivals": counts})
     gaps = np.diff(t)
     positive = gaps[gaps > 0]
-    edges = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 41) if positive.size > 1 else np.ones(2)
+    edges = _log_edges(positive)
     hist, edges = np.histogram(positive, bins=edges)
     gap_frame = pl.DataFrame({"gap_from_s": edges[:-1], "gap_to_s": edges[1:], "count": hist})
     left = (
@@ -201,3 +201,12 @@ def write_png(chart: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _log_edges(positive: np.ndarray) -> np.ndarray:
+    """40 log-spaced bin edges from the smallest to the largest value, both exactly included."""
+    if positive.size < 2 or positive.min() == positive.max():
+        return np.array([positive.min(), positive.min() * 1.0001 + 1e-12]) if positive.size else np.ones(2)
+    edges = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 41)
+    edges[0], edges[-1] = positive.min(), positive.max()
+    return edges
