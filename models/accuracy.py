@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy import stats
 from torch import nn
 from tqdm import tqdm
 
@@ -33,6 +34,7 @@ __all__ = [
     "accuracy_curve",
     "load_labelled",
     "top1_per_vector",
+    "wilson_interval",
     "zero_shot_head",
 ]
 
@@ -154,6 +156,22 @@ def top1_per_vector(
     return [c / len(data.paths) for c in correct]
 
 
+#: Confidence level of the accuracy intervals written into profiles.
+INTERVAL_LEVEL = 0.95
+
+
+def wilson_interval(correct: int, n: int, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``correct / n`` (Wilson 1927), as ``(low, high)`` in [0, 1].
+
+    Unlike the normal approximation it stays inside [0, 1] and is not zero-width at 0 or n correct, which
+    matters for accuracies near 1 scored on a few hundred images.
+    """
+    if n <= 0 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n > 0, got {correct} of {n}")
+    ci = stats.binomtest(correct, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(max(0.0, ci.low)), float(min(1.0, ci.high))
+
+
 def accuracy_curve(
     pipe: StagedVision,
     head: ZeroShotHead,
@@ -173,10 +191,16 @@ def accuracy_curve(
     uniform = [[lvl] * n_stages for lvl in range(n_levels)]
     vectors = uniform + [list(v) for v in per_stage]
     acc = top1_per_vector(pipe, head, data, preprocess, vectors, batch_size=batch_size, progress=progress)
+    n = len(data.paths)
+    bounds = [wilson_interval(round(a * n), n) for a in acc]
     return AccuracyCurve(
         ratios=pipe.ratios,
         uniform=tuple(acc[:n_levels]),
         per_stage={tuple(v): a for v, a in zip(vectors[n_levels:], acc[n_levels:], strict=True)},
+        n_evaluated=n,
+        interval=f"wilson-{INTERVAL_LEVEL * 100:g}",
+        uniform_interval=tuple(bounds[:n_levels]),
+        per_stage_interval={tuple(v): b for v, b in zip(vectors[n_levels:], bounds[n_levels:], strict=True)},
         metric="top1",
         dataset=f"{data.source} ({len(data.paths)} images, {len(data.class_names)} classes)",
         proxy=False,

@@ -134,9 +134,9 @@ def _facet(layered: Any, multi: bool, field: str = "setting", independent_y: boo
 
 
 def _dodge(df: pl.DataFrame, policies: Sequence[str]) -> pl.Expr:
-    """A small horizontal offset per policy (1% of the x span each), so overlapping lines stay visible."""
+    """A small horizontal offset per policy (0.6% of the x span each), so overlapping lines stay visible."""
     span = (float(df["x"].max()) - float(df["x"].min())) if df.height else 0.0  # type: ignore[arg-type]
-    step = 0.01 * span if span > 0 else 0.0
+    step = 0.006 * span if span > 0 else 0.0
     mid = (len(policies) - 1) / 2
     offsets = {p: (i - mid) * step for i, p in enumerate(policies)}
     return pl.col("x") + pl.col("policy").replace_strict(offsets, default=0.0, return_dtype=pl.Float64)
@@ -174,7 +174,7 @@ def fig5_charts(
 ) -> list[Chart]:
     """SLO attainment (linear, 0–100%) and p95 latency (log) versus ``x`` per policy (:func:`tables.headline_table`).
 
-    Each policy has its own colour, marker and dash and is nudged sideways by 1% of the x span, so policies
+    Each policy has its own colour, marker and dash and is nudged sideways by 0.6% of the x span, so policies
     at the same value (e.g. all at 100%) do not hide one another; intervals are clipped to the metric's range.
     """
     df = table.with_columns(_setting_expr(group_columns).alias("setting"), pl.col(x).cast(pl.Float64).alias("x"))
@@ -190,11 +190,21 @@ def fig5_charts(
     ):
         data = _fig5_data(df, field, scale, log)
         y_scale = alt.Scale(type="log") if log else alt.Scale(domain=[0, 100])
-        base = alt.Chart().encode(x=alt.X("x_plot:Q", title=x_title, scale=alt.Scale(zero=False)), **style)
-        bars = base.mark_rule(opacity=0.6).encode(y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q")
-        line = base.mark_line(point=alt.OverlayMarkDef(filled=False, size=50), opacity=0.85).encode(
-            y=alt.Y("mean:Q", title=y_title, scale=y_scale),
-            tooltip=["policy:N", "setting:N", "x:Q", "mean:Q", "lo:Q", "hi:Q", "n:Q"],
+        x_enc = alt.X("x_plot:Q", title=x_title, scale=alt.Scale(zero=False))
+        bars = (
+            alt.Chart()
+            .mark_rule(opacity=0.6)
+            .encode(x=x_enc, y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q", color=style["color"])
+        )
+        line = (
+            alt.Chart()
+            .mark_line(point=alt.OverlayMarkDef(filled=False, size=50), opacity=0.85)
+            .encode(
+                x=x_enc,
+                y=alt.Y("mean:Q", title=y_title, scale=y_scale),
+                tooltip=["policy:N", "setting:N", "x:Q", "mean:Q", "lo:Q", "hi:Q", "n:Q"],
+                **style,
+            )
         )
         layers: list[Any] = [bars, line]
         if ref is not None:
@@ -208,7 +218,7 @@ def fig5_charts(
                 f"{title} ({name})",
                 _spec(chart, data),
                 f"line: mean across seeds; whiskers: 95% t-interval, clipped to the metric's range; {what}; "
-                "policies nudged sideways by 1% of the axis so overlapping ones stay visible",
+                "policies nudged sideways by 0.6% of the axis per policy so overlapping ones stay visible",
             )
         )
     return charts
