@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="SLO attainment (%%) a policy must keep to sustain a load, for the findings (default 90)",
     )
-    p.add_argument("--baseline", default="no-pruning", help="policy the findings compare against (default no-pruning)")
+    p.add_argument(
+        "--baseline", help="policy the findings compare against (default: no-pruning, when the inputs have it)"
+    )
     return p
 
 

@@ -288,7 +288,7 @@ def build_report(
     x: str | None = None,
     title: str = "EdgePrune report",
     slo_target: float = fi.DEFAULT_SLO_TARGET,
-    baseline: str = fi.DEFAULT_BASELINE,
+    baseline: str | None = None,
     out_dir: Path | None = None,
 ) -> Report:
     """Read the inputs and build every section (see the module docstring).
@@ -299,7 +299,6 @@ def build_report(
         raise ResultError("nothing to report: give sweep or run folders and/or --profile files")
     if not 0.0 < slo_target <= 1.0:
         raise ConfigError(f"--slo-target = {slo_target * 100:g}: must be a percentage in (0, 100]")
-    opts = Options(slo_target, baseline, out_dir, x)
     sweeps, runs = load_sources(paths)
     runs = [RunSource(**{**r.__dict__, "label": shown_path(r.label, out_dir)}) for r in runs]
     loaded_profiles = []
@@ -309,6 +308,11 @@ def build_report(
         loaded_profiles.append((f"{Path(p).stem}" + (f" ({model})" if model else ""), prof))
     taken: set[str] = set()
     policies = _policies(sweeps, runs)
+    if baseline is None:
+        baseline = fi.DEFAULT_BASELINE  # its comparisons are left out when the inputs lack it
+    elif policies and baseline not in policies:
+        raise ConfigError(f"--baseline = {baseline!r}: not a policy of the inputs" + did_you_mean(baseline, policies))
+    opts = Options(slo_target, baseline, out_dir, x)
     built = [_sweep_section(s, opts, taken, policies) for s in sweeps]
     sections = [_findings_section([f for _, f, _ in built], runs, opts), *(s for s, _, _ in built)]
     if runs:

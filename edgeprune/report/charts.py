@@ -114,6 +114,11 @@ def policy_style(policies: Sequence[str], field: str = "policy") -> dict[str, An
     }
 
 
+def _has(df: pl.DataFrame, column: str) -> bool:
+    """Whether ``column`` has any value (a layer without data makes Vega warn of an infinite extent)."""
+    return column in df.columns and df[column].null_count() < df.height
+
+
 def _setting_expr(group_columns: Sequence[str]) -> pl.Expr:
     if not group_columns:
         return pl.lit("all")
@@ -206,7 +211,7 @@ def fig5_charts(
                 **style,
             )
         )
-        layers: list[Any] = [bars, line]
+        layers: list[Any] = [bars, line] if _has(data, "lo") else [line]
         if ref is not None:
             value = ref * scale if field == "slo_attainment" else ref
             layers.append(alt.Chart().mark_rule(color="gray", strokeDash=[4, 4]).encode(y=alt.datum(value)))
@@ -248,7 +253,8 @@ def sustainable_chart(
         x="load:Q", shape=style["shape"], tooltip=["policy:N", "setting:N", "load:Q", "lo:Q", "hi:Q", "n:Q", "bound:N"]
     )
     multi = data["setting"].n_unique() > 1
-    chart = _facet(alt.layer(whiskers, points, data=TABLE), multi).properties(title=f"Sustainable load ({name})")
+    layers = [whiskers, points] if _has(data, "lo") else [points]
+    chart = _facet(alt.layer(*layers, data=TABLE), multi).properties(title=f"Sustainable load ({name})")
     return Chart(
         f"{slug(name)}-sustainable-load",
         f"Sustainable load ({name})",
@@ -284,7 +290,8 @@ def pareto_chart(
     pts = base.mark_point(size=60, filled=False, strokeWidth=1.5).encode(
         x=xs, y=ys, shape=style["shape"], tooltip=["policy:N", "setting:N", "slo:Q", "accuracy:Q", "n:Q"]
     )
-    chart = alt.layer(h, v, pts, data=TABLE).properties(
+    layers = ([h] if _has(data, "slo_lo") else []) + ([v] if _has(data, "acc_lo") else []) + [pts]
+    chart = alt.layer(*layers, data=TABLE).properties(
         width=WIDTH, height=HEIGHT, title=f"Accuracy vs SLO attainment ({name})"
     )
     return Chart(
@@ -592,16 +599,14 @@ def accuracy_chart(profiles: Sequence[tuple[str, Profile]]) -> Chart | None:
     tooltip = ["profile:N", "strategy:N", "levels:N", "ratio:Q", "accuracy:Q", "lo:Q", "hi:Q"]
     base = alt.Chart().encode(**enc)
     is_uniform = alt.expr.indexof(alt.datum.strategy, "uniform") == 0
-    uniform = base.transform_filter(is_uniform).mark_line(point=True).encode(y=y, tooltip=tooltip)
-    measured = (
-        base.transform_filter(~is_uniform).mark_point(filled=True, size=40, opacity=0.7).encode(y=y, tooltip=tooltip)
-    )
-    whiskers = (
-        base.transform_filter(alt.datum.lo != None)  # noqa: E711  (a Vega expression, not a Python test)
-        .mark_rule(opacity=0.5)
-        .encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False)), y2="hi:Q")
-    )
-    chart = alt.layer(whiskers, uniform, measured, data=TABLE).properties(width=WIDTH, height=HEIGHT, title=title)
+    layers: list[Any] = [base.transform_filter(is_uniform).mark_line(point=True).encode(y=y, tooltip=tooltip)]
+    if df["levels"].str.len_chars().max():  # measured per-stage vectors (an empty layer makes Vega warn)
+        measured = base.transform_filter(~is_uniform).mark_point(filled=True, size=40, opacity=0.7)
+        layers.append(measured.encode(y=y, tooltip=tooltip))
+    if df["lo"].null_count() < df.height:  # the profile's intervals, where it has them
+        whiskers = base.transform_filter("isValid(datum.lo)").mark_rule(opacity=0.5)
+        layers.insert(0, whiskers.encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False)), y2="hi:Q"))
+    chart = alt.layer(*layers, data=TABLE).properties(width=WIDTH, height=HEIGHT, title=title)
     return Chart("profile-accuracy", title, _spec(chart, df), _accuracy_caption(profiles))
 
 
@@ -632,7 +637,7 @@ def hw_error_chart(summary: pl.DataFrame, labels: Mapping[str, str]) -> Chart:
         tooltip=["scenario:N", "policy:N", "metric:N", "error:Q", "lo:Q", "hi:Q", "n:Q"],
     )
     rules = base.mark_rule(color="black").encode(y="lo:Q", y2="hi:Q")
-    layered = alt.layer(bars, rules, data=TABLE)
+    layered = alt.layer(*([bars, rules] if _has(df, "lo") else [bars]), data=TABLE)
     if df["scenario"].n_unique() > 1:
         chart = layered.properties(width=WIDTH * 0.75, height=HEIGHT).facet(column=alt.Column("scenario:N"))
     else:
