@@ -61,7 +61,8 @@ def regime_label(row: dict[str, object], regime_columns: Sequence[str]) -> str:
 
 
 def _num(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A load or axis value, four significant digits at most (measured rates are not round)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _per_seed(results: pl.DataFrame, x: str, keys: Sequence[str], target: float, extra: Sequence[str]) -> pl.DataFrame:
@@ -131,7 +132,7 @@ def _cost_text(
     if acc is not None:
         text = f"mean accuracy {float(acc):.3f}"  # type: ignore[arg-type]
         if base is not None and base.get("mean_accuracy") is not None:
-            text += f" ({float(acc) - base['mean_accuracy']:+.3f} vs {base_name})"  # type: ignore[arg-type]
+            text += f" ({_signed(float(acc) - base['mean_accuracy'], 3)} vs {base_name})"  # type: ignore[arg-type]
         parts.append(text)
     for field, unit in energy:
         value = row.get(field)
@@ -208,6 +209,12 @@ def _meets_sentence(where: str, cell_slo: pl.DataFrame, opts: _Opts) -> str:
     if none_from is not None:
         text += f"; from {_num(xs[none_from])}{opts.unit} on, none does"
     return text + f" (tested: {opts.x_range})."
+
+
+def _signed(value: float, digits: int) -> str:
+    """``+0.012`` / ``-0.012``; a difference that rounds to zero prints as ``+0.000``, never ``-0.000``."""
+    text = f"{value:+.{digits}f}"
+    return "+" + text[1:] if float(text) == 0.0 else text
 
 
 def _join(names: Sequence[str]) -> str:

@@ -174,10 +174,10 @@ def findings_table(table: pl.DataFrame, regime_columns: Sequence[str], unit: str
         load = _fmt_clipped(r["sustainable_x"], r["sustainable_x_lo"], r["sustainable_x_hi"], 2)
         ratio = r["ratio_to_baseline"]
         cells = [*(_fmt_value(r[c]) for c in regime_columns), r["policy"], str(r["n"])]
-        cells += [("≥ " if r["censored"] else "") + load, "-" if ratio is None else f"{ratio:.2f}"]
+        cells += [("≥ " if r["censored"] else "") + load, "-" if ratio is None or ratio != ratio else f"{ratio:.2f}"]
         cells += [_fmt(r["mean_accuracy"], r["mean_accuracy_lo"], r["mean_accuracy_hi"], 1.0, 3)]
         delta = r["accuracy_delta"]
-        cells.append("-" if delta is None else f"{delta:+.3f}")
+        cells.append("-" if delta is None or delta != delta else f"{delta + 0.0:+.3f}".replace("-0.000", "+0.000"))
         cells += [_fmt(r[m.field], r[f"{m.field}_lo"], r[f"{m.field}_hi"], m.scale, m.digits) for m in energy]
         rows.append(tuple(cells))
     note = (
