@@ -11,6 +11,7 @@ per-stage vectors), decoding each image once.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "load_labelled",
     "top1_per_vector",
     "wilson_interval",
+    "with_wilson_intervals",
     "zero_shot_head",
 ]
 
@@ -172,6 +174,21 @@ def wilson_interval(correct: int, n: int, level: float = INTERVAL_LEVEL) -> tupl
     return float(max(0.0, ci.low)), float(min(1.0, ci.high))
 
 
+def with_wilson_intervals(curve: AccuracyCurve, n_evaluated: int, level: float = INTERVAL_LEVEL) -> AccuracyCurve:
+    """``curve`` with a Wilson interval on every value, each scored on the same ``n_evaluated`` images."""
+
+    def bounds(acc: float) -> tuple[float, float]:
+        return wilson_interval(round(acc * n_evaluated), n_evaluated, level)
+
+    return dataclasses.replace(
+        curve,
+        n_evaluated=n_evaluated,
+        interval=f"wilson-{level * 100:g}",
+        uniform_interval=tuple(bounds(a) for a in curve.uniform),
+        per_stage_interval={k: bounds(a) for k, a in curve.per_stage.items()},
+    )
+
+
 def accuracy_curve(
     pipe: StagedVision,
     head: ZeroShotHead,
@@ -191,18 +208,13 @@ def accuracy_curve(
     uniform = [[lvl] * n_stages for lvl in range(n_levels)]
     vectors = uniform + [list(v) for v in per_stage]
     acc = top1_per_vector(pipe, head, data, preprocess, vectors, batch_size=batch_size, progress=progress)
-    n = len(data.paths)
-    bounds = [wilson_interval(round(a * n), n) for a in acc]
-    return AccuracyCurve(
+    curve = AccuracyCurve(
         ratios=pipe.ratios,
         uniform=tuple(acc[:n_levels]),
         per_stage={tuple(v): a for v, a in zip(vectors[n_levels:], acc[n_levels:], strict=True)},
-        n_evaluated=n,
-        interval=f"wilson-{INTERVAL_LEVEL * 100:g}",
-        uniform_interval=tuple(bounds[:n_levels]),
-        per_stage_interval={tuple(v): b for v, b in zip(vectors[n_levels:], bounds[n_levels:], strict=True)},
         metric="top1",
         dataset=f"{data.source} ({len(data.paths)} images, {len(data.class_names)} classes)",
         proxy=False,
         note=note or "zero-shot CLIP classification from class names",
     )
+    return with_wilson_intervals(curve, len(data.paths))
