@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -69,6 +70,14 @@ def report(inputs: dict[str, Path]) -> Path:
     out = inputs["root"] / "site" / "report.html"
     args = [str(inputs[k]) for k in ("sweep", "sim", "hw")] + ["--profile", str(inputs["profile"]), "-o", str(out)]
     assert report_main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_run_report(inputs: dict[str, Path]) -> Path:
+    """A report of one simulator run folder alone (its timeline has an environment event to shade)."""
+    out = inputs["root"] / "single" / "report.html"
+    assert report_main([str(inputs["sim"]), "-o", str(out)]) == 0
     return out
 
 
@@ -178,6 +187,37 @@ def test_sim_vs_hardware_error_and_proxy_label(report: Path) -> None:
     assert all(line.rstrip(" |").endswith("0.0 pt") for line in slo_rows), slo_rows
     specs = _specs(report.read_text())
     assert "Proxy accuracy" in json.dumps(specs["profile-accuracy"])
+
+
+def _layers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    inner = spec.get("spec", spec)
+    return list(inner.get("layer", [inner]))
+
+
+def test_charts_clip_intervals_use_log_latency_and_style_each_policy(report: Path) -> None:
+    specs = _specs(report.read_text())
+    slo = specs["fig5-slo-attainment-vs-rate"]
+    rows = slo["datasets"]["table"]
+    assert all(0.0 <= r["lo"] <= r["mean"] <= r["hi"] <= 100.0 for r in rows if r["lo"] is not None)
+    line = next(la for la in _layers(slo) if la["mark"]["type"] == "line")
+    assert {"color", "shape", "strokeDash"} <= set(line["encoding"])
+    assert line["encoding"]["color"]["scale"]["range"][0] == "#0072B2"  # Okabe-Ito, not Vega's default
+    p95 = specs["fig5-p95-latency-s-vs-rate"]
+    fields = [la["encoding"]["y"] for la in _layers(p95) if "field" in la["encoding"].get("y", {})]
+    assert fields and all(y["scale"]["type"] == "log" for y in fields)
+    assert all(r["lo"] > 0 for r in p95["datasets"]["table"] if r["lo"] is not None)
+    queue = specs["fig5-timeline-queue-len"]
+    assert queue["resolve"]["scale"]["y"] == "independent"
+    assert {"fig5-pareto", "fig5-sustainable-load"} <= set(specs)
+
+
+def test_single_run_timeline_shades_the_environment_event(single_run_report: Path) -> None:
+    specs = _specs(single_run_report.read_text())
+    level = next(v for k, v in specs.items() if k.endswith("timeline-level"))
+    events = [r for r in level["datasets"]["table"] if r.get("layer") == "event"]
+    assert events and {(r["start_s"], r["end_s"], r["event"]) for r in events} == {(15.0, 30.0, "pi2 ×1.6 slower")}
+    md = (single_run_report.parent / "report.md").read_text()
+    assert md.index("## Findings") < md.index("## Runs") and "meet the 90% SLO-attainment target" in md
 
 
 def test_same_inputs_same_report(inputs: dict[str, Path], report: Path) -> None:
@@ -337,14 +377,6 @@ def _artefact_dir(fallback: Path) -> Path:
     folder = Path(os.environ.get("ARTIFACTS_DIR") or fallback)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture(scope="module")
-def single_run_report(inputs: dict[str, Path]) -> Path:
-    """A report of one simulator run folder alone (its timeline has an environment event to shade)."""
-    out = inputs["root"] / "single" / "report.html"
-    assert report_main([str(inputs["sim"]), "-o", str(out)]) == 0
-    return out
 
 
 @pytest.mark.slow

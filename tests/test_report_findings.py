@@ -9,7 +9,7 @@ from scipy import stats
 
 from edgeprune.report.findings import run_findings, sustainable_frame, sweep_findings
 from edgeprune.report.stats import mean_ci
-from edgeprune.report.tables import findings_table, slo_pivot
+from edgeprune.report.tables import findings_table, slo_pivot, sweep_table
 
 RATES = [1.0, 2.0, 3.0, 4.0]
 SEEDS = [0, 1, 2]
@@ -86,6 +86,13 @@ def test_energy_is_included_when_the_results_have_it() -> None:
     table = findings_table(found.table, [], "req/s", "no-pruning")
     assert "J/inf" in table.headers
     assert "J/inf" not in findings_table(sweep_findings(_results(False), "rate_hz", [])[0].table, [], "", "x").headers
+    # the long table carries the energy column too, only when the results have it
+    for energy in (True, False):
+        full = _results(energy).with_columns(
+            pl.lit(1.0).alias(c) for c in ("p95_latency_s", "p99_latency_s", "throughput_hz", "goodput_hz")
+        )
+        headers = sweep_table(full.with_columns(pl.col("rate_hz").alias("offered_rate_hz")), ["rate_hz"]).headers
+        assert ("J/inf" in headers) == energy
 
 
 def test_regimes_are_found_per_setting_of_the_other_axes() -> None:
