@@ -278,6 +278,8 @@ def _findings_section(per_sweep: Sequence[Section], runs: Sequence[RunSource], o
         "intervals: 95% t-intervals across seeds. Every sentence is computed from the results below."
     )
     tables = tuple(t for s in per_sweep for t in s.tables)
+    if not bullets:
+        text = "No sweep or run folder among the inputs: nothing to compare."
     return Section("Findings", text, tables, (), tuple(bullets))
 
 
