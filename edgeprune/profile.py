@@ -26,8 +26,11 @@ JSON layout (``schema = "edgeprune.profile"``, ``version = 1``)::
       "accuracy": {                                          # optional
         "metric": "top1", "dataset": "...", "proxy": false, "note": "...",
         "uniform": [0.99, 0.98, ...],                        # per level, every stage at that level
-        "per_stage": [{"levels": [0, 3, 1, 6], "accuracy": 0.95}, ...]   # optional
-      },
+        "per_stage": [{"levels": [0, 3, 1, 6], "accuracy": 0.95}, ...],  # optional
+        "n_evaluated": 450,                                  # optional: images each value was scored on
+        "interval": "wilson-95",                             # optional: how the intervals below were made
+        "uniform_interval": [[0.97, 0.995], ...]             # optional: per level, [low, high]
+      },                                                     # (per_stage entries may hold "interval" too)
       "provenance": {"tool": "...", "date": "...", "host": "...", "notes": "..."}
     }
 
@@ -95,6 +98,11 @@ class AccuracyCurve:
     dataset: str = ""
     proxy: bool = False
     note: str = ""
+    #: Optional uncertainty: images scored, the interval's method (e.g. ``"wilson-95"``), per-level bounds.
+    n_evaluated: int | None = None
+    interval: str = ""
+    uniform_interval: tuple[tuple[float, float], ...] | None = None
+    per_stage_interval: Mapping[tuple[int, ...], tuple[float, float]] = field(default_factory=dict)
 
     def of(self, levels: Sequence[int]) -> float:
         """Accuracy of a per-stage level vector (measured if known, else the mean-ratio interpolation)."""
@@ -169,7 +177,17 @@ class Profile:
                 a["note"] = acc.note
             a["uniform"] = list(acc.uniform)
             if acc.per_stage:
-                a["per_stage"] = [{"levels": list(k), "accuracy": v} for k, v in acc.per_stage.items()]
+                a["per_stage"] = [
+                    {"levels": list(k), "accuracy": v}
+                    | ({"interval": list(acc.per_stage_interval[k])} if k in acc.per_stage_interval else {})
+                    for k, v in acc.per_stage.items()
+                ]
+            if acc.n_evaluated is not None:
+                a["n_evaluated"] = acc.n_evaluated
+            if acc.interval:
+                a["interval"] = acc.interval
+            if acc.uniform_interval is not None:
+                a["uniform_interval"] = [list(b) for b in acc.uniform_interval]
             out["accuracy"] = a
         return out
 
@@ -217,6 +235,16 @@ _TOP_KEYS = {
     "accuracy",
     "provenance",
 }
+
+
+def _bounds(value: Any, where: str) -> tuple[float, float]:
+    """An accuracy interval ``[low, high]`` with 0 <= low <= high <= 1."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ProfileError(f"{where} = {value!r}: need [low, high]")
+    lo, hi = float(value[0]), float(value[1])
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ProfileError(f"{where} = {[lo, hi]}: need 0 <= low <= high <= 1")
+    return lo, hi
 
 
 def profile_from_dict(raw: Any, source: str = "<memory>") -> Profile:
@@ -292,11 +320,20 @@ def profile_from_dict(raw: Any, source: str = "<memory>") -> Profile:
         if len(uniform) != len(ratios):
             raise ProfileError(f"{src}: accuracy.uniform: {len(uniform)} values for {len(ratios)} levels")
         per_stage: dict[tuple[int, ...], float] = {}
+        per_stage_interval: dict[tuple[int, ...], tuple[float, float]] = {}
         for i, entry in enumerate(a.get("per_stage", [])):
             key = tuple(int(v) for v in entry["levels"])
             if len(key) != n_stages or any(not 0 <= v < len(ratios) for v in key):
                 raise ProfileError(f"{src}: accuracy.per_stage[{i}].levels = {list(key)}: outside the ladder")
             per_stage[key] = float(entry["accuracy"])
+            if entry.get("interval") is not None:
+                per_stage_interval[key] = _bounds(entry["interval"], f"{src}: accuracy.per_stage[{i}].interval")
+        uniform_interval = None
+        if a.get("uniform_interval") is not None:
+            raw_iv = a["uniform_interval"]
+            if not isinstance(raw_iv, list) or len(raw_iv) != len(ratios):
+                raise ProfileError(f"{src}: accuracy.uniform_interval: need one [low, high] per level ({len(ratios)})")
+            uniform_interval = tuple(_bounds(b, f"{src}: accuracy.uniform_interval[{i}]") for i, b in enumerate(raw_iv))
         accuracy = AccuracyCurve(
             ratios=ratios,
             uniform=uniform,
@@ -305,6 +342,10 @@ def profile_from_dict(raw: Any, source: str = "<memory>") -> Profile:
             dataset=str(a.get("dataset", "")),
             proxy=bool(a.get("proxy", False)),
             note=str(a.get("note", "")),
+            n_evaluated=int(a["n_evaluated"]) if a.get("n_evaluated") is not None else None,
+            interval=str(a.get("interval", "")),
+            uniform_interval=uniform_interval,
+            per_stage_interval=per_stage_interval,
         )
     return Profile(
         model=dict(model),
