@@ -6,7 +6,8 @@ self-contained HTML, a PNG and SVG per chart and a Markdown summary (see :mod:`e
 
 Modules: ``sources`` (recognising and reading inputs), ``stats`` (t-intervals across seeds), ``findings``
 (the generated sentences that open the report), ``tables`` (numbers and their text/Markdown/HTML forms),
-``charts`` (Vega-Lite specs), ``build`` (sections), ``html`` (files).  Only ``charts`` and ``html`` need altair and vl-convert (the ``report`` extra).
+``charts`` (Vega-Lite specs), ``build`` (sections), ``html`` (files).  Only ``charts`` and ``html`` need
+altair and vl-convert (the ``report`` extra).
 """
 
 from __future__ import annotations
