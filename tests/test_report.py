@@ -407,3 +407,26 @@ def test_page_renders_every_chart_offline_in_headless_chromium(
         _browser(page, profile, f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {shot}")
+
+
+def test_a_run_with_device_physics_gets_temperature_frequency_and_energy_charts(tmp_path: Path) -> None:
+    """Device physics in a run folder: per-policy temperature and frequency timelines and the energy per
+    inference vs SLO attainment chart, with one point per policy at the run's own figures."""
+    from edgeprune.cli.sim import main as sim_main
+
+    hot = '\nphysics = { preset = "rpi4b", thermal = { initial_c = 79.0, time_constant_s = 20.0 } }\n'
+    text = BASE_SCENARIO.replace('name = "pi1"\nprofile_device = "cpu"\n', 'name = "pi1"\nprofile_device = "cpu"' + hot)
+    case = write_case(tmp_path / "case", text)
+    run = tmp_path / "run"
+    assert sim_main([str(case), "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "report" / "report.html"
+    assert report_main([str(run), "-o", str(out)]) == 0
+    specs = _specs(out.read_text())
+    temp = next(v for k, v in specs.items() if k.endswith("timeline-temp-c"))
+    freq = next(v for k, v in specs.items() if k.endswith("timeline-freq-mhz"))
+    assert any(r.get("temp_c") is not None and r["temp_c"] > 70 for r in temp["datasets"]["table"])
+    assert {r["freq_mhz"] for r in freq["datasets"]["table"] if r.get("freq_mhz") is not None} <= {1500, 1000, 750, 600}
+    energy = next(v for k, v in specs.items() if k.endswith("-energy"))
+    summary = json.loads((run / "summary.json").read_text())["policies"]
+    points = {r["policy"]: r["energy_per_inference_j"] for r in energy["datasets"]["table"]}
+    assert points == pytest.approx({p: s["energy_per_inference_j"] for p, s in summary.items()})

@@ -205,6 +205,10 @@ def _runs_section(runs: Sequence[RunSource], taken: set[str], policies: Sequence
         name = _unique(f"run-{ch.slug(r.label)}-timeline", taken)
         charts += ch.timeline_charts(r.label, r.runs, name, environment_events(r.path))
     for r in runs:
+        energy = ch.energy_chart(r.label, r.runs, _unique(f"run-{ch.slug(r.label)}-energy", taken), policies)
+        if energy is not None:  # device physics: what each policy's SLO attainment cost in energy
+            charts.append(energy)
+    for r in runs:
         if r.replay is not None:  # a replayed trace: what arrived, over time and as gaps
             charts.append(ch.replay_chart(r.label, r.runs, r.replay, _unique(f"run-{ch.slug(r.label)}-trace", taken)))
     text = f"{len(runs)} run folder(s): " + ", ".join(f"{r.label} ({r.backend}, seed {r.seed})" for r in runs) + "."

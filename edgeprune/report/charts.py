@@ -398,11 +398,17 @@ def sim_hw_cdf_chart(
 # --- timelines -----------------------------------------------------------------------------------------
 
 
+PHYSICS_LINES = (("temp_c", "temperature", "°C", "max"), ("freq_mhz", "CPU frequency", "MHz", "min"))
+
+
 def timeline_frame(runs: Mapping[str, RunResult], max_points: int = TIMELINE_POINTS) -> pl.DataFrame:
-    """``time_s``, ``stage``, ``policy``, ``level``, ``queue_len``; binned to at most ``max_points`` times."""
+    """``time_s``, ``stage``, ``policy``, ``level``, ``queue_len`` (and ``temp_c``, ``freq_mhz`` when every run
+    has device physics); binned to at most ``max_points`` times (the worst value of each bin)."""
+    physics = [c for c, *_ in PHYSICS_LINES if all(c in r.timeline.columns for r in runs.values())]
+    worst = {"level": "max", "queue_len": "max", **{c: how for c, _, _, how in PHYSICS_LINES}}
     frames = []
     for policy, r in runs.items():
-        tl = r.timeline.select("time_s", "stage", "level", "queue_len")
+        tl = r.timeline.select("time_s", "stage", "level", "queue_len", *physics)
         times = tl["time_s"].unique()
         if times.len() > max_points:
             span = float(times.max()) - float(times.min())  # type: ignore[arg-type]
@@ -410,7 +416,7 @@ def timeline_frame(runs: Mapping[str, RunResult], max_points: int = TIMELINE_POI
             tl = (
                 tl.with_columns((pl.col("time_s") / bin_s).floor().mul(bin_s).alias("time_s"))
                 .group_by("time_s", "stage", maintain_order=True)
-                .agg(pl.col("level").max(), pl.col("queue_len").max())
+                .agg(getattr(pl.col(c), worst[c])() for c in ("level", "queue_len", *physics))
             )
         frames.append(tl.with_columns(pl.lit(policy).alias("policy")))
     return pl.concat(frames).with_columns(pl.col("level").cast(pl.Int64), pl.col("queue_len").cast(pl.Int64))
@@ -419,7 +425,8 @@ def timeline_frame(runs: Mapping[str, RunResult], max_points: int = TIMELINE_POI
 def timeline_charts(
     label: str, runs: Mapping[str, RunResult], name: str, events: Sequence[tuple[float, float, str]] = ()
 ) -> list[Chart]:
-    """Per-stage pruning level and queue length over time, one row of panels per policy.
+    """Per-stage pruning level and queue length over time, one row of panels per policy; with device
+    physics also each node's temperature and CPU frequency (the governor's throttling) over time.
 
     ``events``: environment windows ``(start_s, end_s, label)`` (e.g. a slowed node), shaded in every panel.
     Queue panels each get their own y scale, so a short queue is not flattened by another policy's long one.
@@ -432,14 +439,16 @@ def timeline_charts(
         ).with_columns(pl.lit("event").alias("layer"))
         data = pl.concat([data, shaded], how="diagonal")
     out = []
-    for field, what, y_title in (("level", "pruning level", "level"), ("queue_len", "queue length", "queue")):
+    fields = [("level", "pruning level", "level"), ("queue_len", "queue length", "queue")]
+    fields += [(c, what, f"{what} ({unit})") for c, what, unit, _ in PHYSICS_LINES if c in data.columns]
+    for field, what, y_title in fields:
         line = (
             alt.Chart()
             .transform_filter(alt.datum.layer == "line")
             .mark_line(interpolate="step-after")
             .encode(
                 x=alt.X("time_s:Q", title="time (s)"),
-                y=alt.Y(f"{field}:Q", title=y_title),
+                y=alt.Y(f"{field}:Q", title=y_title, scale=alt.Scale(zero=field in ("level", "queue_len"))),
                 color=alt.Color("stage:N", scale=alt.Scale(range=list(PALETTE))),
                 tooltip=["policy:N", "stage:N", "time_s:Q", f"{field}:Q"],
             )
@@ -466,6 +475,42 @@ def timeline_charts(
             caption = "; ".join(c for c in (caption, "each panel has its own y scale") if c)
         out.append(Chart(f"{name}-{slug(field)}", f"Per-stage {what} over time ({label})", _spec(chart, data), caption))
     return out
+
+
+def energy_chart(label: str, runs: Mapping[str, RunResult], name: str, policies: Sequence[str]) -> Chart | None:
+    """Energy per inference vs SLO attainment, one point per policy (runs with device physics); the
+    policies on the lower-right front are the efficient ones."""
+    rows = [
+        {
+            "policy": p,
+            "slo": 100.0 * float(r.summary["slo_attainment"] or 0.0),
+            "energy_per_inference_j": float(r.summary["energy_per_inference_j"]),
+            "throttled_h": float(r.summary.get("throttled_s") or 0.0) / 3600.0,
+        }
+        for p, r in runs.items()
+        if r.summary.get("energy_per_inference_j") is not None
+    ]
+    if not rows:
+        return None
+    data = pl.DataFrame(rows)
+    style = policy_style(policies)
+    chart = (
+        alt.Chart(TABLE)
+        .mark_point(size=80, filled=False, strokeWidth=1.5)
+        .encode(
+            x=alt.X("slo:Q", title="SLO attainment (%)", scale=alt.Scale(domain=[0, 100])),
+            y=alt.Y("energy_per_inference_j:Q", title="energy per inference (J)", scale=alt.Scale(zero=False)),
+            color=style["color"],
+            shape=style["shape"],
+            tooltip=["policy:N", "slo:Q", "energy_per_inference_j:Q", "throttled_h:Q"],
+        )
+        .properties(width=WIDTH, height=HEIGHT, title=f"Energy per inference vs SLO attainment ({label})")
+    )
+    caption = (
+        "whole-run energy of the nodes with device physics (idle included) / completed inferences; "
+        "right and down is better"
+    )
+    return Chart(name, f"Energy per inference vs SLO attainment ({label})", _spec(chart, data), caption)
 
 
 def replay_chart(label: str, runs: Mapping[str, RunResult], replay: Mapping[str, Any], name: str) -> Chart:
