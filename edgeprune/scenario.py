@@ -311,6 +311,15 @@ def _check_placement(raw: _RawScenario, profile: Profile, ctx: Ctx) -> None:
                 .child("device")
                 .error(s.device, "unknown device" + did_you_mean(s.device, valid_nodes))
             )
+    for i, d in enumerate(raw.device):  # one node's heat comes from one stage's busy time
+        hosted = [s.name for s in raw.stage if s.device == d.name]
+        if d.physics is not None and len(hosted) > 1:
+            raise (
+                ctx.child("device")
+                .child(i)
+                .child("physics")
+                .error(d.name, f"device physics models one stage per node, but stages {hosted} run on it")
+            )
     for i, link in enumerate(raw.link):
         if link.after not in stage_names[:-1]:
             raise (

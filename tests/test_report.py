@@ -414,8 +414,11 @@ def test_a_run_with_device_physics_gets_temperature_frequency_and_energy_charts(
     inference vs SLO attainment chart, with one point per policy at the run's own figures."""
     from edgeprune.cli.sim import main as sim_main
 
-    hot = '\nphysics = { preset = "rpi4b", thermal = { initial_c = 79.0, time_constant_s = 20.0 } }\n'
-    text = BASE_SCENARIO.replace('name = "pi1"\nprofile_device = "cpu"\n', 'name = "pi1"\nprofile_device = "cpu"' + hot)
+    hot = '[[device]]\nname = "hot"\nprofile_device = "cpu"\n'
+    hot += 'physics = { preset = "rpi4b", thermal = { initial_c = 79.0, time_constant_s = 20.0 } }\n\n[[stage]]'
+    text = BASE_SCENARIO.replace("[[stage]]", hot, 1).replace(
+        'name = "s0"\ndevice = "pi1"', 'name = "s0"\ndevice = "hot"'
+    )
     case = write_case(tmp_path / "case", text)
     run = tmp_path / "run"
     assert sim_main([str(case), "--out", str(run), "--no-progress"]) == 0

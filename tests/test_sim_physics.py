@@ -209,3 +209,21 @@ def test_a_scenario_without_physics_has_no_physics_columns() -> None:
     setup = dataclasses.replace(_one_node(physics(), 10.0), physics=(), tenant_seeds=())
     out = simulate(setup, _Always(0), np.array([0.5, 1.5]), np.full((1, 2), 0.5))  # type: ignore[arg-type]
     assert out.heat is None and "temp_c" not in out.timeline
+
+
+def test_physics_on_a_device_hosting_two_stages_is_refused(tmp_path: object) -> None:
+    """A node's heat comes from one stage's busy intervals: two stages on one node with physics is one line."""
+    from pathlib import Path
+
+    from simfixtures import BASE_SCENARIO, write_case
+
+    from edgeprune.errors import ConfigError
+    from edgeprune.scenario import load_scenario
+
+    text = BASE_SCENARIO.replace(
+        'name = "pi1"\nprofile_device = "cpu"\n',
+        'name = "pi1"\nprofile_device = "cpu"\nphysics = { preset = "rpi4b" }\n',
+    )
+    case = write_case(Path(str(tmp_path)) / "case", text)
+    with pytest.raises(ConfigError, match=r"device\[0\]\.physics = 'pi1': device physics models one stage per node"):
+        load_scenario(case)
