@@ -11,7 +11,6 @@ per-stage vectors), decoding each image once.
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from edgeprune.errors import ModelError
 from edgeprune.profile import AccuracyCurve
+from edgeprune.progress import progress_bar
 from models.nested import StagedVision
 from models.slicing import ZeroShotHead
 
@@ -139,7 +138,7 @@ def top1_per_vector(
     """Top-1 accuracy of the pipeline (+ ``head``) at each per-stage level vector."""
     correct = [0] * len(vectors)
     labels = torch.tensor(data.labels)
-    bar = tqdm(total=len(data.paths), desc="accuracy", unit="img", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(enabled=progress, total=len(data.paths), desc="accuracy", unit="img", leave=False)
     with torch.inference_mode():
         for start in range(0, len(data.paths), batch_size):
             batch = torch.stack([_open_image(p, preprocess) for p in data.paths[start : start + batch_size]])

@@ -4,18 +4,17 @@ No module is pickled: the file is a ``torch.save`` of a dictionary of tensors, s
 read back with ``torch.load(weights_only=True)``.  Loading rebuilds the vision tower from the stored open_clip
 config, re-creates the nested stages in the stored order (``order="keep"``: the stored weights are already
 permuted) and loads the state dict, so a pruning-aware trained model keeps its trained channel order.
-Written atomically (temporary file + ``os.replace``).
+Written atomically by :mod:`edgeprune.atomic` (an interrupt leaves the old file or none, never half of one).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from edgeprune.atomic import atomic_file
 from edgeprune.errors import ModelError
 from models.nested import StagedVision, build_nested
 from models.ordering import ChannelOrder
@@ -56,16 +55,9 @@ def save_nested(pipe: StagedVision, path: str | Path) -> None:
 
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` a dict of tensors and plain data via a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """``torch.save`` a dict of tensors and plain data through the core atomic writer (:mod:`edgeprune.atomic`)."""
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_nested(path: str | Path) -> StagedVision:

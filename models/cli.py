@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from edgeprune.atomic import atomic_write_text
 from edgeprune.errors import EdgePruneError, ModelError
 
 PROG = "edgeprune-profile"
@@ -363,18 +364,9 @@ def _cmd_partition(args: argparse.Namespace) -> int:
     print(f"  bottleneck {part.bottleneck_s * 1e3:.2f} ms -> {1.0 / part.bottleneck_s:.2f} requests/s")
     print("  --blocks " + ",".join(f"{a}:{b}" for a, b in part.blocks))
     if args.out:
-        _write_json_atomic(Path(args.out), json.dumps(part.to_dict(), indent=1) + "\n")
+        atomic_write_text(Path(args.out), json.dumps(part.to_dict(), indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0
-
-
-def _write_json_atomic(path: Path, text: str) -> None:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _cmd_nest(args: argparse.Namespace) -> int:
