@@ -11,6 +11,7 @@ per-stage vectors), decoding each image once.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ModelError
-from edgeprune.profile import AccuracyCurve
+from edgeprune.profile import AccuracyCurve, Profile
 from edgeprune.progress import progress_bar
 from models.nested import StagedVision
 from models.slicing import ZeroShotHead
@@ -31,6 +32,8 @@ __all__ = [
     "LabelledImages",
     "accuracy_curve",
     "load_labelled",
+    "mark_proxy",
+    "proxy_reason",
     "top1_per_vector",
     "zero_shot_head",
 ]
@@ -181,3 +184,24 @@ def accuracy_curve(
         proxy=False,
         note=note or "zero-shot CLIP classification from class names",
     )
+
+
+def proxy_reason(profile: Profile, measured_model: str) -> str | None:
+    """Why accuracy measured on ``measured_model`` only stands in for ``profile``'s model (None: it does not).
+
+    A curve measured on another model than the profile's ``model.id`` (say a tiny ViT trained on digits,
+    written into a ViT-B/16 profile) is a proxy, and the profile must say so (``accuracy.proxy``), so the
+    simulator's PROXY warning stays.
+    """
+    target = profile.model.get("id")
+    if target and measured_model != target:
+        return f"PROXY: measured on model {measured_model}, not the profile's {target}"
+    return None
+
+
+def mark_proxy(curve: AccuracyCurve, profile: Profile, measured_model: str) -> AccuracyCurve:
+    """``curve`` with ``proxy`` set (and the reason in its note) when :func:`proxy_reason` finds one."""
+    reason = proxy_reason(profile, measured_model)
+    if reason is None:
+        return curve
+    return dataclasses.replace(curve, proxy=True, note=f"{reason}; {curve.note}" if curve.note else reason)
