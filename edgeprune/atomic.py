@@ -294,5 +294,9 @@ def _drop_replaced(target: Path) -> None:
     with _ACTIVE_LOCK:
         mine = [p for p in _ACTIVE if p.parent == target.parent.absolute() and p.name.startswith(prefix)]
     for old in mine:
-        _remove(old)
-        _unregister(old)
+        try:
+            _remove(old)
+        finally:  # interrupted half-way: finish the removal (signals held) before the interrupt goes on
+            with _deferred():
+                _remove(old)
+                _unregister(old)
