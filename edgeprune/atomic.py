@@ -204,7 +204,10 @@ def atomic_file(target: str | os.PathLike[str], *, clean_stale: bool = True) -> 
     once instead).
     """
     path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot create output: {exc.strerror}") from None
     if clean_stale:
         remove_stale(path.parent)
     tmp = temp_name(path)

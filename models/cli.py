@@ -15,12 +15,13 @@ outputs are written atomically, so a failed run leaves no partial file.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from edgeprune.atomic import atomic_write_text
+from edgeprune.atomic import Terminated, atomic_write_text
 from edgeprune.errors import EdgePruneError, ModelError
 
 PROG = "edgeprune-profile"
@@ -435,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgePruneError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:  # SIGTERM / SIGHUP during a write
+        print(f"{PROG}: interrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
