@@ -239,11 +239,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, clean_stale
 
 def _publish_dir(tmp: Path, target: Path, replace: bool) -> None:
     """Rename ``tmp`` to ``target``; an existing ``target`` (only with ``replace``) is moved aside first."""
-    if not target.exists():
-        os.rename(tmp, target)  # replaces an empty folder that appeared meanwhile; else fails
+    if not replace or not target.exists():
+        try:
+            os.rename(tmp, target)  # replaces an empty folder, fails on anything else
+        except OSError as exc:
+            if not target.exists():
+                raise
+            raise ResultError(f"{target}: exists and is not empty (pass --force to replace it)") from exc
         return
-    if not replace:
-        raise ResultError(f"{target}: exists (pass --force to replace it)")
     old = temp_name(target, "old")
     _register(old)
     os.rename(target, old)

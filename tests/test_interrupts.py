@@ -152,6 +152,16 @@ def test_a_write_in_progress_is_never_taken_for_stale(tmp_path: Path) -> None:
 
 
 def test_existing_output_refused_unless_force(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    _write(tmp_path / "out", tag=0.5)  # an empty folder is no result: filled without --force
+    shutil.rmtree(tmp_path / "out")
+    with pytest.raises(ResultError, match="not empty"), atomic_dir(tmp_path / "raced") as tmp:
+        (tmp / "ours").write_text("x")
+        (tmp_path / "raced").mkdir()  # a folder filled by someone else during the write is not overwritten
+        (tmp_path / "raced" / "theirs").write_text("x")
+    assert [p.name for p in tmp_path.iterdir()] == ["raced"]
+    assert [p.name for p in (tmp_path / "raced").iterdir()] == ["theirs"]
+    shutil.rmtree(tmp_path / "raced")
     _write(tmp_path / "out", tag=1.0)
     with pytest.raises(ResultError, match="not empty"):
         _write(tmp_path / "out", tag=2.0)
