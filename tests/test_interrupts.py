@@ -244,7 +244,7 @@ def _writer(base: Path) -> subprocess.Popen[str]:
 def test_real_signals_during_writes_leave_whole_results_and_no_debris(tmp_path: Path, sig: int) -> None:
     _write(tmp_path / "ref-parent" / "ref")
     ref = tmp_path / "ref-parent" / "ref"
-    for attempt, delay_s in enumerate((0.15, 0.4, 0.9)):
+    for attempt, delay_s in enumerate((0.2, 0.7)):
         base = tmp_path / f"{sig}-{attempt}"
         base.mkdir()
         proc = _writer(base)
