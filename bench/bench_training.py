@@ -4,7 +4,8 @@ Trains the tiny ViT (``models.training.network``) on scikit-learn's digits with 
 (``baseline``, ``sandwich``, ``sandwich-distill``) and both shipped hyper-parameter sets (``a``, ``b``),
 for seeds 0–2, one torch thread per run; prints accuracy per uniform pruning ratio (mean ± sd over seeds),
 how far random per-stage level vectors fall from the uniform curve, and the issue's checks; writes the
-chart ``docs/fig4-accuracy.png`` (altair + vl-convert), and with ``--json`` the raw numbers.
+chart ``runs/bench-training/fig4-accuracy.png`` (``--out-dir``; altair + vl-convert; the tracked
+``docs/fig4-accuracy.png`` only with ``--fig docs/fig4-accuracy.png``), and with ``--json`` the raw numbers.
 
     python bench/bench_training.py --jobs 2           # full: 18 runs, ~20 min on 2 busy cores (~35 min --jobs 1)
     python bench/bench_training.py --quick            # smoke: 3 epochs, seed 0, ~3 min
@@ -247,8 +248,10 @@ def chart(rows: Sequence[dict[str, Any]], path: Path) -> None:
     seeds = rows[0]["seeds"]
     title = f"Accuracy vs pruning ratio: tiny ViT on digits, seeds {', '.join(map(str, seeds))} (proxy for Fig. 4)"
     fig = (band + lines).resolve_legend(color="shared").properties(width=520, height=320, title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.save(str(path), scale_factor=2)
+    from edgeprune.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.save(str(tmp), format=path.suffix.lstrip(".") or "png", scale_factor=2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     p.add_argument("--ckpt-dir", help="keep every run's checkpoint folder here")
-    p.add_argument("--fig", default=str(ROOT / "docs" / "fig4-accuracy.png"), help="chart to write ('' for none)")
+    p.add_argument("--out-dir", default="runs/bench-training", help="folder of the chart (default runs/bench-training)")
+    p.add_argument(
+        "--fig",
+        default=None,
+        help="chart to write (default OUT_DIR/fig4-accuracy.png; '' for none; docs/fig4-accuracy.png updates the "
+        "tracked figure, only on purpose)",
+    )
     p.add_argument("--json", default=None, help="also write the raw results here (re-plot with --from-json)")
     p.add_argument("--from-json", help="re-use results written by an earlier run instead of training")
     args = p.parse_args(argv)
@@ -274,13 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for claim, ok, detail in checks(rows):
         print(f"[{'PASS' if ok else 'FAIL'}] {claim}: {detail}")
+    if args.fig is None:
+        args.fig = str(Path(args.out_dir) / "fig4-accuracy.png")
     if args.fig:
         fig = Path(args.fig)
         chart(rows, fig)
         print(f"wrote {fig}")
     if args.json and not args.from_json:
         raw = Path(args.json)
-        raw.write_text(json.dumps({"runs": results, "summary": rows}, indent=1) + "\n", encoding="utf-8")
+        from edgeprune.atomic import atomic_write_text
+
+        atomic_write_text(raw, json.dumps({"runs": results, "summary": rows}, indent=1) + "\n")
         print(f"wrote {raw}")
     return 0
 

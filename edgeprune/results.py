@@ -22,9 +22,10 @@ On disk (``--out DIR``)::
     DIR/<policy>/requests.parquet
     DIR/<policy>/timeline.parquet
 
-The directory is built under a temporary name next to ``DIR`` and renamed into place at the end, so a
-crash or an error never leaves a half-written result.  Nothing time- or host-dependent is written: the
-same scenario and seed give byte-identical files.
+The directory is built under a temporary name next to ``DIR`` and renamed into place at the end
+(:mod:`edgeprune.atomic`), so a crash, an error, Ctrl-C or SIGTERM never leaves a half-written result.
+Nothing time- or host-dependent is written: ``scenario.toml`` names the profile (and a replayed trace)
+relative to ``DIR``, so the same scenario and seed give byte-identical files, in any clone of the project.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,18 +41,25 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import tomli_w
 
+from edgeprune.atomic import atomic_dir, atomic_write_text
 from edgeprune.errors import ResultError
 
 __all__ = [
+    "SCENARIO_PATH_KEYS",
     "SUMMARY_FIELDS",
     "RunResult",
     "atomic_write_text",
+    "check_out_dir",
+    "portable_scenario_toml",
     "read_run_dir",
-    "replace_dir",
     "summarise",
     "write_run_dir",
 ]
+
+#: Keys of a scenario holding file paths (relative values are relative to the file holding them).
+SCENARIO_PATH_KEYS: tuple[tuple[str, ...], ...] = (("profile",), ("arrivals", "path"))
 
 SUMMARY_FIELDS = (
     "arrived",
@@ -121,27 +128,6 @@ def summarise(
     }
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _json_default(obj: object) -> object:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -166,42 +152,70 @@ def summary_json(header: Mapping[str, Any], results: Sequence[RunResult]) -> str
     return json.dumps(_clean(doc), indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
+def check_out_dir(out: str | os.PathLike[str], force: bool = False) -> None:
+    """Refuse an output folder that cannot be written, before any work is done (nothing is created).
+
+    ``out`` must not be a file, must be empty or absent unless ``force``, and its nearest existing ancestor
+    must be a folder this process may create entries in (missing parents are created when writing).
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ResultError(f"{path}: exists and is not a folder")
+    if path.is_dir() and not force and any(path.iterdir()):
+        raise ResultError(f"{path}: output exists and is not empty (pass --force to replace it)")
+    anc = path.absolute().parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ResultError(f"{path}: cannot create output: {anc} is not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ResultError(f"{path}: cannot create output: no permission to write in {anc}")
+
+
+def portable_scenario_toml(scenario_toml: str, folder: str | os.PathLike[str]) -> str:
+    """``scenario_toml`` with its file paths (``SCENARIO_PATH_KEYS``) relative to ``folder``.
+
+    The resolved scenario names its profile and trace by absolute path; written into a result folder, that
+    path would make two clones of the project write different bytes for the same run.  Relative to the
+    folder the file is written to, the copy still loads from there (``edgeprune-sim DIR/scenario.toml``).
+    """
+    doc = tomllib.loads(scenario_toml)
+    base = Path(folder).resolve()
+    changed = False
+    for keys in SCENARIO_PATH_KEYS:
+        node: Any = doc
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str) and Path(value).is_absolute():
+            node[keys[-1]] = os.path.relpath(value, base)
+            changed = True
+    return tomli_w.dumps(doc) if changed else scenario_toml
+
+
 def write_run_dir(
-    out: Path, *, scenario_toml: str, header: Mapping[str, Any], results: Sequence[RunResult], force: bool = False
+    out: str | os.PathLike[str],
+    *,
+    scenario_toml: str,
+    header: Mapping[str, Any],
+    results: Sequence[RunResult],
+    force: bool = False,
 ) -> None:
-    """Write a run directory atomically (see the module docstring for the layout)."""
+    """Write a run directory atomically (see the module docstring for the layout).
+
+    ``scenario_toml`` is written with its file paths relative to ``out`` (:func:`portable_scenario_toml`).
+    """
     out = Path(out)
-    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
-        raise ResultError(f"{out}: output exists and is not empty (pass --force to replace it)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as exc:
-        raise ResultError(f"{out}: cannot create output: {exc.strerror}") from None
-    try:
-        (tmp / "scenario.toml").write_text(scenario_toml, encoding="utf-8")
+    check_out_dir(out, force)
+    text = portable_scenario_toml(scenario_toml, out)
+    with atomic_dir(out, replace=force) as tmp:
+        (tmp / "scenario.toml").write_text(text, encoding="utf-8")
         (tmp / "summary.json").write_text(summary_json(header, results), encoding="utf-8")
         for r in results:
             d = tmp / r.policy
             d.mkdir()
             r.requests.write_parquet(d / "requests.parquet", statistics=False)
             r.timeline.write_parquet(d / "timeline.parquet", statistics=False)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual mode
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def replace_dir(new: Path, out: Path) -> None:
-    """Move ``new`` to ``out``; an existing ``out`` is moved aside first and removed after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        os.replace(out, old)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_run_dir(path: str | Path) -> tuple[dict[str, Any], dict[str, RunResult]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any
 import torch
 from scipy import stats
 from torch import nn
-from tqdm import tqdm
 
 from edgeprune.errors import ModelError
-from edgeprune.profile import AccuracyCurve
+from edgeprune.profile import AccuracyCurve, Profile
+from edgeprune.progress import progress_bar
 from models.nested import StagedVision
 from models.slicing import ZeroShotHead
 
@@ -34,6 +33,8 @@ __all__ = [
     "LabelledImages",
     "accuracy_curve",
     "load_labelled",
+    "mark_proxy",
+    "proxy_reason",
     "top1_per_vector",
     "wilson_interval",
     "with_wilson_intervals",
@@ -143,7 +144,7 @@ def top1_per_vector(
     """Top-1 accuracy of the pipeline (+ ``head``) at each per-stage level vector."""
     correct = [0] * len(vectors)
     labels = torch.tensor(data.labels)
-    bar = tqdm(total=len(data.paths), desc="accuracy", unit="img", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(enabled=progress, total=len(data.paths), desc="accuracy", unit="img", leave=False)
     with torch.inference_mode():
         for start in range(0, len(data.paths), batch_size):
             batch = torch.stack([_open_image(p, preprocess) for p in data.paths[start : start + batch_size]])
@@ -218,3 +219,24 @@ def accuracy_curve(
         note=note or "zero-shot CLIP classification from class names",
     )
     return with_wilson_intervals(curve, len(data.paths))
+
+
+def proxy_reason(profile: Profile, measured_model: str) -> str | None:
+    """Why accuracy measured on ``measured_model`` only stands in for ``profile``'s model (None: it does not).
+
+    A curve measured on another model than the profile's ``model.id`` (say a tiny ViT trained on digits,
+    written into a ViT-B/16 profile) is a proxy, and the profile must say so (``accuracy.proxy``), so the
+    simulator's PROXY warning stays.
+    """
+    target = profile.model.get("id")
+    if target and measured_model != target:
+        return f"PROXY: measured on model {measured_model}, not the profile's {target}"
+    return None
+
+
+def mark_proxy(curve: AccuracyCurve, profile: Profile, measured_model: str) -> AccuracyCurve:
+    """``curve`` with ``proxy`` set (and the reason in its note) when :func:`proxy_reason` finds one."""
+    reason = proxy_reason(profile, measured_model)
+    if reason is None:
+        return curve
+    return dataclasses.replace(curve, proxy=True, note=f"{reason}; {curve.note}" if curve.note else reason)

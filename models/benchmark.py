@@ -23,15 +23,18 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
 from edgeprune.errors import ModelError
 from edgeprune.profile import DeviceProfile, Profile, profile_from_dict
+from edgeprune.progress import progress_bar
 from models.export import parameter_bytes
 from models.nested import StagedVision
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = [
     "block_latency_s",
@@ -83,7 +86,7 @@ class _Threads:
 
 
 def _stage_samples_s(
-    pipe: StagedVision, inputs: Sequence[torch.Tensor], samples: int, warmup: int, bar: tqdm
+    pipe: StagedVision, inputs: Sequence[torch.Tensor], samples: int, warmup: int, bar: tqdm[Any]
 ) -> list[list[list[float]]]:
     """latency[stage][level] -> samples, levels interleaved within each round."""
     stages, n_levels = pipe.stage_list, len(pipe.levels)
@@ -159,13 +162,8 @@ def measure_device(
         raise ModelError(f"--samples = {samples}, --warmup = {warmup}, --threads = {threads}: need >= 1, >= 0, >= 1")
     load_start = os.getloadavg()
     inputs = pipe.stage_inputs(generator)
-    bar = tqdm(
-        total=len(inputs) * samples,
-        desc=f"{name} ({threads} thr)",
-        unit="round",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
+    bar = progress_bar(
+        enabled=progress, total=len(inputs) * samples, desc=f"{name} ({threads} thr)", unit="round", leave=False
     )
     with _Threads(threads), torch.inference_mode():
         t_start = time.time()
@@ -285,11 +283,4 @@ def merge_profiles(old: Profile, new: Profile) -> Profile:
 def write_profile(profile: Profile, path: str | Path) -> None:
     """Validate (round trip through the schema) and write atomically."""
     profile_from_dict(json.loads(json.dumps(profile.to_dict())), source=str(path))
-    try:
-        profile.save(path)
-    except ModuleNotFoundError:  # edgeprune.results not present in this tree yet: same atomic write here
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(profile.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+    profile.save(path)

@@ -4,24 +4,24 @@ No module is pickled: the file is a ``torch.save`` of a dictionary of tensors, s
 read back with ``torch.load(weights_only=True)``.  Loading rebuilds the vision tower from the stored open_clip
 config, re-creates the nested stages in the stored order (``order="keep"``: the stored weights are already
 permuted) and loads the state dict, so a pruning-aware trained model keeps its trained channel order.
-Written atomically (temporary file + ``os.replace``).
+Written atomically by :mod:`edgeprune.atomic` (an interrupt leaves the old file or none, never half of one).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from edgeprune.atomic import atomic_file
 from edgeprune.errors import ModelError
 from models.nested import StagedVision, build_nested
 from models.ordering import ChannelOrder
 from models.slicing import ZeroShotHead
 
-__all__ = ["FORMAT", "load_nested", "save_nested"]
+__all__ = ["FORMAT", "CheckpointMeta", "load_nested", "read_meta", "save_nested"]
 
 FORMAT = "edgeprune.nested"
 VERSION = 1
@@ -56,25 +56,24 @@ def save_nested(pipe: StagedVision, path: str | Path) -> None:
 
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` a dict of tensors and plain data via a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """``torch.save`` a dict of tensors and plain data through the core atomic writer (:mod:`edgeprune.atomic`)."""
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def load_nested(path: str | Path) -> StagedVision:
-    """Rebuild a :class:`StagedVision` saved by :func:`save_nested`."""
-    from models.loading import _build_visual
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a nested checkpoint holds besides its tensors: enough to check compatibility before loading."""
 
-    p = Path(path)
+    model_id: str
+    ratios: tuple[float, ...]
+    partition: tuple[tuple[int, int], ...]
+
+
+def _read_raw(p: Path, *, mmap: bool) -> dict[str, Any]:
+    """The checkpoint's dictionary, format and version checked (``mmap``: tensors stay on disk)."""
     try:
-        raw = torch.load(p, map_location="cpu", weights_only=True)
+        raw = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise ModelError(f"--checkpoint = {p}: file not found") from None
     except Exception as exc:
@@ -83,6 +82,25 @@ def load_nested(path: str | Path) -> StagedVision:
         raise ModelError(f"--checkpoint = {p}: not an EdgePrune nested checkpoint (format != {FORMAT!r})")
     if raw.get("version") != VERSION:
         raise ModelError(f"--checkpoint = {p}: version {raw.get('version')!r} unsupported (this build reads {VERSION})")
+    return raw
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """Model id, ladder and partition of a checkpoint, without building the model (tensors memory-mapped)."""
+    raw = _read_raw(Path(path), mmap=True)
+    return CheckpointMeta(
+        model_id=str(raw.get("model_id", "")),
+        ratios=tuple(float(r) for r in raw["ratios"]),
+        partition=tuple((int(a), int(b)) for a, b in raw["partition"]),
+    )
+
+
+def load_nested(path: str | Path) -> StagedVision:
+    """Rebuild a :class:`StagedVision` saved by :func:`save_nested`."""
+    from models.loading import _build_visual
+
+    p = Path(path)
+    raw = _read_raw(p, mmap=False)
     cfg = dict(raw["model_cfg"])
     with torch.random.fork_rng(devices=[]):  # placeholder weights, overwritten by the state dict below
         visual = _build_visual(cfg).eval()

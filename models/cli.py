@@ -15,11 +15,13 @@ outputs are written atomically, so a failed run leaves no partial file.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from edgeprune.atomic import Terminated, atomic_write_text
 from edgeprune.errors import EdgePruneError, ModelError
 
 PROG = "edgeprune-profile"
@@ -260,20 +262,48 @@ def _parse_vectors(text: str) -> list[list[int]]:
         raise ModelError(f"--vectors = {text!r}: expected level vectors such as 0,0,1,2;0,3,3,0") from None
 
 
+def _check_checkpoint(args: argparse.Namespace, profile: Any, trained: bool) -> Any:
+    """The checkpoint's metadata, refused when its ladder or stages cannot fit ``profile``; None without one.
+
+    Reads only the checkpoint's header (tensors memory-mapped), so a mismatch is reported before any model,
+    text tower or data set is loaded.
+    """
+    from models.checkpoint import read_meta
+    from models.training.curves import checkpoint_file
+
+    if not args.checkpoint:
+        return None
+    meta = read_meta(checkpoint_file(args.checkpoint))
+    where = f"--checkpoint = {args.checkpoint}"
+    if tuple(meta.ratios) != tuple(profile.ratios):
+        raise ModelError(f"{where}: its levels {list(meta.ratios)} differ from {args.profile}'s {list(profile.ratios)}")
+    if trained:
+        if args.random_vectors and len(meta.partition) != profile.n_stages:
+            raise ModelError(
+                f"{where}: {len(meta.partition)} stages, but {args.profile} has {profile.n_stages}; "
+                "per-stage vectors would not fit (pass --random-vectors 0 for the uniform curve only)"
+            )
+    elif profile.blocks is not None and tuple(meta.partition) != tuple(profile.blocks):
+        raise ModelError(f"{where}: its partition {list(meta.partition)} differs from {args.profile}'s")
+    return meta
+
+
 def _cmd_accuracy(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
 
     from edgeprune.profile import load_profile
-    from models.accuracy import DEFAULT_TEMPLATES, accuracy_curve, load_labelled, zero_shot_head
+    from models.accuracy import DEFAULT_TEMPLATES, accuracy_curve, load_labelled, mark_proxy, zero_shot_head
     from models.benchmark import write_profile
 
     if (args.data is None) == (args.dataset is None):
         raise ModelError("accuracy: give exactly one of --data DIR_OR_CSV or --dataset digits")
-    if args.checkpoint and (Path(args.checkpoint).is_dir() or args.dataset):
-        return _trained_accuracy(args)
     profile = load_profile(args.profile)
+    trained = bool(args.checkpoint) and (Path(args.checkpoint).is_dir() or args.dataset is not None)
+    meta = _check_checkpoint(args, profile, trained)
+    if trained:
+        return _trained_accuracy(args, profile, meta)
     vectors = _parse_vectors(args.vectors)
     model_id = profile.model.get("id")
     if not args.model and not args.checkpoint:
@@ -298,6 +328,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     )
     if loaded.weights == "random-init":
         curve = dataclasses.replace(curve, note=curve.note + "; RANDOM-INIT weights (not meaningful)")
+    curve = mark_proxy(curve, profile, str(pipe.info.get("model_id", args.model)))
     out = args.out or args.profile
     write_profile(dataclasses.replace(profile, accuracy=curve), out)
     print("level  ratio  top1")
@@ -309,11 +340,13 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trained_accuracy(args: argparse.Namespace) -> int:
+def _trained_accuracy(args: argparse.Namespace, profile: Any, meta: Any) -> int:
     """Score an ``edgeprune-train`` checkpoint with its own trained head (no text tower needed)."""
+    from models.accuracy import proxy_reason
     from models.training.curves import add_accuracy, print_curve
 
     out = args.out or args.profile
+    reason = proxy_reason(profile, meta.model_id)
     curve = add_accuracy(
         args.checkpoint,
         args.profile,
@@ -322,8 +355,12 @@ def _trained_accuracy(args: argparse.Namespace) -> int:
         data=args.data,
         n_vectors=args.random_vectors,
         seed=args.seed,
+        proxy=reason is not None,
+        note=f"{reason}; top-1 of checkpoint {args.checkpoint}" if reason else "",
     )
     print_curve(curve)
+    if reason:
+        print(reason)
     print(f"wrote {out}")
     return 0
 
@@ -363,18 +400,9 @@ def _cmd_partition(args: argparse.Namespace) -> int:
     print(f"  bottleneck {part.bottleneck_s * 1e3:.2f} ms -> {1.0 / part.bottleneck_s:.2f} requests/s")
     print("  --blocks " + ",".join(f"{a}:{b}" for a, b in part.blocks))
     if args.out:
-        _write_json_atomic(Path(args.out), json.dumps(part.to_dict(), indent=1) + "\n")
+        atomic_write_text(Path(args.out), json.dumps(part.to_dict(), indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0
-
-
-def _write_json_atomic(path: Path, text: str) -> None:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _cmd_nest(args: argparse.Namespace) -> int:
@@ -408,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgePruneError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:  # SIGTERM / SIGHUP during a write
+        print(f"{PROG}: interrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -96,13 +97,16 @@ def test_rerun_runs_only_missing_cells_and_gives_identical_results(spec: Path, t
     victims = [sw.cells[3].cell_id, sw.cells[7].cell_id]
     for v in victims:
         (out / "cells" / f"{v}.parquet").unlink()
-    (out / "cells" / ".leftover.parquet.tmp").write_text("from a killed run")
+    done = subprocess.Popen(["true"])
+    done.wait()  # its PID names a writer that is gone
+    leftover = out / "cells" / f".leftover.parquet.tmp-{done.pid}-0123abcd"
+    leftover.write_text("from a killed run")
     third = Counting()
     res = run_sweep(sw, out, scheduler="none", cell_fn=third)
     assert sorted(third.ids) == sorted(victims)
     assert (res.ran, res.skipped) == (2, 10)
     assert (out / "results.parquet").read_bytes() == first
-    assert not (out / "cells" / ".leftover.parquet.tmp").exists()
+    assert not leftover.exists()
 
 
 def test_failing_cell_is_recorded_and_the_others_kept(spec: Path, tmp_path: Path) -> None:

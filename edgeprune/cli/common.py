@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from edgeprune.atomic import Terminated
 from edgeprune.errors import EdgePruneError
+from edgeprune.progress import progress_bar, show_progress
 
 __all__ = ["EXIT_USAGE", "guarded"]
 
@@ -20,6 +23,9 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
     except EdgePruneError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated as exc:  # SIGTERM / SIGHUP during an atomic write or a sweep
+        print(f"{prog}: interrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -29,17 +35,15 @@ class Progress:
     """A tqdm bar over simulated seconds, per policy; silent when stderr is not a terminal."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = show_progress(enabled)
         self._bars: dict[str, Any] = {}
 
     def __call__(self, name: str, now_s: float, end_s: float) -> None:
         if not self.enabled:
             return
-        from tqdm import tqdm
-
         bar = self._bars.get(name)
         if bar is None:
-            bar = self._bars[name] = tqdm(total=round(end_s), desc=name, unit="sim-s", leave=False)
+            bar = self._bars[name] = progress_bar(total=round(end_s), desc=name, unit="sim-s", leave=False)
         bar.update(round(now_s) - bar.n)
 
     def close(self) -> None:

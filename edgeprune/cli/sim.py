@@ -16,7 +16,7 @@ from typing import Any
 import tomli_w
 
 from edgeprune.cli.common import Progress, guarded
-from edgeprune.results import RunResult, write_run_dir
+from edgeprune.results import RunResult, check_out_dir, write_run_dir
 from edgeprune.scenario import Scenario, load_scenario, scenario_to_dict
 
 __all__ = ["format_table", "main"]
@@ -25,7 +25,12 @@ PROG = "edgeprune-sim"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Simulate a pruned inference pipeline under a scenario.")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Simulate a pruned inference pipeline under a scenario.",
+        epilog="Sweeps: `edgeprune-sim sweep SPEC.toml [--out DIR]` runs a grid of scenarios in parallel "
+        "(see `edgeprune-sim sweep --help`).",
+    )
     p.add_argument("scenario", type=Path, help="scenario TOML file")
     p.add_argument("--out", type=Path, help="write per-request records, timelines and the summary here")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
@@ -129,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         sc = sc.with_seed(args.seed)
     if args.policy:
         sc = sc.with_policies(args.policy)
+    if args.out is not None:
+        check_out_dir(args.out, args.force)  # before simulating: a bad --out costs nothing
     progress = Progress(enabled=not args.no_progress)
     t0 = time.perf_counter()
     try:

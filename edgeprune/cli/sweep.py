@@ -6,7 +6,8 @@ edgeprune-sim sweep scenarios/sweep-example.toml --scheduler none              #
 
 The spec format and the output folder are documented in :mod:`edgeprune.sweep`.  Exit status: 0 when every
 cell finished, 1 when some failed (the others are kept; see ``OUT/failures.json``), 2 for a bad spec or
-output folder (one line, nothing written).
+output folder (one line, nothing written), 130 after Ctrl-C (``interrupted``; 143 after SIGTERM): the
+workers are stopped at once, finished cells are kept and a rerun runs only the missing ones.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgeprune.atomic import signals_raise
 from edgeprune.cli.common import guarded
 from edgeprune.sweep import Sweep, load_sweep, run_sweep
 
@@ -119,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeprune-sim sweep``."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return guarded(PROG, lambda: _run(args))
+    with signals_raise():  # SIGTERM / SIGHUP stop the workers like Ctrl-C does
+        return guarded(PROG, lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -8,26 +8,25 @@ network resource.  Each chart is a ``<div class="chart" data-chart="NAME">``; on
 
 Next to it: ``report_files/NAME.png`` and ``NAME.svg`` (rendered by vl-convert, no browser needed) and
 ``report.md`` with the tables in Markdown and links to the PNGs, for papers and READMEs.  Everything is
-built in a temporary folder and moved into place at the end, so an error leaves no partial report.  The
+written atomically (:mod:`edgeprune.atomic`), so an error or an interrupt leaves no partial file.  The
 output holds no timestamp: the same inputs give the same files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
+from edgeprune.atomic import atomic_dir, atomic_write_text
 from edgeprune.report.build import Report, Section
 from edgeprune.report.charts import Chart
 from edgeprune.report.tables import format_html, format_markdown
-from edgeprune.results import replace_dir
 
 __all__ = ["render_html", "render_markdown", "vega_bundle", "write_report"]
 
@@ -88,12 +87,8 @@ def vega_bundle() -> str:
     except OSError:
         pass
     bundle: str = vlc.javascript_bundle(None, vl_version=version)  # type: ignore[arg-type]  # stub lacks the default
-    try:
-        from edgeprune.results import atomic_write_text
-
+    with contextlib.suppress(OSError):  # a read-only home only costs the rebuild next time
         atomic_write_text(cached, bundle)
-    except OSError:
-        pass  # a read-only home only costs the rebuild next time
     return bundle
 
 
@@ -191,20 +186,12 @@ def write_report(report: Report, out_html: str | Path) -> list[Path]:
     folder = out_html.parent
     files = f"{out_html.stem}_files"
     md_path = folder / f"{out_html.stem}.md"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_html.name}.", suffix=".tmp", dir=folder))
-    try:
-        (tmp / files).mkdir()
-        charts = [c for sec in report.sections for c in sec.charts]
-        for c in charts:
-            _export(c, tmp / files)
-        (tmp / "page.html").write_text(render_html(report, files), encoding="utf-8")
-        (tmp / "page.md").write_text(render_markdown(report, files), encoding="utf-8")
-        replace_dir(tmp / files, folder / files)
-        os.replace(tmp / "page.md", md_path)
-        os.replace(tmp / "page.html", out_html)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    page_html, page_md = render_html(report, files), render_markdown(report, files)
+    with atomic_dir(folder / files, replace=True) as tmp:
+        for c in (c for sec in report.sections for c in sec.charts):
+            _export(c, tmp)
+    atomic_write_text(md_path, page_md)
+    atomic_write_text(out_html, page_html)
     written = [out_html, md_path]
     written += [
         folder / files / f"{c.name}.{ext}" for sec in report.sections for c in sec.charts for ext in ("png", "svg")

@@ -14,19 +14,21 @@ import json
 import logging
 import os
 import shutil
-import sys
-import tempfile
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from edgeprune.atomic import atomic_file, atomic_write_text, remove_stale
 from edgeprune.errors import ConfigError, ResultError
-from edgeprune.results import atomic_write_text, write_run_dir
+from edgeprune.progress import progress_bar
+from edgeprune.results import portable_scenario_toml, write_run_dir
 from edgeprune.sweep.cells import CellOutcome, run_cell
 from edgeprune.sweep.spec import Axis, Cell, Sweep
 
@@ -82,7 +84,8 @@ def _check_out(out: Path) -> None:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    """Create the layout; with ``force`` drop finished cells; remove temporaries of a killed run."""
+    """Create the layout; with ``force`` drop finished cells; remove temporaries of a killed run (once here,
+    so each cell's write need not scan the folder)."""
     if force:
         for name in ("cells", "runs"):
             shutil.rmtree(out / name, ignore_errors=True)
@@ -93,23 +96,13 @@ def _prepare_out(out: Path, force: bool) -> None:
             (out / name).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ResultError(f"{out}: cannot create output: {exc.strerror}") from None
-    for name in ("cells", "runs"):
-        for stale in (out / name).glob(".*"):  # temporaries left by a killed run
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
+    for folder in (out, out / "cells", out / "runs"):
+        remove_stale(folder)
 
 
-def _write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+def _write_parquet_atomic(df: pl.DataFrame, path: Path, clean_stale: bool = True) -> None:
+    with atomic_file(path, clean_stale=clean_stale) as tmp:
         df.write_parquet(tmp, statistics=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _record(out: Path, outcome: CellOutcome) -> None:
@@ -124,8 +117,11 @@ def _record(out: Path, outcome: CellOutcome) -> None:
             results=outcome.runs,
             force=True,
         )
-    atomic_write_text(out / "cells" / f"{cell.cell_id}.toml", cell.scenario_toml)
-    _write_parquet_atomic(outcome.rows, out / "cells" / f"{cell.cell_id}.parquet")
+    cells = out / "cells"
+    atomic_write_text(
+        cells / f"{cell.cell_id}.toml", portable_scenario_toml(cell.scenario_toml, cells), clean_stale=False
+    )
+    _write_parquet_atomic(outcome.rows, cells / f"{cell.cell_id}.parquet", clean_stale=False)
 
 
 def _sequential(cells: Sequence[Cell], cell_fn: CellFn) -> Iterator[CellOutcome]:
@@ -178,25 +174,74 @@ def _dask_outcomes(client: Any, cells: Sequence[Cell], cell_fn: CellFn) -> Itera
         fut.release()
 
 
+def _start_local_cluster(n_workers: int) -> Any:
+    """A local cluster of ``n_workers`` single-thread processes that ignore SIGINT.
+
+    Ctrl-C in a terminal signals the whole foreground process group; workers that took it would die with
+    tracebacks and be restarted by their nannies.  An ignored signal stays ignored across ``exec``, so the
+    worker processes are spawned while this process ignores SIGINT (in the main thread; elsewhere no
+    handler can be set) and only this process acts on Ctrl-C: it stops the workers itself
+    (:func:`_local_client`).  A Ctrl-C during these start-up seconds is therefore lost; press it again.
+    """
+    from distributed import LocalCluster
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _kill_workers(pids: Sequence[int]) -> None:
+    """Stop the local worker processes at once (an interrupt: their cells are lost anyway) and silence
+    the cluster's logging, which would otherwise report the lost workers with tracebacks."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def _local_client(workers: int | None) -> Iterator[Any]:
+    """A client of a fresh local cluster; on an interrupt (or any error) the workers are killed before the
+    cluster is closed, so the sweep stops within a second instead of waiting for running cells."""
+    import dask
+    from distributed import Client
+
+    with dask.config.set({"distributed.worker.profile.enabled": False}):  # its sampling slows pure Python
+        cluster = _start_local_cluster(workers or os.cpu_count() or 1)
+    pids: list[int] = []
+    try:
+        with Client(cluster) as client:
+            pids = [int(p) for p in client.run(os.getpid).values()]
+            try:
+                yield client
+            except BaseException:
+                _kill_workers(pids)
+                raise
+    except BaseException:
+        _kill_workers(pids)
+        cluster.close()
+        raise
+    cluster.close()
+
+
 @contextmanager
 def _client(scheduler: str, workers: int | None) -> Iterator[Any]:
     """A Dask client: a fresh local cluster, an existing scheduler (tcp://...), or SLURM via dask-jobqueue."""
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler == "local":
-        n = workers or os.cpu_count() or 1
-        with (
-            dask.config.set({"distributed.worker.profile.enabled": False}),  # its sampling slows pure Python
-            LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with _local_client(workers) as client:
             yield client
     elif scheduler == "slurm":
         try:
@@ -216,9 +261,7 @@ def _client(scheduler: str, workers: int | None) -> Iterator[Any]:
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="cells", unit="cell", file=sys.stderr, disable=not (enabled and sys.stderr.isatty()))
+    return progress_bar(enabled=enabled, total=total, desc="cells", unit="cell")
 
 
 def _consume(out: Path, outcomes: Iterator[CellOutcome], bar: Any, failures: list[Failure]) -> float:

@@ -23,7 +23,7 @@ import tomli_w
 
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.errors import ConfigError, EdgePruneError, did_you_mean
-from edgeprune.results import SUMMARY_FIELDS
+from edgeprune.results import SCENARIO_PATH_KEYS, SUMMARY_FIELDS
 from edgeprune.scenario import Scenario, load_scenario, scenario_to_dict
 from edgeprune.sweep.keys import KeyPathError, Token, parse_key, set_key
 
@@ -42,7 +42,7 @@ RESERVED_COLUMNS = (
 )
 
 #: Keys holding file paths: relative values are resolved against the file that wrote them.
-PATH_KEYS: tuple[tuple[Token, ...], ...] = (("profile",), ("arrivals", "path"))
+PATH_KEYS: tuple[tuple[Token, ...], ...] = SCENARIO_PATH_KEYS
 
 CELL_ID_SALT = "edgeprune.sweep.cell/1"
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from edgeprune.errors import ModelError
 from edgeprune.profile import AccuracyCurve
+from edgeprune.progress import progress_bar
 from models.checkpoint import atomic_torch_save
 from models.levels import DEFAULT_RATIOS
 from models.nested import StagedVision
@@ -329,13 +328,12 @@ def train(
         sched.load_state_dict(stored["scheduler"])
         g.set_state(stored["generator"])
         st = _State(int(stored["epoch"]), list(stored["history"]), float(stored["seconds"]))
-    bar = tqdm(
+    bar = progress_bar(
+        enabled=progress,
         total=total,
         initial=st.epoch * steps_per_epoch,
         desc=f"{cfg.strategy}",
         unit="step",
-        file=sys.stderr,
-        disable=not progress,
         leave=False,
     )
     while st.epoch < cfg.epochs:
