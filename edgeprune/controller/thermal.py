@@ -91,7 +91,7 @@ class ThermalPolicy(BottleneckPolicy):
         if self.p.min_accuracy is not None:
             self._apply_floor(levels, budgets)
         if self.tp.objective == "energy":
-            self._save_energy(levels, observation)
+            self._save_energy(levels)
         return tuple(levels)
 
     def _budgets(self, rate_hz: float, obs: Observation) -> list[float]:
@@ -194,7 +194,7 @@ class ThermalPolicy(BottleneckPolicy):
                 return lvl
         return self._top
 
-    def _save_energy(self, levels: list[int], obs: Observation) -> None:
+    def _save_energy(self, levels: list[int]) -> None:
         """Greedy: prune the stage saving the most dynamic energy per accuracy lost while the floor holds."""
         floor = self.p.min_accuracy
         while True:
