@@ -60,8 +60,9 @@ def test_without_physics_it_decides_exactly_like_bottleneck(objective: str) -> N
 class HeatPipeline:
     """Closed-loop fluid pipeline whose nodes heat: service time x (f_max / f)^alpha, the RC model, the governor."""
 
-    def __init__(self, curves: PipelineCurves, pol: Policy) -> None:
+    def __init__(self, curves: PipelineCurves, pol: Policy, true_phys: DevicePhysics | None = None) -> None:
         self.c, self.pol = curves, pol
+        self.true = true_phys  # the physics of stage 1's node if not what the curves say (hidden heat)
         self.state = [initial_state(p) if p is not None else NodeState(math.nan, 0) for p in self._phys]
         self.queue = [0.0] * 4
         self.t = 0.0
@@ -109,7 +110,7 @@ class HeatPipeline:
                 s = self._service_s(k)
                 served = min(self.queue[k] + inflow, 1.0 / s)
                 self.queue[k] += inflow - served
-                p = self.c.physics_of(k)
+                p = self.true if k == 1 and self.true is not None else self.c.physics_of(k)
                 if p is not None:
                     st, _ = advance(p, self.state[k], self.t, self.t + 1.0, np.array([[self.t, self.t + served * s]]))
                     self.state[k] = NodeState(st.temp_c, govern(p.dvfs, st.freq_index, st.temp_c))
@@ -135,6 +136,28 @@ def test_a_node_heating_toward_the_threshold_is_pruned_earlier_than_bottleneck_a
     assert throttled["bottleneck"] > 0
     assert throttled["thermal"] < throttled["bottleneck"]
     assert all(lv[0] == lv[2] == lv[3] == 0 for lv, _ in runs["thermal"])  # stages without physics: as bottleneck
+
+
+def test_heat_the_model_does_not_know_is_learned_from_the_reported_temperature() -> None:
+    """Stage 1's node draws 0.6 W more than its preset says (a tenant the policy cannot see): at 1.6 req/s
+    the preset predicts 25 + 10.5 (2.7 + 3.7 u) = 77.6 C unpruned, no throttling; really it settles at
+    83.9 C and throttles, and throttled its service no longer fits the budget.  Learning the extra power
+    from the reported temperature, ``thermal`` prunes before that; with learning off it cannot."""
+    believed = hot_pi(resistance_c_per_w=10.5)
+    hidden = device_physics_from_table(
+        {"preset": "rpi4b", "thermal": {"resistance_c_per_w": 10.5}, "power": {"idle_w": 3.3}}, Ctx("t")
+    )
+    curves = with_physics(make_curves(slo_s=10.0), (None, believed, None, None))
+    throttled, first = {}, {}
+    for alpha in (0.0, 0.02):
+        pol = make_policy(spec("thermal", min_accuracy=0.9, calibration_alpha=alpha, headroom_c=1.0), curves)
+        pipe = HeatPipeline(curves, pol, true_phys=hidden)
+        pipe.run(1200, 1.6)
+        throttled[alpha] = sum(th[1] for _, th in pipe.history)
+        first[alpha] = next(i for i, (lv, _) in enumerate(pipe.history) if lv[1] > 0)
+    assert throttled[0.0] > 0
+    assert throttled[0.02] < throttled[0.0]
+    assert first[0.02] < first[0.0]
 
 
 def _cool_obs(t: float, temp_c: float, levels: tuple[int, ...]) -> Observation:

@@ -7,7 +7,8 @@ Coupling (one node): busy intervals + tenant load -> power (constant between int
 temperature (closed form of ``C dT/dt = P - (T - T_amb) / R`` over each constant piece) -> the governor's
 frequency step at its decision instants -> service-time factor ``(f_max / f)^alpha``.  The frequency is
 constant between two decision instants, so the caller integrates one governor period at a time with
-:func:`advance` and then asks :func:`govern` for the next step.
+:func:`advance` and then asks :func:`govern` for the next step (``edgeprune.physics.run.NodeRun`` does
+exactly that for a backend).
 
 Energy accounting is exact by construction: over a period, ``energy_j = base_j + busy_j`` where
 ``base_j`` is the node's power with the stage idle (idle + tenant) times the period and ``busy_j`` the
@@ -206,27 +207,27 @@ def dynamic_energy_j(
     phys: DevicePhysics,
     start_s: float,
     end_s: float,
-    edges_s: np.ndarray,
-    freq_index: np.ndarray,
-    tenant_share: np.ndarray | None = None,
+    edges_s: Sequence[float],
+    freq_index: Sequence[int],
+    tenant_share: Sequence[float] | None = None,
 ) -> float:
     """One service's dynamic energy: ``∫ (P(busy) - P(idle)) dt`` over ``[start_s, end_s)``.
 
     ``edges_s`` are the instants at which the node's conditions change (governor decisions and tenant
-    changes), sorted, with ``freq_index[j]`` and ``tenant_share[j]`` holding on ``[edges_s[j],
-    edges_s[j+1])``; the service is split at those instants exactly as :func:`advance` splits the
-    period, so per-request energies sum to the periods' ``busy_j``.
+    changes), sorted, ``edges_s[0] <= start_s``, with ``freq_index[j]`` and ``tenant_share[j]`` holding on
+    ``[edges_s[j], edges_s[j+1])``; the service is split at those instants exactly as :func:`advance`
+    splits the periods, with the same powers, so per-request energies sum to the periods' ``busy_j``.
     """
-    edges = np.asarray(edges_s, dtype=float)
-    lo = max(int(np.searchsorted(edges, start_s, side="right")) - 1, 0)
-    hi = max(int(np.searchsorted(edges, end_s, side="left")), lo + 1)
+    j = max(bisect_right(edges_s, start_s) - 1, 0)
+    n = len(edges_s)
     total = 0.0
-    for j in range(lo, hi):
-        a = max(start_s, float(edges[j]))
-        b = min(end_s, float(edges[j + 1])) if j + 1 < edges.size else end_s
+    while j < n and edges_s[j] < end_s:
+        a = start_s if start_s > edges_s[j] else edges_s[j]
+        b = edges_s[j + 1] if j + 1 < n and edges_s[j + 1] < end_s else end_s
         if b > a:
-            share = 0.0 if tenant_share is None else float(tenant_share[j])
-            total += dynamic_power_w(phys, int(freq_index[j]), share) * (b - a)
+            share = 0.0 if tenant_share is None else tenant_share[j]
+            total += dynamic_power_w(phys, freq_index[j], share) * (b - a)
+        j += 1
     return total
 
 

@@ -16,7 +16,6 @@ reads ``run.factor`` for services starting from ``t`` on.  It may also call ``ad
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from edgeprune.physics.model import (
     NodeState,
+    dynamic_energy_j,
     dynamic_power_w,
     freq_factor,
     govern,
@@ -154,20 +154,11 @@ class NodeRun:
     def request_energy_j(self, start_s: float, end_s: float) -> float:
         """A service's dynamic energy over ``[start_s, end_s)``, split where the conditions changed.
 
-        Uses the same powers as :meth:`advance`, so the services' energies sum to ``totals().busy_j``
-        (up to rounding) when the same intervals were passed to :meth:`advance`.  Call it once the run
-        has been advanced past ``end_s``.
+        :func:`~edgeprune.physics.model.dynamic_energy_j` over the recorded conditions: the same powers
+        as :meth:`advance`, so the services' energies sum to ``totals().busy_j`` (up to rounding) when the
+        same intervals were passed to :meth:`advance`.  Call it once the run is past ``end_s``.
         """
-        edges = self.edges_s
-        j = max(bisect_right(edges, start_s) - 1, 0)
-        total = 0.0
-        while j < len(edges) and edges[j] < end_s:
-            a = start_s if start_s > edges[j] else edges[j]
-            b = edges[j + 1] if j + 1 < len(edges) and edges[j + 1] < end_s else end_s
-            if b > a:
-                total += self._dyn(self.steps[j], self.shares[j]) * (b - a)
-            j += 1
-        return total
+        return dynamic_energy_j(self.phys, start_s, end_s, self.edges_s, self.steps, self.shares)
 
     def _dyn(self, step: int, share: float) -> float:
         key = (step, share)
