@@ -176,6 +176,7 @@ def schema_model(cls: type) -> type[pydantic.BaseModel]:
     """The pydantic model that validates tables for dataclass ``cls`` (cached; its JSON Schema is published)."""
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
@@ -188,11 +189,16 @@ def schema_model(cls: type) -> type[pydantic.BaseModel]:
         elif f.default_factory is not dataclasses.MISSING:
             extra["default"] = None  # built by the dataclass; never used by validation
             extra["json_schema_extra"] = _drop_default
-        fields[f.name] = (_annotation(hints[f.name], bounds), Field(**extra))
+        # a key such as "schema" would shadow a BaseModel attribute: keep it as the alias only
+        py_name = f"{f.name}_" if hasattr(pydantic.BaseModel, f.name) else f.name
+        if py_name != f.name:
+            extra["alias"] = f.name
+        names[py_name] = f.name
+        fields[py_name] = (_annotation(hints[f.name], bounds), Field(**extra))
     model = pydantic.create_model(  # type: ignore[call-overload]
         cls.__name__, __config__=_MODEL_CONFIG, __doc__=(cls.__doc__ or "").strip() or None, **fields
     )
-    _DATACLASS_OF[model] = cls
+    _DATACLASS_OF[model] = (cls, names)
     return model  # type: ignore[no-any-return]
 
 
@@ -200,14 +206,14 @@ def _drop_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-_DATACLASS_OF: dict[type, type] = {}
+_DATACLASS_OF: dict[type, tuple[type, dict[str, str]]] = {}
 
 
 def _to_dataclass(value: Any) -> Any:
     """Turn validated model instances back into the frozen dataclasses (only the keys the file set)."""
     if isinstance(value, pydantic.BaseModel):
-        cls = _DATACLASS_OF[type(value)]
-        return cls(**{name: _to_dataclass(getattr(value, name)) for name in value.model_fields_set})
+        cls, names = _DATACLASS_OF[type(value)]
+        return cls(**{names[py]: _to_dataclass(getattr(value, py)) for py in value.model_fields_set})
     if isinstance(value, tuple):
         return tuple(_to_dataclass(v) for v in value)
     if isinstance(value, dict):
