@@ -1,0 +1,130 @@
+"""The published JSON Schemas: up to date with the dataclasses, and every shipped file validates against them.
+
+The schemas are derived from the same declarations the loaders validate with, so a file the schema refuses
+the loader refuses too (checked on a few mutations of shipped files), with the one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import tomli_w
+
+from edgeprune.errors import ConfigError, ProfileError
+from edgeprune.profile import profile_from_dict
+from edgeprune.scenario import load_scenario
+from edgeprune.schemas import FILE_KINDS, SCHEMA_DIR, render, schema_of
+from hil.cluster import load_cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEPS = sorted(p for p in (ROOT / "scenarios").rglob("*.toml") if "sweep" in p.name)
+SCENARIOS = sorted(p for p in (ROOT / "scenarios").rglob("*.toml") if p not in SWEEPS)
+PROFILES = sorted((ROOT / "models" / "profiles").glob("*.json"))
+CLUSTERS = [ROOT / "examples" / "pis.toml"]
+
+
+def _read(path: Path) -> Any:
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _validator(kind: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((SCHEMA_DIR / f"{kind}.schema.json").read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+@pytest.mark.parametrize("kind", list(FILE_KINDS))
+def test_published_schema_is_up_to_date(kind: str) -> None:
+    published = SCHEMA_DIR / f"{kind}.schema.json"
+    assert published.is_file(), "run: python -m edgeprune.schemas"
+    assert published.read_text(encoding="utf-8") == render(kind), "stale: run python -m edgeprune.schemas"
+
+
+def test_every_kind_of_shipped_file_is_found() -> None:
+    assert SCENARIOS and SWEEPS and PROFILES and CLUSTERS
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [("scenario", p) for p in SCENARIOS]
+    + [("sweep", p) for p in SWEEPS]
+    + [("profile", p) for p in PROFILES]
+    + [("cluster", p) for p in CLUSTERS],
+    ids=lambda v: v if isinstance(v, str) else str(v.relative_to(ROOT)),
+)
+def test_shipped_file_validates_against_its_schema(kind: str, path: Path) -> None:
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in _validator(kind).iter_errors(_read(path))]
+    assert errors == []
+
+
+BURSTY = ROOT / "scenarios" / "bursty.toml"
+
+
+def _rename(table: dict[str, Any], old: str, new: str) -> None:
+    table[new] = table.pop(old)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: _rename(d, "slo_s", "slo_ms"), r"slo_ms = 2.0: unknown key \(did you mean 'slo_s'\?\)"),
+        (
+            lambda d: d["arrivals"].update(rate_hz=2.0),
+            r"arrivals.rate_hz = 2.0: unknown key \(did you mean 'rates_hz'\?\)",
+        ),
+        (lambda d: d.update(slo_s=-2.0), r"slo_s = -2.0: must be > 0"),
+        (lambda d: d.update(seed="7"), r"seed = '7': expected an integer"),
+        (lambda d: d["policy"][0].update(kind="statc"), r"policy\[0\].kind = 'statc': unknown policy kind"),
+        (lambda d: d["device"][0].update(speed=True), r"device\[0\].speed = true: expected a number"),
+        (lambda d: d["queue"].update(drop="tial"), r"queue.drop = 'tial': not one of the valid choices"),
+    ],
+)
+def test_schema_and_loader_refuse_the_same_scenario(tmp_path: Path, mutate: Any, message: str) -> None:
+    doc = _read(BURSTY)
+    doc["profile"] = str((BURSTY.parent / doc["profile"]).resolve())
+    doc.setdefault("queue", {})
+    assert _validator("scenario").is_valid(doc)
+    mutate(doc)
+    assert not _validator("scenario").is_valid(doc)
+    path = tmp_path / "bursty.toml"
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_scenario(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_schema_and_loader_refuse_a_profile_missing_a_per_stage_field() -> None:
+    path = next(p for p in PROFILES if "accuracy" in _read(p))
+    doc = _read(path)
+    del doc["accuracy"]["per_stage"][0]["accuracy"]
+    assert not _validator("profile").is_valid(doc)
+    with pytest.raises(ProfileError, match=r"x.json: accuracy.per_stage\[0\].accuracy: required key is missing"):
+        profile_from_dict(doc, source="x.json")
+
+
+def test_schema_and_loader_refuse_a_cluster_typo(tmp_path: Path) -> None:
+    doc = _read(CLUSTERS[0])
+    doc["host"][0]["adress"] = doc["host"][0].pop("address")
+    assert not _validator("cluster").is_valid(doc)
+    path = tmp_path / "pis.toml"
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"host\[0\].adress = .*unknown key \(did you mean 'address'\?\)"):
+        load_cluster(path)
+
+
+def test_schema_documents_nested_tables_and_kinds() -> None:
+    scenario = schema_of("scenario")
+    assert scenario["additionalProperties"] is False
+    kinds = {d["properties"]["kind"]["const"] for n, d in scenario["$defs"].items() if n.endswith("ArrivalsTable")}
+    assert kinds == {"poisson", "mmpp", "camera-trap", "schedule", "replay"}
+    assert (
+        scenario["$defs"]["EnvironmentEvent"]["properties"]["slowdowns"]["anyOf"][0]["items"]["exclusiveMinimum"] == 0
+    )
