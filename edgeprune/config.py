@@ -302,7 +302,8 @@ def _problem(kind: str, err: Any, tp: Any) -> str:
     if kind == "finite_number":
         return "expected a finite number"
     if kind == "too_short":
-        return f"need at least {ctx.get('min_length')} entries"
+        n = ctx.get("min_length")
+        return f"need at least {n} {'entry' if n == 1 else 'entries'}"
     if kind in ("model_type", "dict_type", "model_attributes_type", "dataclass_type"):
         return "expected a table"
     tp = _strip_optional(tp)

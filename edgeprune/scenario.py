@@ -35,6 +35,7 @@ from typing import Any, Literal
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.controller.registry import PolicySpec, policy_from_table
 from edgeprune.errors import ConfigError, ProfileError, did_you_mean
+from edgeprune.limits import check_run_size
 from edgeprune.profile import Profile, load_profile
 
 __all__ = [
@@ -94,8 +95,10 @@ class EnvironmentEvent:
     slowdown: float | None = spec_field(default=None, gt=0, doc="factor on service times in [start_s, end_s)")
     start_s: float = spec_field(default=0.0, ge=0, doc="window start")
     end_s: float | None = spec_field(default=None, gt=0, doc="window end (unset: to the end of the run)")
-    times_s: tuple[float, ...] | None = spec_field(default=None, ge=0, doc="schedule change points")
-    slowdowns: tuple[float, ...] | None = spec_field(default=None, gt=0, doc="factor from each change point on")
+    times_s: tuple[float, ...] | None = spec_field(default=None, ge=0, min_length=1, doc="schedule change points")
+    slowdowns: tuple[float, ...] | None = spec_field(
+        default=None, gt=0, min_length=1, doc="factor from each change point on"
+    )
 
     def check(self) -> list[tuple[str, object, str]]:
         """Exactly one of the window or schedule forms, consistent."""
@@ -250,6 +253,14 @@ def load_scenario(path: str | Path) -> Scenario:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
         raise ctx.child("policy").error(dup, "two policies share this name")
+    check_run_size(
+        ctx,
+        arrivals=arrivals,
+        duration_s=raw.duration_s,
+        n_requests=raw.n_requests,
+        n_stages=profile.n_stages,
+        n_policies=len(policies),
+    )
     drain_s = raw.drain_s if raw.drain_s is not None else 10.0 * raw.slo_s
     return Scenario(
         source=src,

@@ -102,6 +102,18 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an unusable ``--out`` before simulating (the writer checks again, atomically, at the end)."""
+    from edgeprune.errors import ResultError
+
+    if not out.exists() or force:
+        return
+    if not out.is_dir():
+        raise ResultError(f"{out}: output exists and is a file, not a run folder (pass --force to replace it)")
+    if any(out.iterdir()):
+        raise ResultError(f"{out}: output exists and is not empty (pass --force to replace it)")
+
+
 def _run(args: argparse.Namespace) -> int:
     from sim import run_scenario
 
@@ -110,6 +122,8 @@ def _run(args: argparse.Namespace) -> int:
         sc = sc.with_seed(args.seed)
     if args.policy:
         sc = sc.with_policies(args.policy)
+    if args.out is not None:
+        _check_out(args.out, args.force)
     progress = Progress(enabled=not args.no_progress)
     t0 = time.perf_counter()
     try:
