@@ -155,6 +155,8 @@ def _annotation(tp: Any, bounds: Mapping[str, Any]) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple[_annotation(args[0], bounds), ...]  # type: ignore[misc]
         return tuple[tuple(_annotation(a, bounds) for a in args)]  # type: ignore[misc]
+    if origin is list:
+        return list[_annotation(args[0], bounds)]  # type: ignore[misc]
     if origin is dict:
         return dict[_annotation(args[0], {}), _annotation(args[1], bounds)]  # type: ignore[misc]
     if dataclasses.is_dataclass(tp):
@@ -214,8 +216,8 @@ def _to_dataclass(value: Any) -> Any:
     if isinstance(value, pydantic.BaseModel):
         cls, names = _DATACLASS_OF[type(value)]
         return cls(**{names[py]: _to_dataclass(getattr(value, py)) for py in value.model_fields_set})
-    if isinstance(value, tuple):
-        return tuple(_to_dataclass(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_dataclass(v) for v in value)
     if isinstance(value, dict):
         return {k: _to_dataclass(v) for k, v in value.items()}
     return value
@@ -240,7 +242,9 @@ def build(cls: type[T], table: object, ctx: Ctx) -> T:
 
 def _run_checks(value: Any, ctx: Ctx) -> None:
     """Call ``check()`` on every dataclass in the tree, nested ones first; raise the first problem."""
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
+        if value and isinstance(value[0], (int, float, str)):
+            return  # a list of plain values (e.g. latency samples) holds no dataclass
         for i, v in enumerate(value):
             _run_checks(v, ctx.child(i))
         return
