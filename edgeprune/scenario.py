@@ -253,15 +253,16 @@ def load_scenario(path: str | Path) -> Scenario:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
         raise ctx.child("policy").error(dup, "two policies share this name")
+    drain_s = raw.drain_s if raw.drain_s is not None else 10.0 * raw.slo_s
     check_run_size(
         ctx,
         arrivals=arrivals,
         duration_s=raw.duration_s,
         n_requests=raw.n_requests,
+        drain_s=drain_s,
         n_stages=profile.n_stages,
-        n_policies=len(policies),
+        periods_s=[p.period_s for p in policies],
     )
-    drain_s = raw.drain_s if raw.drain_s is not None else 10.0 * raw.slo_s
     return Scenario(
         source=src,
         name=raw.name or src.stem,
