@@ -280,7 +280,7 @@ def _first_error(exc: pydantic.ValidationError, cls: type, ctx: Ctx) -> ConfigEr
     if _strip_optional(tp) is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)  # shown as the number it would have become
     if kind == "extra_forbidden":
-        parent_tp, _ = _walk_type(cls, loc[:-1])
+        parent_tp = _walk_type(cls, loc[:-1])
         names = [f.name for f in dataclasses.fields(parent_tp)] if dataclasses.is_dataclass(parent_tp) else []
         return sub.error(value, "unknown key" + did_you_mean(str(loc[-1]), names))
     return sub.error(value, _problem(kind, err, tp))
@@ -344,11 +344,12 @@ def _walk(cls: type, loc: Sequence[Any]) -> tuple[list[str | int], Any]:
     return path, tp
 
 
-def _walk_type(cls: type, loc: Sequence[Any]) -> tuple[Any, None]:
+def _walk_type(cls: type, loc: Sequence[Any]) -> Any:
+    """The type at a key path below ``cls`` (``None`` when the path leaves the declared types)."""
     tp: Any = cls
     for part in loc:
         tp = _step(_strip_optional(tp), part)
-    return _strip_optional(tp), None
+    return _strip_optional(tp)
 
 
 def _step(tp: Any, part: Any) -> Any:
