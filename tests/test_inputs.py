@@ -170,3 +170,26 @@ def test_usage_errors_are_one_line_and_one_hint(
     assert err[1].startswith("usage: ") and len(err[1]) <= 120
     if "-1" in argv:
         assert err[0].endswith("argument --seed: must be >= 0 (got -1)")
+
+
+def test_sweep_cross_product_beyond_the_cell_limit_is_refused_before_expanding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgeprune.sweep.spec as spec
+
+    write_case(tmp_path / "case")
+    path = tmp_path / "sweep.toml"
+    axes = "".join(
+        f'[[axis]]\nkey = "environment[0].{k}"\nvalues = {v}\n'
+        for k, v in (
+            ("slowdown", [1.5, 2.0, 2.5]),
+            ("start_s", [100.0, 150.0]),
+        )
+    )
+    path.write_text(f'base = "case/scenario.toml"\nseeds = [1, 2]\n{axes}')
+    monkeypatch.setattr(spec, "_load_doc", lambda *a: pytest.fail("a cell was expanded"))
+    monkeypatch.setattr(spec, "MAX_CELLS", 11)
+    with pytest.raises(
+        ConfigError, match=r"sweep.toml: axis = 12: the axes and seeds make 3 x 2 x 2 = 12 cells; the limit is 11$"
+    ):
+        spec.load_sweep(path)
