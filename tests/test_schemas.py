@@ -6,6 +6,7 @@ the loader refuses too (checked on a few mutations of shipped files), with the o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -15,6 +16,7 @@ import jsonschema
 import pytest
 import tomli_w
 
+from edgeprune.config import Ctx, build, schema_model, spec_field
 from edgeprune.errors import ConfigError, ProfileError
 from edgeprune.profile import profile_from_dict
 from edgeprune.scenario import load_scenario
@@ -128,3 +130,56 @@ def test_schema_documents_nested_tables_and_kinds() -> None:
     assert (
         scenario["$defs"]["EnvironmentEvent"]["properties"]["slowdowns"]["anyOf"][0]["items"]["exclusiveMinimum"] == 0
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Thermal:
+    """A nested table declared the way a new module would (no registration, no extra code)."""
+
+    ambient_c: float = spec_field(default=25.0, ge=-40, le=85, doc="ambient temperature")
+    limits_c: tuple[float, ...] = spec_field(default=(80.0,), gt=0, doc="throttle points")
+
+    def check(self) -> list[tuple[str, object, str]]:
+        if any(t <= self.ambient_c for t in self.limits_c):
+            return [("limits_c", list(self.limits_c), f"must be above ambient_c ({self.ambient_c})")]
+        return []
+
+
+@dataclasses.dataclass(frozen=True)
+class _Node:
+    name: str = spec_field(doc="node name")
+    thermal: _Thermal | None = spec_field(default=None, doc="optional physics table")
+    tenant: tuple[_Thermal, ...] = spec_field(default=(), doc="a list of tables")
+
+
+def test_a_new_nested_dataclass_is_validated_and_in_the_schema_with_no_extra_code() -> None:
+    node = build(_Node, {"name": "pi1", "thermal": {"ambient_c": 30}}, Ctx("s.toml", "device[0]"))
+    assert node.thermal == _Thermal(ambient_c=30.0) and isinstance(node.thermal.ambient_c, float)
+    cases = [
+        (
+            {"name": "a", "thermal": {"ambient": 30}},
+            r"device\[0\].thermal.ambient = 30: unknown key \(did you mean 'ambient_c'\?\)",
+        ),
+        ({"name": "a", "thermal": {"ambient_c": 90}}, r"device\[0\].thermal.ambient_c = 90.0: must be <= 85"),
+        (
+            {"name": "a", "tenant": [{}, {"limits_c": [-1.0]}]},
+            r"device\[0\].tenant\[1\].limits_c\[0\] = -1.0: must be > 0",
+        ),
+        ({"name": "a", "tenant": [{"limits_c": [20]}]}, r"device\[0\].tenant\[0\].limits_c = \[20.0\]: must be above"),
+        ({"name": "a", "thermal": 3}, r"device\[0\].thermal = 3: expected a table"),
+    ]
+    for table, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            build(_Node, table, Ctx("s.toml", "device[0]"))
+    schema = schema_model(_Node).model_json_schema()
+    thermal = schema["$defs"]["_Thermal"]
+    assert thermal["additionalProperties"] is False
+    assert thermal["properties"]["ambient_c"] == {
+        "default": 25.0,
+        "description": "ambient temperature",
+        "maximum": 85,
+        "minimum": -40,
+        "title": "Ambient C",
+        "type": "number",
+    }
+    assert thermal["properties"]["limits_c"]["items"] == {"exclusiveMinimum": 0, "type": "number"}
