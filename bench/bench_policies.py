@@ -7,7 +7,7 @@
 Prints, for the scenarios of ``scenarios/paper/``:
 
 1. **Decision time** per ``decide`` call of every policy (4 stages x 7 levels), from the contract checker
-   (:func:`edgeprune.controller.checker.check_policy`) on its synthetic observation sequence.
+   (:func:`edgeprune.checker.check_policy`) on its synthetic observation sequence.
 2. **Arrival-rate sweep** (the paper's Fig. 5) on ``fig5-base.toml``: SLO attainment and mean estimated
    accuracy per policy and rate; the *sustainable throughput* of a policy is the highest swept rate up to
    which every rate has >= 90 % SLO attainment; the *stressed rate* is the lowest swept rate at which
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import tomli_w
 
-from edgeprune.controller.checker import check_policy
+from edgeprune.checker import check_policy
 from edgeprune.errors import EdgePruneError
 from edgeprune.scenario import Scenario, load_scenario
 from sim.runner import curves_for, draw_streams, run_policy

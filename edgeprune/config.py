@@ -4,7 +4,7 @@ Scenario, sweep, cluster and profile files are all read through :func:`build`.  
 dataclasses the rest of the code uses *are* the schema: :func:`schema_model` derives a pydantic v2 model
 from a dataclass (field types, ``spec_field`` bounds and docs, nested dataclasses, ``extra = "forbid"``,
 strict scalars) and pydantic validates the parsed table.  The same model gives the published JSON Schema
-(:mod:`edgeprune.schemas`), so validation and the editors' schema cannot drift apart.  Any dataclass whose
+(:mod:`edgeprune.cli.schemas`), so validation and the editors' schema cannot drift apart.  Any dataclass whose
 fields use :func:`spec_field` (or plain fields) plugs in with no extra code: a nested dataclass field is
 validated recursively and appears in the JSON Schema.
 
@@ -17,6 +17,8 @@ Field metadata understood (use :func:`spec_field`): ``gt``, ``ge``, ``lt``, ``le
 applied to every number of a sequence), ``min_length`` (of a sequence), ``doc``.  Cross-field rules live in
 a ``check(self) -> list[tuple[str, object, str]]`` method returning ``(key, value, problem)`` triples;
 :func:`build` turns the first into a :class:`ConfigError` (nested tables are checked before their parent).
+A nested dataclass with a ``from_table(table, ctx)`` classmethod is read by it instead (e.g. a preset with
+overrides, merged before validation); its JSON Schema is the dataclass's with every key optional.
 
 Why a model derived from the dataclass rather than pydantic dataclasses: the frozen stdlib dataclasses stay
 plain (cheap to build in hot loops, constructible in Python without validation), bounds on a sequence apply
@@ -45,7 +47,8 @@ __all__ = ["Ctx", "build", "load_toml", "schema_model", "spec_field", "type_name
 T = TypeVar("T")
 
 _BOUNDS = ("gt", "ge", "lt", "le")
-_MODEL_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, arbitrary_types_allowed=False)
+_MODEL_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+_PARTIAL_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, from_attributes=True)
 
 
 def spec_field(
@@ -145,22 +148,25 @@ def _scalar(tp: Any, bounds: Mapping[str, Any]) -> Any:
     return tp
 
 
-def _annotation(tp: Any, bounds: Mapping[str, Any]) -> Any:
-    """The pydantic annotation of a dataclass field type; bounds go to every number inside it."""
+def _annotation(tp: Any, bounds: Mapping[str, Any], partial: bool = False) -> Any:
+    """The pydantic annotation of a dataclass field type; bounds go to every number inside it.
+
+    ``partial``: nested tables get their every-key-optional model (the overrides of a preset).
+    """
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(_annotation(a, bounds) for a in args)]  # noqa: UP007
+        return typing.Union[tuple(_annotation(a, bounds, partial) for a in args)]  # noqa: UP007
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple[_annotation(args[0], bounds), ...]  # type: ignore[misc]
-        return tuple[tuple(_annotation(a, bounds) for a in args)]  # type: ignore[misc]
+            return tuple[_annotation(args[0], bounds, partial), ...]  # type: ignore[misc]
+        return tuple[tuple(_annotation(a, bounds, partial) for a in args)]  # type: ignore[misc]
     if origin is list:
-        return list[_annotation(args[0], bounds)]  # type: ignore[misc]
+        return list[_annotation(args[0], bounds, partial)]  # type: ignore[misc]
     if origin is dict:
-        return dict[_annotation(args[0], {}), _annotation(args[1], bounds)]  # type: ignore[misc]
+        return dict[_annotation(args[0], {}), _annotation(args[1], bounds, partial)]  # type: ignore[misc]
     if dataclasses.is_dataclass(tp):
-        return schema_model(tp)  # type: ignore[arg-type]
+        return schema_model(tp, partial or callable(getattr(tp, "from_table", None)))  # type: ignore[arg-type]
     if tp is object:
         return Any
     return _scalar(tp, bounds)
@@ -174,8 +180,12 @@ def _json_default(value: Any) -> Any:
 
 
 @functools.cache
-def schema_model(cls: type) -> type[pydantic.BaseModel]:
-    """The pydantic model that validates tables for dataclass ``cls`` (cached; its JSON Schema is published)."""
+def schema_model(cls: type, partial: bool = False) -> type[pydantic.BaseModel]:
+    """The pydantic model that validates tables for dataclass ``cls`` (cached; its JSON Schema is published).
+
+    ``partial``: every key optional, nested tables too (a ``from_table`` class's overrides); it also
+    accepts an instance of ``cls`` already built by ``from_table`` (read from its attributes).
+    """
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {}
     names: dict[str, str] = {}
@@ -188,17 +198,20 @@ def schema_model(cls: type) -> type[pydantic.BaseModel]:
             extra["min_length"] = f.metadata["min_length"]
         if f.default is not dataclasses.MISSING:
             extra["default"] = _json_default(f.default)
-        elif f.default_factory is not dataclasses.MISSING:
-            extra["default"] = None  # built by the dataclass; never used by validation
+        elif f.default_factory is not dataclasses.MISSING or partial:
+            extra["default"] = None  # built by the dataclass (or from_table); never used by validation
             extra["json_schema_extra"] = _drop_default
         # a key such as "schema" would shadow a BaseModel attribute: keep it as the alias only
         py_name = f"{f.name}_" if hasattr(pydantic.BaseModel, f.name) else f.name
         if py_name != f.name:
             extra["alias"] = f.name
         names[py_name] = f.name
-        fields[py_name] = (_annotation(hints[f.name], bounds), Field(**extra))
+        fields[py_name] = (_annotation(hints[f.name], bounds, partial), Field(**extra))
     model = pydantic.create_model(  # type: ignore[call-overload]
-        cls.__name__, __config__=_MODEL_CONFIG, __doc__=(cls.__doc__ or "").strip() or None, **fields
+        cls.__name__ + ("Overrides" if partial else ""),
+        __config__=_PARTIAL_CONFIG if partial else _MODEL_CONFIG,
+        __doc__=(cls.__doc__ or "").strip() or None,
+        **fields,
     )
     _DATACLASS_OF[model] = (cls, names)
     return model  # type: ignore[no-any-return]
@@ -232,12 +245,35 @@ def build(cls: type[T], table: object, ctx: Ctx) -> T:
         raise ctx.error(table, "expected a table")
     model = schema_model(cls)  # type: ignore[arg-type]
     try:
-        validated = model.model_validate(dict(table))
+        validated = model.model_validate(_prepare_fields(cls, table, ctx))
     except pydantic.ValidationError as exc:
         raise _first_error(exc, cls, ctx) from None
     obj = _to_dataclass(validated)
     _run_checks(obj, ctx)
     return obj  # type: ignore[no-any-return]
+
+
+def _prepare(tp: Any, value: Any, ctx: Ctx) -> Any:
+    """The table with every ``from_table`` class's sub-table replaced by the instance it builds."""
+    tp = _strip_optional(tp)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is tuple and args and args[-1] is Ellipsis and isinstance(value, list):
+        return [_prepare(args[0], v, ctx.child(i)) for i, v in enumerate(value)]
+    if origin is dict and len(args) == 2 and isinstance(value, Mapping):
+        return {k: _prepare(args[1], v, ctx.child(str(k))) for k, v in value.items()}
+    if not dataclasses.is_dataclass(tp) or not isinstance(value, Mapping):
+        return value
+    from_table = getattr(tp, "from_table", None)
+    if callable(from_table):  # a nested table with its own reader
+        return from_table(value, ctx)
+    return _prepare_fields(tp, value, ctx)
+
+
+def _prepare_fields(cls: Any, table: Mapping[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """:func:`_prepare` applied to each key of a table of dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {k: _prepare(hints[k], v, ctx.child(k)) if k in hints else v for k, v in table.items()}
 
 
 def _run_checks(value: Any, ctx: Ctx) -> None:

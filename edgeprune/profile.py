@@ -200,7 +200,7 @@ def load_profile(path: str | Path) -> Profile:
 
 # ------------------------------------------------------------------------ the JSON layout, declared once
 # These dataclasses are the profile file's schema: edgeprune.config.build validates a decoded file against
-# them (types, bounds, unknown fields with the closest name) and edgeprune.schemas publishes their JSON
+# them (types, bounds, unknown fields with the closest name) and edgeprune.cli.schemas publishes their JSON
 # Schema.  Cross-field rules (lengths against n_stages and the ladder) are their check() methods.
 
 

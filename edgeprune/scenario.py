@@ -14,7 +14,7 @@ Top-level keys (see ``ARCHITECTURE.md`` for the full schema with examples)::
     slo_s                    end-to-end latency objective (arrival to leaving the last stage)
     drain_s                  after the last arrival, keep running this long; then unfinished = missed
     profile                  path to the profile JSON, relative to this file
-    [[device]]               name, profile_device, speed
+    [[device]]               name, profile_device, speed, physics (see ``edgeprune.physics``)
     [[stage]]                name, device          (stage k runs profile stage k)
     [network]                bandwidth_mbit_s, latency_s      default for every hop between stages
     [[link]]                 after, bandwidth_mbit_s, latency_s   override for the hop after a stage
@@ -32,11 +32,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.controller.registry import PolicySpec, policy_from_table
 from edgeprune.errors import ConfigError, ProfileError, did_you_mean
 from edgeprune.limits import check_run_size
+from edgeprune.physics import DevicePhysics
 from edgeprune.profile import Profile, load_profile
+from traces import arrivals_from_table  # traces sits below the scenario: it imports only errors and config
 
 __all__ = [
     "DeviceSpec",
@@ -46,6 +50,7 @@ __all__ = [
     "QueueSpec",
     "Scenario",
     "StageSpec",
+    "arrivals_end_s",
     "load_scenario",
     "scenario_to_dict",
 ]
@@ -59,6 +64,9 @@ class DeviceSpec:
     profile_device: str = spec_field(doc="device entry of the profile whose latencies this node has")
     speed: float = spec_field(
         default=1.0, gt=0, doc="relative speed vs. the profiled device (latency / speed); an assumption"
+    )
+    physics: DevicePhysics | None = spec_field(
+        default=None, doc="temperature, DVFS, power, tenants (preset + overrides; unset = no physics)"
     )
 
 
@@ -239,8 +247,6 @@ def load_scenario(path: str | Path) -> Scenario:
     except ProfileError as exc:
         raise ConfigError(f"{src}: profile = {raw.profile!r}: {exc}") from None
     _check_placement(raw, profile, ctx)
-    from traces import arrivals_from_table  # local import: traces imports edgeprune.config
-
     arrivals = arrivals_from_table(raw.arrivals, ctx.child("arrivals"), base)
     has_acc = profile.accuracy is not None
     policies = tuple(
@@ -368,3 +374,11 @@ def hop_time_s(sc: Scenario, after: int) -> tuple[float, float]:
     bw = spec.bandwidth_mbit_s
     tx = 0.0 if bw is None or math.isinf(bw) else sc.profile.activation_bytes[after] * 8.0 / (bw * 1e6)
     return tx, spec.latency_s
+
+
+def arrivals_end_s(sc: Scenario, arrivals_s: np.ndarray) -> float:
+    """The end of the arrival window (``duration_s``, or the last arrival): the summary counts departures
+    in ``[warmup_s, arrivals_end_s)`` and every backend runs on for ``drain_s`` after it."""
+    if sc.duration_s is not None:
+        return sc.duration_s
+    return float(arrivals_s[-1]) if arrivals_s.size else 0.0

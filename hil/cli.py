@@ -142,7 +142,22 @@ def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenar
     placed = [s.name for s in cluster.stages]
     if names != placed:
         raise ConfigError(f"{cluster.source}: stages {placed} do not match the scenario's {names} ({sc.source})")
+    _refuse_oracles(sc)
     return sc
+
+
+def _refuse_oracles(sc: Scenario) -> None:
+    """Hardware has no ground truth to hand a policy that wants an oracle view: refuse it before connecting."""
+    from edgeprune.controller import make_policy, wants_oracle
+    from sim.runner import curves_for
+
+    curves = curves_for(sc)
+    for i, spec in enumerate(sc.policies):
+        if wants_oracle(make_policy(spec, curves)):
+            raise ConfigError(
+                f"{sc.source}: policy[{i}] = {spec.name!r} (kind {spec.kind!r}) wants the simulator's ground truth "
+                "(wants_oracle), which hardware cannot supply: leave it out with --policy"
+            )
 
 
 async def _run(cluster: ClusterSpec, sc: Scenario, probe: bool = True) -> _Outcome:

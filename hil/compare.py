@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from edgeprune.environment import merged_schedule
 from edgeprune.errors import HilError
 from edgeprune.profile import Profile
 from edgeprune.results import RunResult
 from edgeprune.scenario import DeviceSpec, EnvironmentEvent, LinkSpec, Scenario, hop_spec
-from hil.environment import factor_at
 
 __all__ = [
     "P50_BOUND",
@@ -95,7 +95,7 @@ def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float,
     out: dict[str, list[tuple[float, float]]] = {}
     for device in sorted({s.device for s in sc.stages}):
         stages = [s.name for s in sc.stages if s.device == device]
-        points = _merged_points([ev for ev in sc.environment if ev.device == device])
+        points = merged_schedule([ev for ev in sc.environment if ev.device == device])
         rows = tl.filter(pl.col("stage").is_in(stages) & (pl.col("served") > 0))
         ends = [p[0] for p in points[1:]] + [math.inf]
         realised = []
@@ -104,12 +104,6 @@ def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float,
             realised.append((t, stated if r is None else r))
         out[device] = realised
     return out
-
-
-def _merged_points(events: Sequence[EnvironmentEvent]) -> list[tuple[float, float]]:
-    """The product schedule of several events on one device."""
-    times = sorted({t for ev in events for t, _ in ev.change_points()} | {0.0})
-    return [(t, math.prod(factor_at(ev.change_points(), t) for ev in events)) for t in times]
 
 
 def _period_s(tl: pl.DataFrame) -> float:

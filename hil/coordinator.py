@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.controller import Observation, PipelineCurves, PolicySpec, make_policy
+from edgeprune.controller.decision import validate_levels
 from edgeprune.controller.static import StaticParams
 from edgeprune.errors import HilError, PolicyError
 from edgeprune.results import RunResult
@@ -94,13 +95,6 @@ def _start_observation(n_stages: int, levels: Sequence[int]) -> Observation:
     return Observation(time_s=0.0, period_s=0.0, arrivals=0, stages=tuple(zero))
 
 
-def _check_levels(levels: Sequence[int], n_stages: int, n_levels: int, policy: str) -> tuple[int, ...]:
-    out = tuple(int(v) for v in levels)
-    if len(out) != n_stages or any(not 0 <= v < n_levels for v in out):
-        raise PolicyError(f"policy {policy!r} returned levels {list(out)}: need {n_stages} values in 0..{n_levels - 1}")
-    return out
-
-
 class _Run:
     """The tasks of one policy's run (see the module docstring)."""
 
@@ -158,6 +152,12 @@ class _Run:
             self.rec.sent(rid, self.now_s())
             await self.session.drain()
 
+    def _validate(self, decided: object, time_s: float) -> tuple[int, ...]:
+        """The one decision rule (``edgeprune.controller.decision``), as in the simulator and the checker."""
+        return validate_levels(
+            decided, self.curves.n_stages, self.curves.n_levels, policy=self.spec.name, time_s=time_s
+        )
+
     def _apply(self, levels: Sequence[int]) -> None:
         for k, lv in enumerate(levels):
             if lv != self.levels[k]:
@@ -184,7 +184,7 @@ class _Run:
             arrivals=int(hi - lo),
             stages=tuple(stage_obs(r) for r in reports),
         )
-        decided = _check_levels(policy.decide(obs), self.curves.n_stages, self.curves.n_levels, self.spec.name)
+        decided = self._validate(policy.decide(obs), t)
         self.rec.period(obs, decided, reports)
         self._apply(decided)
         self._maybe_done()
@@ -209,12 +209,7 @@ class _Run:
         """The whole run; returns when done or drained, raises on failure."""
         self.env = env
         policy = make_policy(self.spec, self.curves)
-        first = _check_levels(
-            policy.decide(_start_observation(self.curves.n_stages, self.levels)),
-            self.curves.n_stages,
-            self.curves.n_levels,
-            self.spec.name,
-        )
+        first = self._validate(policy.decide(_start_observation(self.curves.n_stages, self.levels)), 0.0)
         self._apply(first)
         self.session.on_result = self.on_result
         self.t0 = self.loop.time() + START_DELAY_S

@@ -26,7 +26,6 @@ A host's ``cpu_quota`` (its base share during runs and profiles) is applied by :
 from __future__ import annotations
 
 import asyncio
-import math
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,13 +33,14 @@ from typing import Any
 
 import asyncssh
 
+from edgeprune.environment import factor_changes, merged_schedule
 from edgeprune.errors import HilError
 from edgeprune.scenario import Scenario
 from hil.cluster import ClusterSpec, CoordinatorSpec, HostSpec
 from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
 
-__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "QuotaTracker", "factor_at", "node_schedule"]
+__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "QuotaTracker", "node_schedule"]
 
 MIN_QUOTA_US = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
 # write $v to $d/scaling_max_freq: directly when the user may, else through passwordless sudo
@@ -59,15 +59,6 @@ class NodeChange:
     factor: float
 
 
-def factor_at(points: Sequence[tuple[float, float]], t: float) -> float:
-    """The factor of a ``(time_s, factor)`` schedule in force at ``t`` (1 before the first point)."""
-    f = 1.0
-    for tp, fp in points:
-        if tp <= t:
-            f = fp
-    return f
-
-
 def _hosts_of_device(sc: Scenario, cluster: ClusterSpec, device: str) -> set[str]:
     hosts = {cluster.stages[k].host for k in range(len(sc.stages)) if sc.stages[k].device == device}
     if device in {h.name for h in cluster.hosts}:
@@ -84,15 +75,9 @@ def node_schedule(sc: Scenario, cluster: ClusterSpec) -> list[NodeChange]:
             raise HilError(f"{sc.source}: environment device {ev.device!r} is on no node of {cluster.source}")
         for h in hosts:
             per_host.setdefault(h, []).append(ev)
-    out: list[NodeChange] = []
-    for host, events in per_host.items():
-        times = sorted({t for ev in events for t, _ in ev.change_points()})
-        prev = 1.0
-        for t in times:
-            f = math.prod(factor_at(ev.change_points(), t) for ev in events)
-            if f != prev:
-                out.append(NodeChange(t, host, f))
-            prev = f
+    out = [
+        NodeChange(t, host, f) for host, events in per_host.items() for t, f in factor_changes(merged_schedule(events))
+    ]
     return sorted(out, key=lambda c: (c.time_s, c.node))
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from edgeprune.controller import Levels, Observation, PipelineCurves, StageObs
+from edgeprune.records import DONE, DROPPED, RAW_TIMELINE, UNFINISHED, request_accuracy, requests_table, timeline_table
 from edgeprune.results import RunResult, summarise
 
 __all__ = ["RunRecorder", "stage_obs"]
@@ -50,9 +51,10 @@ class RunRecorder:
     departure_s: np.ndarray = field(init=False)
     levels: np.ndarray = field(init=False)
     dropped_at: list[str | None] = field(init=False)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    timeline: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in RAW_TIMELINE})
     switches: int = 0
     late_results: int = 0
+    period_s: float = 1.0
 
     def __post_init__(self) -> None:
         n = self.arrivals_s.size
@@ -85,74 +87,37 @@ class RunRecorder:
 
     def period(self, obs: Observation, decided: Levels, reports: Sequence[dict[str, Any]]) -> None:
         """One control period: the observation, the policy's answer and the raw reports."""
+        self.period_s = obs.period_s
         for k, (st, rep) in enumerate(zip(obs.stages, reports, strict=True)):
             self.switches += int(rep.get("switches", 0))
-            self.timeline.append(
-                {
-                    "time_s": obs.time_s,
-                    "stage": self.stage_names[k],
-                    "level": st.level,
-                    "decided": int(decided[k]),
-                    "queue_len": st.queue_len,
-                    "busy": st.busy,
-                    "arrivals": st.arrivals,
-                    "arrival_rate_hz": obs.arrival_rate_hz if obs.period_s > 0 else None,
-                    "served": st.served,
-                    "service_time_s": st.service_time_s,
-                    "env_factor": st.env_factor,
-                    "dropped": st.dropped,
-                }
-            )
+            row = (obs.time_s, k, st.level, int(decided[k]), st.queue_len, st.busy, st.arrivals, st.served)
+            for name, value in zip(RAW_TIMELINE, (*row, st.busy_s, st.nominal_s, st.dropped), strict=True):
+                self.timeline[name].append(value)
             for rid in rep.get("dropped_ids", []):
                 self.dropped(int(rid), k)
 
-    def _accuracy(self, done: np.ndarray) -> np.ndarray:
-        acc = np.full(done.size, np.nan)
-        if self.curves.accuracy is None:
-            return acc
-        for i in np.flatnonzero(done):
-            acc[i] = self.curves.accuracy.of(tuple(int(v) for v in self.levels[i]))
-        return acc
-
     def requests_table(self) -> pl.DataFrame:
-        """Per-request rows, the simulator's columns and types."""
+        """Per-request rows (``edgeprune.records``, shared with the simulator)."""
         done = np.isfinite(self.departure_s)
-        dropped = np.array([d is not None for d in self.dropped_at], dtype=bool) & ~done
-        status = np.where(done, "done", np.where(dropped, "dropped", "unfinished"))
-        cols: dict[str, pl.Series] = {
-            "request_id": pl.Series(np.arange(done.size, dtype=np.uint32)),
-            "arrival_s": pl.Series(self.arrivals_s.astype(np.float64)),
-            "departure_s": pl.Series(self.departure_s, nan_to_null=True),
-            "latency_s": pl.Series(np.where(done, self.departure_s - self.arrivals_s, np.nan), nan_to_null=True),
-            "status": pl.Series(status.astype(str)),
-            "dropped_at": pl.Series(
-                [d if s else None for d, s in zip(self.dropped_at, dropped.tolist(), strict=True)], dtype=pl.String
-            ),
-            "in_warmup": pl.Series(self.arrivals_s < self.warmup_s),
-            "accuracy": pl.Series(self._accuracy(done), nan_to_null=True),
-        }
-        for k, name in enumerate(self.stage_names):
-            lv = np.where(done, self.levels[:, k], -1).astype(np.int8)
-            cols[f"level_{name}"] = pl.Series(lv).replace(-1, None)
-        return pl.DataFrame(cols)
+        names = list(self.stage_names)
+        dropped_at = np.array([-1 if d is None else names.index(d) for d in self.dropped_at], dtype=np.int16)
+        status = np.where(done, DONE, np.where(dropped_at >= 0, DROPPED, UNFINISHED)).astype(np.uint8)
+        levels = np.where(done[:, None], self.levels, -1)
+        accuracy = request_accuracy(levels, done, self.curves.accuracy, self.curves.n_levels)
+        return requests_table(
+            names,
+            self.arrivals_s.astype(np.float64),
+            self.departure_s,
+            status,
+            dropped_at,
+            levels,
+            warmup_s=self.warmup_s,
+            accuracy=accuracy,
+        )
 
     def timeline_table(self) -> pl.DataFrame:
-        """Per-period rows, the simulator's columns and types."""
-        schema = {
-            "time_s": pl.Float64,
-            "stage": pl.String,
-            "level": pl.Int8,
-            "decided": pl.Int8,
-            "queue_len": pl.Int32,
-            "busy": pl.Boolean,
-            "arrivals": pl.Int32,
-            "arrival_rate_hz": pl.Float64,
-            "served": pl.Int32,
-            "service_time_s": pl.Float64,
-            "env_factor": pl.Float64,
-            "dropped": pl.Int32,
-        }
-        return pl.DataFrame(self.timeline, schema=schema)
+        """Per-period rows (``edgeprune.records``, shared with the simulator)."""
+        return timeline_table(self.timeline, self.stage_names, self.period_s)
 
     def result(self, *, slo_s: float, window_end_s: float) -> RunResult:
         """The :class:`RunResult` (summary over ``[warmup_s, window_end_s)``)."""

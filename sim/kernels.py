@@ -18,11 +18,21 @@ requests, so stage ``k``'s queue is the index range ``[ist[STARTED, k], ist[STAR
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
-
-__all__ = ["FS_ROWS", "IST_ROWS", "Kernel", "bind", "compiled", "step"]
+__all__ = [
+    "FS_ROWS",
+    "IST_ROWS",
+    "READ_FLOATS",
+    "READ_INTS",
+    "KState",
+    "Kernel",
+    "advance",
+    "bind",
+    "compiled",
+    "read_out",
+    "step",
+]
 
 # float state rows
 FREE, HOP_FREE, FACTOR, C_BUSY, C_NOM, C_BUSY_BEFORE, C_NOM_BEFORE = range(7)
@@ -33,120 +43,121 @@ IST_ROWS = 6
 DONE = 0
 
 
-def step(
-    h: float,
-    end_s: float,
-    switch_s: float,
-    rdy: np.ndarray,
-    u: np.ndarray,
-    samples: np.ndarray,
-    slen: np.ndarray,
-    mean: np.ndarray,
-    tx: np.ndarray,
-    lat: np.ndarray,
-    lev: np.ndarray,
-    svc: np.ndarray,
-    dep: np.ndarray,
-    status: np.ndarray,
-    fs: np.ndarray,
-    ist: np.ndarray,
-    iout: np.ndarray,
-    fout: np.ndarray,
-    tick: int,
-    tl_i: np.ndarray,
-    tl_f: np.ndarray,
-) -> None:
-    """Start (and finish, and hand on) every service that starts before ``h``; then, for ``tick >= 0``, read
-    each stage's observation at ``h`` and reset this period's counters.
+class KState(NamedTuple):
+    """The kernel's state: numpy arrays for numba, or Python lists / ``array`` rows for plain Python (where
+    indexing a list is ~4x cheaper than indexing a numpy array).  Same layout, same code."""
 
-    The read-out: ``iout[k]`` = (level, queue length, busy 0/1, arrivals, served) and ``fout[k]`` = (busy_s,
-    nominal_s), also kept as row ``tick * k_n + k`` of the flat timeline buffers ``tl_i`` (5 ints per row)
-    and ``tl_f`` (2 floats per row), so a long run's timeline costs no Python objects.  A single server has
-    at most one service in progress, the last one started: if it is still running it is left out of this
-    period and carried into the next (``0.0 + t`` is exactly what the event path sums).  One function (not
-    two) because each call from Python costs a dispatch.
-    """
-    k_n = len(rdy)
-    n = len(dep)
-    last = k_n - 1
-    started = ist[STARTED]
-    for k in range(k_n):
-        i = started[k]
+    end_s: float  # services ending at or after this are not departures
+    switch_s: float  # added to the first service after a level change
+    rdy: Any  # [k][i] arrival time of request i at stage k (row 0: the arrivals)
+    u: Any  # [k][i] latency quantile
+    samples: Any  # [k][level][j] sorted latency samples (padded when compiled)
+    slen: Any  # [k][level] number of samples
+    mean: Any  # [k][level] nominal time
+    tx: Any  # [k] hop transmission, 0 after the last stage
+    lat: Any  # [k] hop propagation
+    lev: Any  # [k][i] level served at, NO_LEVEL if not served
+    svc: Any  # [k][i] service time incl. switch cost, NaN if not served
+    start: Any  # [k][i] service start time, NaN if not served
+    dep: Any  # [i] departure time, NaN unless done
+    status: Any  # [i] DONE / UNFINISHED
+    fs: Any  # [row][k] float state (FREE, ...)
+    ist: Any  # [row][k] int state (STARTED, ...)
+    iout: Any  # [k][READ_INTS] read-out: level, queue length, busy 0/1, arrivals, served, dropped (always 0)
+    fout: Any  # [k][READ_FLOATS] read-out: busy_s, nominal_s
+
+
+READ_INTS, READ_FLOATS = 6, 2
+
+
+def step(h: float, read: bool, st: KState) -> None:
+    """Start (and finish, and hand on) every service that starts before ``h``; then, if ``read``, write each
+    stage's observation at ``h`` into ``st.iout`` / ``st.fout`` and reset this period's counters."""
+    advance(h, st)
+    if read:
+        read_out(h, st)
+
+
+def advance(h: float, st: KState) -> None:
+    """The tandem recursion for every service that starts before ``h``, stage by stage (see ``sim.window``):
+    a request reaches stage ``k + 1`` before ``h`` only if it started at ``k`` before ``h``."""
+    started = st.ist[STARTED]
+    n = len(st.dep)
+    for k in range(len(st.rdy)):
         lim = started[k - 1] if k > 0 else n
-        if i >= lim:
-            continue
-        rk = rdy[k]
-        f = fs[FREE][k]
-        a = rk[i]
-        b = f if f > a else a
-        if b >= h:
-            continue
-        lvl = ist[TARGET][k]
-        extra = 0.0
-        if lvl != ist[LEVEL][k]:
-            ist[LEVEL][k] = lvl
-            ist[SWITCHES][0] += 1
-            extra = switch_s
-        row = samples[k][lvl]
-        m = slen[k][lvl]
-        fac = fs[FACTOR][k]
-        nom = mean[k][lvl]
-        uk = u[k]
-        lk = lev[k]
-        sk = svc[k]
-        busy_s = fs[C_BUSY][k]
-        nom_s = fs[C_NOM][k]
-        b_before = 0.0
-        n_before = 0.0
-        first = i
-        to_next = k < last
-        rn = rdy[k + 1] if to_next else rk
-        txk = tx[k]
-        latk = lat[k]
-        zero = to_next and txk == 0.0 and latk == 0.0
-        hf = fs[HOP_FREE][k]
-        while True:
-            t = row[int(uk[i] * m)] * fac + extra
-            extra = 0.0
-            d = b + t
-            lk[i] = lvl
-            sk[i] = t
-            b_before = busy_s
-            busy_s += t
-            n_before = nom_s
-            nom_s += nom
-            if to_next:
-                if zero:
-                    rn[i] = d
-                else:
-                    hf = (hf if hf > d else d) + txk
-                    rn[i] = hf + latk
-            elif d < end_s:
-                dep[i] = d
-                status[i] = DONE
-            f = d
-            i += 1
-            if i >= lim:
-                break
-            a = rk[i]
-            b = f if f > a else a
-            if b >= h:
-                break
-        fs[HOP_FREE][k] = hf
-        fs[FREE][k] = f
-        started[k] = i
-        ist[C_STARTED][k] += i - first
-        fs[C_BUSY][k] = busy_s
-        fs[C_NOM][k] = nom_s
-        fs[C_BUSY_BEFORE][k] = b_before
-        fs[C_NOM_BEFORE][k] = n_before
-    if tick < 0:
+        if started[k] < lim:
+            advance_stage(h, k, lim, st)
+
+
+def advance_stage(h: float, k: int, lim: int, st: KState) -> None:
+    """Stage ``k``: serve requests ``started[k] .. lim - 1`` in order while they start before ``h``."""
+    fs, ist = st.fs, st.ist
+    i = first = ist[STARTED][k]
+    rk = st.rdy[k]
+    f = fs[FREE][k]
+    b = f if f > rk[i] else rk[i]
+    if b >= h:
         return
+    lvl = ist[TARGET][k]
+    extra = 0.0
+    if lvl != ist[LEVEL][k]:  # the first service after a decision pays the switch
+        ist[LEVEL][k] = lvl
+        ist[SWITCHES][0] += 1
+        extra = st.switch_s
+    row, m, fac, nom, uk = st.samples[k][lvl], st.slen[k][lvl], fs[FACTOR][k], st.mean[k][lvl], st.u[k]
+    busy_s, nom_s, b_before, n_before = fs[C_BUSY][k], fs[C_NOM][k], 0.0, 0.0
+    to_next = k < len(st.rdy) - 1
+    rn = st.rdy[k + 1] if to_next else rk
+    txk, latk, hf = st.tx[k], st.lat[k], fs[HOP_FREE][k]
+    zero = to_next and txk == 0.0 and latk == 0.0
+    while True:
+        t = row[int(uk[i] * m)] * fac + extra
+        extra = 0.0
+        d = b + t
+        st.lev[k][i] = lvl
+        st.svc[k][i] = t
+        st.start[k][i] = b
+        b_before, n_before = busy_s, nom_s
+        busy_s += t
+        nom_s += nom
+        if to_next:
+            if zero:
+                rn[i] = d
+            else:
+                hf = (hf if hf > d else d) + txk  # FIFO link: serialisation, then propagation
+                rn[i] = hf + latk
+        elif d < st.end_s:
+            st.dep[i] = d
+            st.status[i] = DONE
+        f = d
+        i += 1
+        if i >= lim:
+            break
+        b = f if f > rk[i] else rk[i]
+        if b >= h:
+            break
+    fs[HOP_FREE][k], fs[FREE][k] = hf, f
+    ist[STARTED][k] = i
+    ist[C_STARTED][k] += i - first
+    fs[C_BUSY][k], fs[C_NOM][k] = busy_s, nom_s
+    fs[C_BUSY_BEFORE][k], fs[C_NOM_BEFORE][k] = b_before, n_before
+
+
+def read_out(h: float, st: KState) -> None:
+    """Each stage's observation at ``h`` (after :func:`advance` to ``h``), and this period's counters reset.
+
+    A single server has at most one service in progress, the last one started: if it is still running it
+    is left out of this period and carried into the next (``0.0 + t`` is what a completion-time sum adds).
+    """
+    rdy, fs, ist = st.rdy, st.fs, st.ist
+    k_n = len(rdy)
+    n = len(st.dep)
+    started = ist[STARTED]
     for k in range(k_n):
         lo = started[k]
         hi = started[k - 1] if k > 0 else n
         rk = rdy[k]
-        left, right = lo, hi  # bisect_right(rdy[k], h, lo, hi)
+        left, right = lo, hi  # bisect_right(rdy[k], h, lo, hi): arrived by h, not started
         while left < right:
             mid = (left + right) // 2
             if h < rk[mid]:
@@ -155,35 +166,32 @@ def step(
                 left = mid + 1
         q = left - lo
         total = lo + q  # requests that have reached stage k by h
-        out = iout[k]
+        out = st.iout[k]
+        fout = st.fout[k]
         out[0] = ist[LEVEL][k]
         out[1] = q
         out[3] = total - ist[PREV_TOTAL][k]
+        out[5] = 0
         ist[PREV_TOTAL][k] = total
         if fs[FREE][k] > h:
             out[2] = 1
             out[4] = ist[C_STARTED][k] - 1
-            fout[k][0] = fs[C_BUSY_BEFORE][k]
-            fout[k][1] = fs[C_NOM_BEFORE][k]
+            fout[0] = fs[C_BUSY_BEFORE][k]
+            fout[1] = fs[C_NOM_BEFORE][k]
             i = lo - 1
             ist[C_STARTED][k] = 1
-            fs[C_BUSY][k] = svc[k][i]
-            fs[C_NOM][k] = mean[k][lev[k][i]]
+            fs[C_BUSY][k] = st.svc[k][i]
+            fs[C_NOM][k] = st.mean[k][st.lev[k][i]]
         else:
             out[2] = 0
             out[4] = ist[C_STARTED][k]
-            fout[k][0] = fs[C_BUSY][k]
-            fout[k][1] = fs[C_NOM][k]
+            fout[0] = fs[C_BUSY][k]
+            fout[1] = fs[C_NOM][k]
             ist[C_STARTED][k] = 0
             fs[C_BUSY][k] = 0.0
             fs[C_NOM][k] = 0.0
         fs[C_BUSY_BEFORE][k] = 0.0
         fs[C_NOM_BEFORE][k] = 0.0
-        row = tick * k_n + k
-        for j in range(5):
-            tl_i[row * 5 + j] = out[j]
-        tl_f[row * 2] = fout[k][0]
-        tl_f[row * 2 + 1] = fout[k][1]
 
 
 Kernel = Any  # step, plain or compiled
@@ -200,13 +208,17 @@ def compiled() -> Kernel | None:
         from numba import njit
     except ImportError:  # pragma: no cover - numba is a dependency; an interpreter it lacks still works
         return None
+    from numba.extending import register_jitable
+
+    for helper in (advance, advance_stage, read_out):  # callable from compiled code, still plain in Python
+        register_jitable(helper)
     return njit(cache=True, nogil=True)(step)
 
 
 def bind(kernel: Any, example_args: tuple[Any, ...]) -> Kernel:
     """``kernel`` specialised to the types of ``example_args``: numba's machine-code entry point for them.
 
-    A numba dispatcher works out the argument types on every call (~1.5 us for :func:`step`'s 21 arguments,
+    A numba dispatcher works out the argument types on every call (~1.5 us for :func:`step`'s state tuple,
     about a tenth of a tick's whole cost); the entry point of the one compiled specialisation only unboxes.
     Safe because a run passes the same arrays (same dtypes and ranks) on every call; the dispatcher itself is
     returned for plain Python or when numba's internals differ from what this expects.

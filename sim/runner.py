@@ -15,10 +15,14 @@ import numpy as np
 import polars as pl
 
 from edgeprune.controller import PipelineCurves, PolicySpec, make_policy
+from edgeprune.environment import factor_changes, merged_schedule
+from edgeprune.physics import DevicePhysics, tenant_schedule
 from edgeprune.profile import Profile
+from edgeprune.records import request_accuracy, requests_table, timeline_table
 from edgeprune.results import RunResult, summarise
-from edgeprune.scenario import Scenario, hop_time_s
-from sim.engine import DONE, DROPPED, NO_LEVEL, EngineOutput, SimSetup, simulate
+from edgeprune.scenario import Scenario, arrivals_end_s, hop_time_s
+from sim.engine import DONE, NO_LEVEL, EngineOutput, Path, SimSetup, simulate
+from sim.physics import TenantSchedule, physics_summary
 
 __all__ = ["Streams", "compile_setup", "curves_for", "draw_streams", "run_policy", "run_scenario"]
 
@@ -29,6 +33,7 @@ class Streams:
 
     arrivals_s: np.ndarray
     quantiles: np.ndarray  # [n_stages, n]
+    tenants: tuple[TenantSchedule | None, ...] = ()  # per stage: its node's tenant on/off schedule
 
 
 def draw_streams(sc: Scenario, seed: int | None = None) -> Streams:
@@ -36,40 +41,37 @@ def draw_streams(sc: Scenario, seed: int | None = None) -> Streams:
     from traces import generate
 
     root = np.random.SeedSequence(sc.seed if seed is None else seed)
-    arr_seq, svc_seq = root.spawn(2)
+    arr_seq, svc_seq, tenant_seq = root.spawn(3)  # children 0 and 1 are the same whatever the count
     arrivals = generate(sc.arrivals, np.random.default_rng(arr_seq), duration_s=sc.duration_s, n_requests=sc.n_requests)
     quantiles = np.random.default_rng(svc_seq).random((len(sc.stages), arrivals.size))
-    return Streams(arrivals_s=np.ascontiguousarray(arrivals, dtype=np.float64), quantiles=quantiles)
+    return Streams(
+        arrivals_s=np.ascontiguousarray(arrivals, dtype=np.float64),
+        quantiles=quantiles,
+        tenants=_tenants(sc, arrivals, np.random.default_rng(tenant_seq)),
+    )
+
+
+def _tenants(sc: Scenario, arrivals_s: np.ndarray, rng: np.random.Generator) -> tuple[TenantSchedule | None, ...]:
+    """Each physics node's tenant schedule over the run, drawn in stage order from one generator."""
+    end_s = _end_s(sc, arrivals_s)
+    out: list[TenantSchedule | None] = []
+    for k in range(len(sc.stages)):
+        phys = sc.device_of(k).physics
+        out.append(tenant_schedule(phys.tenant, end_s, rng) if phys is not None and phys.tenant else None)
+    return tuple(out)
 
 
 def _stage_factors(sc: Scenario) -> tuple[tuple[float, ...], tuple[tuple[float, int, float], ...]]:
     """Initial factor per stage and the time-sorted factor changes (1/speed x active slowdowns)."""
-    times = sorted({t for ev in sc.environment for t, _ in ev.change_points()} | {0.0})
-    per_time: list[tuple[float, int, float]] = []
     initial: list[float] = []
+    per_time: list[tuple[float, int, float]] = []
     for k in range(len(sc.stages)):
         dev = sc.device_of(k)
-        events = [ev for ev in sc.environment if ev.device == dev.name]
-        prev = None
-        for t in times:
-            f = 1.0 / dev.speed
-            for ev in events:
-                f *= _factor_at(ev.change_points(), t)
-            if t == 0.0:
-                initial.append(f)
-            elif f != prev:
-                per_time.append((t, k, f))
-            prev = f
+        schedule = merged_schedule([ev for ev in sc.environment if ev.device == dev.name], start=1.0 / dev.speed)
+        initial.append(schedule[0][1])
+        per_time += [(t, k, f) for t, f in factor_changes(schedule[1:], before=schedule[0][1])]
     per_time.sort(key=lambda c: (c[0], c[1]))
     return tuple(initial), tuple(per_time)
-
-
-def _factor_at(points: list[tuple[float, float]], t: float) -> float:
-    f = 1.0
-    for tp, fp in points:
-        if tp <= t:
-            f = fp
-    return f
 
 
 def _samples(profile: Profile, sc: Scenario) -> tuple[tuple[tuple[float, ...], ...], ...]:
@@ -87,12 +89,12 @@ def _switch_s(sc: Scenario) -> float:
 
 
 def _end_s(sc: Scenario, arrivals_s: np.ndarray) -> float:
-    last = sc.duration_s if sc.duration_s is not None else (float(arrivals_s[-1]) if arrivals_s.size else 0.0)
-    return last + sc.drain_s
+    return arrivals_end_s(sc, arrivals_s) + sc.drain_s
 
 
-def compile_setup(sc: Scenario, policy: PolicySpec, arrivals_s: np.ndarray) -> SimSetup:
+def compile_setup(sc: Scenario, policy: PolicySpec, streams: Streams) -> SimSetup:
     """The engine's numbers for one policy of the scenario."""
+    arrivals_s = streams.arrivals_s
     samples = _samples(sc.profile, sc)
     initial, changes = _stage_factors(sc)
     hops = [hop_time_s(sc, k) for k in range(len(sc.stages) - 1)]
@@ -114,7 +116,15 @@ def compile_setup(sc: Scenario, policy: PolicySpec, arrivals_s: np.ndarray) -> S
         drop_head=sc.queue.drop == "head",
         period_s=policy.period_s,
         end_s=_end_s(sc, arrivals_s),
+        physics=_physics(sc),
+        tenants=streams.tenants if any(streams.tenants) else (),
     )
+
+
+def _physics(sc: Scenario) -> tuple[DevicePhysics | None, ...]:
+    """Per stage, its node's physics; empty when no node has any (the simulator then runs without)."""
+    phys = tuple(sc.device_of(k).physics for k in range(len(sc.stages)))
+    return phys if any(p is not None for p in phys) else ()
 
 
 def curves_for(sc: Scenario) -> PipelineCurves:
@@ -135,94 +145,70 @@ def curves_for(sc: Scenario) -> PipelineCurves:
         slo_s=sc.slo_s,
         accuracy=sc.profile.accuracy,
         stage_names=tuple(s.name for s in sc.stages),
+        physics=_physics(sc),
     )
 
 
-def _accuracy(out: EngineOutput, curves: PipelineCurves) -> np.ndarray:
-    """Estimated accuracy of every finished request from the levels it was served at."""
-    acc = np.full(out.status.size, np.nan)
-    done = out.status == DONE
-    if curves.accuracy is None or not done.any():
-        return acc
-    n_levels = len(curves.ratios)
-    codes = np.zeros(int(done.sum()), dtype=np.int64)
-    for k in range(out.levels.shape[1]):  # one integer code per level vector (base n_levels)
-        codes = codes * n_levels + out.levels[done, k]
-    uniq, inverse = np.unique(codes, return_inverse=True)
-    values = np.array([curves.accuracy.of(_decode(int(c), n_levels, out.levels.shape[1])) for c in uniq])
-    acc[done] = values[inverse]
-    return acc
-
-
-def _decode(code: int, n_levels: int, n_stages: int) -> tuple[int, ...]:
-    digits = []
-    for _ in range(n_stages):
-        code, d = divmod(code, n_levels)
-        digits.append(d)
-    return tuple(reversed(digits))
-
-
-def _requests_table(sc: Scenario, streams: Streams, out: EngineOutput, curves: PipelineCurves) -> pl.DataFrame:
+def _tables(
+    sc: Scenario, streams: Streams, out: EngineOutput, curves: PipelineCurves, period_s: float
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The result tables of one run (``edgeprune.records``, shared with the hardware backend)."""
     names = [s.name for s in sc.stages]
-    status_names = np.array(["done", "dropped", "unfinished"])
-    dep = out.departure_s
-    done = out.status == DONE
-    cols: dict[str, pl.Series] = {
-        "request_id": pl.Series(np.arange(dep.size, dtype=np.uint32)),
-        "arrival_s": pl.Series(streams.arrivals_s),
-        "departure_s": pl.Series(dep, nan_to_null=True),
-        "latency_s": pl.Series(np.where(done, dep - streams.arrivals_s, np.nan), nan_to_null=True),
-        "status": pl.Series(status_names[out.status]),
-        "dropped_at": pl.Series(np.where(out.status == DROPPED, out.dropped_at, -1).astype(np.int16)).replace_strict(
-            {k: n for k, n in enumerate(names)}, default=None, return_dtype=pl.String
-        ),
-        "in_warmup": pl.Series(streams.arrivals_s < sc.warmup_s),
-        "accuracy": pl.Series(_accuracy(out, curves), nan_to_null=True),
-    }
-    for k, name in enumerate(names):
-        lv = out.levels[:, k].astype(np.int16)
-        cols[f"level_{name}"] = pl.Series(np.where(lv == NO_LEVEL, -1, lv).astype(np.int8)).replace(-1, None)
-    return pl.DataFrame(cols)
-
-
-def _timeline_table(sc: Scenario, out: EngineOutput, period_s: float) -> pl.DataFrame:
-    tl = pl.DataFrame(out.timeline)
-    names = [s.name for s in sc.stages]
-    return tl.select(
-        pl.col("time_s"),
-        pl.col("stage").replace_strict(dict(enumerate(names)), return_dtype=pl.String),
-        pl.col("level").cast(pl.Int8),
-        pl.col("decided").cast(pl.Int8),
-        pl.col("queue_len").cast(pl.Int32),
-        pl.col("busy"),
-        pl.col("arrivals").cast(pl.Int32),
-        pl.when(pl.col("time_s") > 0).then(pl.col("arrivals") / period_s).alias("arrival_rate_hz"),
-        pl.col("served").cast(pl.Int32),
-        pl.when(pl.col("served") > 0).then(pl.col("busy_s") / pl.col("served")).alias("service_time_s"),
-        pl.when(pl.col("nominal_s") > 0).then(pl.col("busy_s") / pl.col("nominal_s")).alias("env_factor"),
-        pl.col("dropped").cast(pl.Int32),
+    levels = np.where(out.levels == NO_LEVEL, -1, out.levels.astype(np.int16))
+    accuracy = request_accuracy(levels, out.status == DONE, curves.accuracy, len(curves.ratios))
+    requests = requests_table(
+        names,
+        streams.arrivals_s,
+        out.departure_s,
+        out.status,
+        out.dropped_at,
+        levels,
+        warmup_s=sc.warmup_s,
+        accuracy=accuracy,
     )
+    if out.heat:
+        assert out.start_s is not None
+        energy = {
+            k: node.request_energy_j(out.start_s[:, k], out.service_s[:, k], _end_s(sc, streams.arrivals_s))
+            for k, node in out.heat.items()
+        }
+        requests = requests.with_columns(
+            pl.Series("energy_j", np.nansum(np.stack(list(energy.values()), 1), axis=1)),
+            *(pl.Series(f"energy_{names[k]}_j", e, nan_to_null=True) for k, e in sorted(energy.items())),
+        )
+    return requests, timeline_table(out.timeline, names, period_s)
 
 
 def run_policy(
-    sc: Scenario, spec: PolicySpec, streams: Streams, *, progress: Callable[[float], None] | None = None
+    sc: Scenario,
+    spec: PolicySpec,
+    streams: Streams,
+    *,
+    progress: Callable[[float], None] | None = None,
+    path: Path = "auto",
 ) -> RunResult:
-    """Simulate one policy of the scenario on the given streams."""
+    """Simulate one policy of the scenario on the given streams (``path``: see :func:`sim.engine.simulate`)."""
     curves = curves_for(sc)
-    setup = compile_setup(sc, spec, streams.arrivals_s)
+    setup = compile_setup(sc, spec, streams)
     policy = make_policy(spec, curves)
-    out = simulate(setup, policy, streams.arrivals_s, streams.quantiles, progress=progress)
-    requests = _requests_table(sc, streams, out, curves)
-    window_end = sc.duration_s if sc.duration_s is not None else setup.end_s - sc.drain_s
+    out = simulate(setup, policy, streams.arrivals_s, streams.quantiles, progress=progress, path=path)
+    requests, timeline = _tables(sc, streams, out, curves, setup.period_s)
     summary = summarise(
-        requests, slo_s=sc.slo_s, window_start_s=sc.warmup_s, window_end_s=window_end, switches=out.switches
+        requests,
+        slo_s=sc.slo_s,
+        window_start_s=sc.warmup_s,
+        window_end_s=arrivals_end_s(sc, streams.arrivals_s),
+        switches=out.switches,
     )
-    return RunResult(
-        policy=spec.name, requests=requests, timeline=_timeline_table(sc, out, setup.period_s), summary=summary
-    )
+    if out.heat:
+        completed = int((out.status == DONE).sum())
+        summary.update(physics_summary(list(out.heat.values()), completed, setup.end_s))
+    return RunResult(policy=spec.name, requests=requests, timeline=timeline, summary=summary)
 
 
-def run_scenario(sc: Scenario, *, progress: Callable[[str, float, float], None] | None = None) -> list[RunResult]:
+def run_scenario(
+    sc: Scenario, *, progress: Callable[[str, float, float], None] | None = None, path: Path = "auto"
+) -> list[RunResult]:
     """Every policy of the scenario on the same streams, in the scenario's order."""
     streams = draw_streams(sc)
     results = []
@@ -235,5 +221,5 @@ def run_scenario(sc: Scenario, *, progress: Callable[[str, float, float], None] 
             def cb(now_s: float, name: str = name, end_s: float = end_s) -> None:
                 progress(name, now_s, end_s)
 
-        results.append(run_policy(sc, spec, streams, progress=cb))
+        results.append(run_policy(sc, spec, streams, progress=cb, path=path))
     return results

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from edgeprune.checker import CheckReport, check_policy, synthetic_observations
 from edgeprune.config import Ctx
 from edgeprune.controller import Observation, PipelineCurves, make_policy, policy_from_table
-from edgeprune.controller.checker import CheckReport, check_policy, synthetic_observations
 from edgeprune.errors import PolicyError
 from tests.test_controller_policies import make_curves
 
@@ -60,7 +60,7 @@ class _Const:
 @pytest.mark.parametrize(
     ("answer", "match"),
     [
-        ((0, 0, 0), r"returned \(0, 0, 0\) at observation 0 .*expected a tuple of 4 levels in 0..6"),
+        ((0, 0, 0), r"returned \(0, 0, 0\) at t=0s: expected 4 integer levels in 0..6 \(observation 0\)"),
         ((0, 0, 0, 7), r"returned \(0, 0, 0, 7\)"),
         ((0, 0, True, 0), r"returned \(0, 0, True, 0\)"),
         ((0, 0, 0.0, 0), r"returned \(0, 0, 0.0, 0\)"),
@@ -193,3 +193,11 @@ def test_oracle_needs_oracle_views(curves: PipelineCurves) -> None:
 def test_not_a_factory_is_a_clear_error(curves: PipelineCurves) -> None:
     with pytest.raises(PolicyError, match=r"expected a factory"):
         check_policy(42, curves)  # type: ignore[arg-type]
+
+
+def test_wants_oracle_must_be_a_bool(curves: PipelineCurves) -> None:
+    class _Truthy(_Const):
+        wants_oracle = "yes"
+
+    with pytest.raises(PolicyError, match=r"_Truthy.wants_oracle = 'yes': must be True or False"):
+        check_policy(lambda c: _Truthy((0,) * c.n_stages), curves)

@@ -297,3 +297,21 @@ def test_idle_overhead_is_the_time_outside_the_services_of_an_idle_chain(case: P
     probe = run_policy(probe_sc, spec, Streams(np.arange(40, dtype=np.float64) * 5.0, quantiles))
     hop_tx_s = sum(sc.profile.activation_bytes[k] * 8 / 1e9 for k in range(3))  # 1 Gbit/s serialisation
     assert idle_overhead_s(probe) == pytest.approx(3 * 0.0155 + hop_tx_s, abs=0.004)
+
+
+def test_run_refuses_an_oracle_policy_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Hardware has no ground truth: a policy that wants an oracle view is refused with one line, exit 2,
+    before any connection (the cluster's addresses are never contacted) and with nothing written."""
+    from simfixtures import BASE_SCENARIO, write_case
+
+    from hil.cli import main
+
+    sc = write_case(tmp_path / "case", BASE_SCENARIO + '\n[[policy]]\nname = "truth"\nkind = "oracle"\n')
+    hosts = "".join(f'[[host]]\nname = "pi{k}"\naddress = "10.0.0.{k}"\npython = "p"\nworkdir = "w"\n' for k in (3, 4))
+    stages = "".join(f'[[stage]]\nname = "s{k}"\nhost = "pi{k + 1}"\n' for k in range(4))
+    cluster = _write(tmp_path, CLUSTER.split("[[stage]]")[0] + hosts + stages)
+    rc = main(["--cluster", str(cluster), "run", str(sc), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "policy[2] = 'truth'" in err[0] and "wants_oracle" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ from edgeprune.config import Ctx, build, schema_model, spec_field
 from edgeprune.errors import ConfigError, ProfileError
 from edgeprune.profile import profile_from_dict
 from edgeprune.scenario import load_scenario
-from edgeprune.schemas import FILE_KINDS, SCHEMA_DIR, render, schema_of
+from edgeprune.cli.schemas import FILE_KINDS, SCHEMA_DIR, render, schema_of
 from hil.cluster import load_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +46,8 @@ def _validator(kind: str) -> jsonschema.protocols.Validator:
 @pytest.mark.parametrize("kind", list(FILE_KINDS))
 def test_published_schema_is_up_to_date(kind: str) -> None:
     published = SCHEMA_DIR / f"{kind}.schema.json"
-    assert published.is_file(), "run: python -m edgeprune.schemas"
-    assert published.read_text(encoding="utf-8") == render(kind), "stale: run python -m edgeprune.schemas"
+    assert published.is_file(), "run: python -m edgeprune.cli.schemas"
+    assert published.read_text(encoding="utf-8") == render(kind), "stale: run python -m edgeprune.cli.schemas"
 
 
 def test_every_kind_of_shipped_file_is_found() -> None:

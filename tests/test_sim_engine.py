@@ -1,4 +1,5 @@
-"""Engine behaviour: drops, level switching, environment factors, and the two request paths agreeing."""
+"""Engine behaviour: drops, level switching, environment factors, and the reference model and the fast path
+agreeing bit for bit."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from hypothesis import strategies as st
 
 from edgeprune.controller.bottleneck import BottleneckParams, BottleneckPolicy
 from edgeprune.controller.contract import Observation, PipelineCurves
+from edgeprune.controller.oracle import OracleParams, OraclePolicy
 from edgeprune.controller.static import StaticPolicy
 from edgeprune.errors import PolicyError
-from sim.engine import DONE, DROPPED, SimSetup, simulate
+from sim.engine import DONE, DROPPED, EngineOutput, SimSetup, simulate
 
 
 def ladder_setup(k_n: int = 1, *, base_s: float = 1.0, n_levels: int = 3, **kw: object) -> SimSetup:
@@ -97,6 +99,19 @@ def test_invalid_decision_is_a_policy_error() -> None:
         run(ladder_setup(), [0.0], Bad())
 
 
+@pytest.mark.parametrize("answer", [(1.9,), (True,), ("1",), [0, 0], None])
+def test_the_simulator_takes_only_integer_levels(answer: object) -> None:
+    """The one decision rule: 1.9 and True are not levels (the hardware coordinator and checker agree)."""
+
+    class Answers:
+        def decide(self, obs: Observation) -> object:
+            return answer
+
+    for path in ("fast", "reference"):
+        with pytest.raises(PolicyError, match="expected 1 integer levels"):
+            simulate(ladder_setup(), Answers(), np.array([0.0]), np.full((1, 1), 0.5), path=path)  # type: ignore[arg-type]
+
+
 def _curves(setup: SimSetup, slo_s: float) -> PipelineCurves:
     return PipelineCurves(
         ratios=tuple(0.1 * i for i in range(setup.n_levels)),
@@ -109,9 +124,30 @@ def _curves(setup: SimSetup, slo_s: float) -> PipelineCurves:
     )
 
 
-def test_windowed_and_event_paths_agree_under_a_dynamic_policy() -> None:
-    """Bit-identical results from the windowed path (unbounded queues; plain and numba-compiled kernels) and
-    the event path (a bounded queue that never fills), under a policy that switches levels and a slowdown."""
+class _RandomLevels:
+    """A policy that jumps to seeded random levels every tick: the most switching any policy can do."""
+
+    def __init__(self, seed: int, n_stages: int, n_levels: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.shape = (n_stages, n_levels)
+
+    def decide(self, obs: Observation) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.rng.integers(0, self.shape[1], self.shape[0]))
+
+
+def _assert_same(a: EngineOutput, b: EngineOutput) -> None:
+    np.testing.assert_array_equal(a.departure_s, b.departure_s)
+    np.testing.assert_array_equal(a.status, b.status)
+    np.testing.assert_array_equal(a.dropped_at, b.dropped_at)
+    np.testing.assert_array_equal(a.levels, b.levels)
+    np.testing.assert_array_equal(a.service_s, b.service_s)
+    assert a.timeline == b.timeline
+    assert a.switches == b.switches
+
+
+def test_reference_and_fast_paths_agree_under_a_dynamic_policy() -> None:
+    """Bit-identical results from the reference SimPy model (unbounded, and bounded but never full) and the
+    fast path (plain and numba-compiled kernels), under a policy that switches levels and a slowdown."""
     rng = np.random.default_rng(5)
     k_n, n_levels = 3, 5
     samples = tuple(
@@ -135,36 +171,48 @@ def test_windowed_and_event_paths_agree_under_a_dynamic_policy() -> None:
     arrivals = np.cumsum(rng.exponential(1 / 4.0, 1500))
     q = rng.random((k_n, arrivals.size))
     outs = []
-    for cap, compiled in ((None, False), (None, True), (10**6, None)):
+    for cap, path, compiled in (
+        (None, "fast", False),
+        (None, "fast", True),
+        (None, "reference", None),
+        (10**6, "auto", None),
+    ):
         setup = dataclasses.replace(base, queue_capacity=cap)
         policy = BottleneckPolicy(BottleneckParams(cooldown_s=5.0), _curves(setup, slo_s=2.0))
-        outs.append(simulate(setup, policy, arrivals, q, compiled=compiled))
-    plain, jit, events = outs
+        outs.append(simulate(setup, policy, arrivals, q, path=path, compiled=compiled))  # type: ignore[arg-type]
+    plain = outs[0]
     assert plain.switches > 0
     assert len(set(plain.levels[:, 1].tolist())) > 2  # the slowed stage moved along the ladder
-    for other in (jit, events):
-        np.testing.assert_array_equal(plain.departure_s, other.departure_s)
-        np.testing.assert_array_equal(plain.status, other.status)
-        np.testing.assert_array_equal(plain.levels, other.levels)
-        np.testing.assert_array_equal(plain.service_s, other.service_s)
-        assert plain.timeline == other.timeline
-        assert plain.switches == other.switches
+    for other in outs[1:]:
+        _assert_same(plain, other)
 
 
-@settings(max_examples=25, deadline=None)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    k_n=st.integers(1, 4),
-    n_levels=st.integers(1, 5),
-    zero_hops=st.booleans(),
-    load=st.floats(0.3, 1.6),
-)
-def test_windowed_path_equals_event_path_property(
-    seed: int, k_n: int, n_levels: int, zero_hops: bool, load: float
-) -> None:
-    """Random pipelines, loads (some overloaded, so requests are left unfinished), slowdown windows and a
-    switching policy: the windowed path (plain kernels) and the event path agree bit for bit."""
-    rng = np.random.default_rng(seed)
+def test_fast_path_refuses_bounded_queues() -> None:
+    with pytest.raises(ValueError, match="unbounded queues only"):
+        run_path(ladder_setup(queue_capacity=3), [0.0], "fast")
+
+
+def run_path(setup: SimSetup, arrivals: list[float], path: str) -> EngineOutput:
+    a = np.asarray(arrivals, dtype=float)
+    return simulate(setup, StaticPolicy((0,) * setup.n_stages), a, np.full((setup.n_stages, a.size), 0.5), path=path)  # type: ignore[arg-type]
+
+
+def test_services_starting_at_an_instant_use_its_decision_on_both_paths() -> None:
+    """Ties: arrivals exactly at ticks and at an environment change (a replayed trace with whole-second
+    timestamps has them): the service starting at the instant waits for the instant's decision and factor."""
+    setup = ladder_setup(switch_s=0.25, env_changes=((3.0, 0, 2.0),))
+    arrivals = [0.0, 1.0, 2.0, 3.0, 3.0, 5.0]
+    outs = []
+    for path in ("fast", "reference"):
+        a = np.asarray(arrivals)
+        outs.append(simulate(setup, _StepPolicy(), a, np.full((1, a.size), 0.5), path=path))  # type: ignore[arg-type]
+    fast, ref = outs
+    _assert_same(fast, ref)
+    assert fast.levels[:, 0].tolist() == [0, 0, 0, 2, 2, 2]  # the request arriving at 3.0 starts at 3.0 on level 2
+    assert fast.service_s[3, 0] == pytest.approx(2 / 3 + 0.25)  # factor 2 from 3.0 on, plus the switch
+
+
+def _random_setup(rng: np.random.Generator, k_n: int, n_levels: int, zero_hops: bool) -> SimSetup:
     base = 0.1 * rng.uniform(0.5, 1.5, k_n)
     samples = tuple(
         tuple(tuple(sorted((base[k] / (1 + 0.4 * lv) * rng.lognormal(0, 0.2, 7)).tolist())) for lv in range(n_levels))
@@ -173,7 +221,7 @@ def test_windowed_path_equals_event_path_property(
     # links up to 1.5x the fastest stage: some are bottlenecks, so their FIFO serialisation matters
     hops = (0.0,) * (k_n - 1) if zero_hops else tuple(rng.uniform(0, 1.5 * base.min(), k_n - 1).tolist())
     t1, t2 = sorted(rng.uniform(5, 60, 2).tolist())
-    setup = SimSetup(
+    return SimSetup(
         stage_names=tuple(f"s{k}" for k in range(k_n)),
         samples_s=samples,
         mean_s=tuple(tuple(sum(x) / len(x) for x in stage) for stage in samples),
@@ -181,22 +229,47 @@ def test_windowed_path_equals_event_path_property(
         hop_tx_s=hops,
         hop_latency_s=tuple(0.1 * h for h in hops[::-1]),
         env_changes=((t1, int(rng.integers(k_n)), float(rng.uniform(1.2, 3.0))), (t2, 0, 1.0)),
-        initial_factor=(1.0,) * k_n,
+        initial_factor=tuple(rng.uniform(0.8, 1.5, k_n).tolist()),
         queue_capacity=None,
         drop_head=False,
         period_s=float(rng.choice([0.5, 1.0, 2.0])),
         end_s=70.0,
+        speed=tuple(rng.uniform(0.7, 1.3, k_n).tolist()),
     )
-    arrivals = np.cumsum(rng.exponential(float(base.max()) / load, 500))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k_n=st.integers(1, 4),
+    n_levels=st.integers(1, 5),
+    zero_hops=st.booleans(),
+    load=st.floats(0.3, 1.6),
+    policy_kind=st.sampled_from(["bottleneck", "random", "oracle"]),
+    whole_seconds=st.booleans(),
+)
+def test_fast_path_equals_reference_property(
+    seed: int, k_n: int, n_levels: int, zero_hops: bool, load: float, policy_kind: str, whole_seconds: bool
+) -> None:
+    """Random pipelines, speeds, loads (some overloaded, so requests are left unfinished), slowdown windows,
+    switching policies (an oracle too) and arrivals with ties at control instants: the reference model and
+    the fast path (plain and compiled kernels) agree bit for bit."""
+    rng = np.random.default_rng(seed)
+    setup = _random_setup(rng, k_n, n_levels, zero_hops)
+    arrivals = np.cumsum(rng.exponential(float(max(m[0] for m in setup.mean_s)) / load, 400))
+    if whole_seconds:  # a trace recorded to the second: many arrivals exactly at ticks
+        arrivals = np.floor(arrivals)
     q = rng.random((k_n, arrivals.size))
     outs = []
-    for cap in (None, 10**6):
-        s = dataclasses.replace(setup, queue_capacity=cap)
-        policy = BottleneckPolicy(BottleneckParams(cooldown_s=3.0), _curves(s, slo_s=1.0))
-        outs.append(simulate(s, policy, arrivals, q, compiled=False))
-    windowed, events = outs
-    np.testing.assert_array_equal(windowed.departure_s, events.departure_s)
-    np.testing.assert_array_equal(windowed.status, events.status)
-    np.testing.assert_array_equal(windowed.levels, events.levels)
-    np.testing.assert_array_equal(windowed.service_s, events.service_s)
-    assert windowed.timeline == events.timeline
+    for path, compiled in (("reference", None), ("fast", False), ("fast", True)):
+        curves = _curves(setup, slo_s=1.0)
+        policy: object = (
+            BottleneckPolicy(BottleneckParams(cooldown_s=3.0), curves)
+            if policy_kind == "bottleneck"
+            else OraclePolicy(OracleParams(), curves)
+            if policy_kind == "oracle"
+            else _RandomLevels(seed, k_n, n_levels)
+        )
+        outs.append(simulate(setup, policy, arrivals, q, path=path, compiled=compiled))  # type: ignore[arg-type]
+    for other in outs[1:]:
+        _assert_same(outs[0], other)

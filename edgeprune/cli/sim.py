@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--engine",
+        choices=["auto", "fast", "reference"],
+        default="auto",
+        help="request path: the SimPy reference model, the fast path (unbounded queues), or auto (fast when it can)",
+    )
     return p
 
 
@@ -127,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = Progress(enabled=not args.no_progress)
     t0 = time.perf_counter()
     try:
-        results = run_scenario(sc, progress=progress)
+        results = run_scenario(sc, progress=progress, path=args.engine)
     finally:
         progress.close()
     wall_s = time.perf_counter() - t0

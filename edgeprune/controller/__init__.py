@@ -1,9 +1,17 @@
-"""The controller: the policy contract, the built-in policies and the contract checker.
+"""The controller: the policy contract, the decision rule and the built-in policies (checker: ``edgeprune.checker``).
 
 Pure objects only: nothing here imports SimPy, asyncio, torch or reads a clock (see ``contract.py``).
 """
 
-from edgeprune.controller.contract import Levels, Observation, OracleView, PipelineCurves, Policy, StageObs
+from edgeprune.controller.contract import (
+    Levels,
+    Observation,
+    OracleView,
+    PipelineCurves,
+    Policy,
+    StageObs,
+    wants_oracle,
+)
 from edgeprune.controller.registry import PolicyKind, PolicySpec, kinds, make_policy, policy_from_table, register
 
 __all__ = [
@@ -19,4 +27,5 @@ __all__ = [
     "make_policy",
     "policy_from_table",
     "register",
+    "wants_oracle",
 ]

@@ -13,19 +13,26 @@ Call protocol (the same in every backend):
 3. then every ``period_s`` it calls ``decide`` with the counters of the period that just ended;
 4. a returned level takes effect at that stage's next service start (between two requests), paying the
    profile's switch cost once.
+
+A policy that needs ground truth (an upper bound such as ``oracle``) declares the class attribute
+``wants_oracle = True``; a backend reads it with :func:`wants_oracle` and then adds an :class:`OracleView`
+to every observation, or refuses the policy up front if it cannot supply one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from edgeprune.errors import PolicyError
+from edgeprune.physics import DevicePhysics
 from edgeprune.profile import AccuracyCurve
 
-__all__ = ["Levels", "Observation", "OracleView", "PipelineCurves", "Policy", "StageObs"]
+__all__ = ["Levels", "Observation", "OracleView", "PipelineCurves", "Policy", "StageObs", "wants_oracle"]
 
 Levels = tuple[int, ...]
 
@@ -46,6 +53,10 @@ class StageObs(NamedTuple):
     busy_s: float  # total measured service time of those services (switch cost included)
     nominal_s: float  # total of PipelineCurves.latency_s[k][level] over those services (what was expected)
     dropped: int  # requests dropped at this stage's queue during the period
+    # What a node exposes about its physics (NaN / False where the backend has no physics for the node):
+    temp_c: float = math.nan  # SoC temperature at the observation time (/sys/class/thermal/thermal_zone0/temp)
+    freq_mhz: float = math.nan  # CPU frequency in effect (cpufreq scaling_cur_freq, vcgencmd measure_clock arm)
+    throttled: bool = False  # running below the top frequency (vcgencmd get_throttled bit 2)
 
     @property
     def service_time_s(self) -> float | None:
@@ -93,6 +104,8 @@ class PipelineCurves:
     ``latency_s[k][l]`` is the mean service time of stage ``k`` at level ``l`` on the device it is placed
     on (device speed applied, no environment slowdown); ``latency_p95_s`` likewise the 95th percentile.
     ``hop_s[k]`` is the fixed transfer time from stage ``k`` to ``k + 1`` (transmission + propagation).
+    ``physics[k]`` is the device physics of stage ``k``'s node (``None``: no physics; an empty tuple: no
+    stage has any); ``latency_s`` is then the service time at the node's top frequency, no tenant.
     """
 
     ratios: tuple[float, ...]
@@ -103,6 +116,7 @@ class PipelineCurves:
     slo_s: float
     accuracy: AccuracyCurve | None
     stage_names: tuple[str, ...] = ()
+    physics: tuple[DevicePhysics | None, ...] = ()  # per stage: its node's physics (empty: none known)
 
     @property
     def n_stages(self) -> int:
@@ -113,6 +127,10 @@ class PipelineCurves:
     def n_levels(self) -> int:
         """Number of rungs on the ladder."""
         return len(self.ratios)
+
+    def physics_of(self, stage: int) -> DevicePhysics | None:
+        """The physics of stage ``stage``'s node, ``None`` when unknown."""
+        return self.physics[stage] if stage < len(self.physics) else None
 
     def accuracy_of(self, levels: Sequence[int]) -> float | None:
         """Estimated accuracy of a level vector, ``None`` when the profile has no accuracy curve."""
@@ -126,3 +144,12 @@ class Policy(Protocol):
     def decide(self, observation: Observation) -> Levels:
         """Return the level (index into the ladder) for every stage."""
         ...
+
+
+def wants_oracle(policy: object) -> bool:
+    """Whether ``policy`` declares ``wants_oracle = True`` (absent means ``False``; anything but a bool is an
+    error, because a truthy string or array would silently change what the backend hands it)."""
+    value = getattr(policy, "wants_oracle", False)
+    if not isinstance(value, bool):
+        raise PolicyError(f"{type(policy).__name__}.wants_oracle = {value!r}: must be True or False")
+    return value

@@ -60,7 +60,7 @@ def kinds() -> Mapping[str, PolicyKind]:
 
 def _load_builtin() -> None:
     # Imported lazily so that registering modules can import this one.
-    from edgeprune.controller import bottleneck, oracle, predictive, static, threshold  # noqa: F401
+    from edgeprune.controller import bottleneck, oracle, predictive, static, thermal, threshold  # noqa: F401
 
 
 def policy_from_table(

@@ -1,11 +1,17 @@
 """The contract checker: does a policy keep the controller contract?  (In the spirit of Gymnasium's env checker.)
 
+It lives outside ``edgeprune.controller`` because it reads the clock (decision times) and patches it: the
+policy package itself imports no clock (tests/test_import_rules.py).
+
 :func:`check_policy` builds fresh policy objects and drives them with an observation sequence (a synthetic
 one covering a start, a burst, a slowed stage, a lull and an idle pipeline, or yours), and raises
 :class:`~edgeprune.errors.PolicyError` with a one-line message on the first violation:
 
-* **answers**: the start observation (``period_s == 0``) is handled; every answer is a tuple or list of one
-  ``int`` per stage, each on the ladder ``0..n_levels-1``;
+* **answers**: the start observation (``period_s == 0``) is handled; every answer passes the one decision
+  rule of every backend (``edgeprune.controller.decision.validate_levels``: one ``int`` per stage on the
+  ladder ``0..n_levels-1``);
+* **oracle**: ``wants_oracle``, when a policy has it, is a ``bool`` (the contract's
+  :func:`~edgeprune.controller.contract.wants_oracle`), and such a policy is given oracle views;
 * **determinism**: two fresh instances fed the same sequence answer the same levels;
 * **no shared state**: an instance interleaved call by call with another one fed a *different* sequence
   answers exactly as when it ran alone (no globals, no class attributes mutated);
@@ -18,7 +24,7 @@ one covering a start, a burst, a slowed stage, a lull and an idle pipeline, or y
 It returns a :class:`CheckReport` with the decision time per call (median, p99, max, in µs, measured over
 ``timing_passes`` fresh runs of the sequence).  Usable from tests and for users' own policies::
 
-    from edgeprune.controller.checker import check_policy
+    from edgeprune.checker import check_policy
     report = check_policy(lambda curves: MyPolicy(curves), curves)
     print(report)   # MyPolicy: 240 observations OK; decide median 12.3 µs, p99 30.1 µs, max 41.0 µs
 """
@@ -35,7 +41,16 @@ from types import ModuleType
 
 import numpy as np
 
-from edgeprune.controller.contract import Levels, Observation, OracleView, PipelineCurves, Policy, StageObs
+from edgeprune.controller.contract import (
+    Levels,
+    Observation,
+    OracleView,
+    PipelineCurves,
+    Policy,
+    StageObs,
+    wants_oracle,
+)
+from edgeprune.controller.decision import validate_levels
 from edgeprune.controller.registry import PolicySpec, make_policy
 from edgeprune.errors import PolicyError
 
@@ -84,7 +99,7 @@ def check_policy(
     factory = _factory(policy)
     probe = factory(curves)
     name = type(probe).__name__
-    wants = bool(getattr(probe, "wants_oracle", False))
+    wants = wants_oracle(probe)
     obs = list(observations) if observations is not None else synthetic_observations(curves, oracle=wants)
     if not obs or obs[0].period_s != 0:
         raise PolicyError(f"{name}: the observation sequence must begin with the start observation (period_s == 0)")
@@ -144,16 +159,10 @@ def _decide(pol: Policy, ob: Observation, step: int, curves: PipelineCurves, nam
         ) from exc
     if _fingerprint(ob) != before:
         raise PolicyError(f"{name}: decide() mutated its observation (observation {step}, t={ob.time_s:g}s)")
-    n, top = curves.n_stages, curves.n_levels - 1
-    ok = isinstance(out, (tuple, list)) and len(out) == n
-    if ok:
-        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= top for v in out)
-    if not ok:
-        raise PolicyError(
-            f"{name}: decide() returned {out!r} at observation {step} (t={ob.time_s:g}s): "
-            f"expected a tuple of {n} levels in 0..{top}"
-        )
-    return tuple(int(v) for v in out)
+    try:
+        return validate_levels(out, curves.n_stages, curves.n_levels, policy=name, time_s=ob.time_s)
+    except PolicyError as exc:
+        raise PolicyError(f"{exc} (observation {step})") from None
 
 
 def _run(pol: Policy, obs: Sequence[Observation], curves: PipelineCurves, name: str) -> list[Levels]:

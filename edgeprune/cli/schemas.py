@@ -1,6 +1,6 @@
 """The JSON Schemas of EdgePrune's four file kinds, derived from the dataclasses that validate them.
 
-``python -m edgeprune.schemas`` writes ``schemas/{scenario,profile,cluster,sweep}.schema.json`` (``--check``
+``python -m edgeprune.cli.schemas`` writes ``schemas/{scenario,profile,cluster,sweep}.schema.json`` (``--check``
 only compares and exits 1 when a published file is stale; a test does the same).  Each schema comes from
 :func:`edgeprune.config.schema_model` over the same frozen dataclasses the loaders validate with, so
 what an editor accepts is what the loader accepts, key for key (bounds, choices, unknown keys).  The
@@ -28,7 +28,7 @@ from edgeprune.config import schema_model
 
 __all__ = ["FILE_KINDS", "SCHEMA_DIR", "main", "render", "schema_of"]
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _POLICY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgeprune.cli.common import ArgumentParser
     from edgeprune.results import atomic_write_text
 
-    p = ArgumentParser(prog="python -m edgeprune.schemas", description="Write the JSON Schemas of the file kinds.")
+    p = ArgumentParser(prog="python -m edgeprune.cli.schemas", description="Write the JSON Schemas of the file kinds.")
     p.add_argument("--out", type=Path, default=SCHEMA_DIR, help=f"folder (default {SCHEMA_DIR})")
     p.add_argument("--check", action="store_true", help="compare only; exit 1 if a file is missing or stale")
     args = p.parse_args(argv)

@@ -1,0 +1,194 @@
+"""The controller and the environment as one SimPy process, shared by both request paths.
+
+Every *control instant* — a controller tick at ``n * period_s`` or a change of a stage's environment factor
+— is handled here, in this order, by :func:`control`:
+
+1. wait until the instant (``yield env.timeout(...)``);
+2. let the pipeline *settle*: everything at or before the instant happens (arrivals, completions, hand-overs)
+   except service starts at the instant, which wait for steps 3–4 (``Pipeline.settle``);
+3. apply the environment factor changes due at the instant;
+4. at a tick, the one tick (:meth:`Controller.tick`): build the :class:`~edgeprune.controller.Observation`,
+   call ``policy.decide``, validate the answer (:func:`~edgeprune.controller.decision.validate_levels`), record
+   the timeline row, and hand the levels to the pipeline (they apply at each stage's next service start);
+5. release the services waiting at the instant.
+
+The start decision (time 0, ``period_s == 0``, all counters zero) is the deployment: it runs before any
+request exists and its levels apply without a switch cost.
+
+A *pipeline* is anything with the :class:`Pipeline` methods: ``sim.reference.ReferenceModel`` (requests as
+SimPy processes) or ``sim.window.FastPipeline`` (the tandem recursion between instants).  Because both are
+driven by this same process, their instants, observations and decisions are the same objects in the same
+order, which is what makes their results bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, Generator, Sequence
+from itertools import chain
+from typing import Any, Protocol
+
+import numpy as np
+import simpy
+
+from edgeprune.controller.contract import Levels, Observation, OracleView, Policy, StageObs, wants_oracle
+from edgeprune.controller.decision import validate_levels
+from edgeprune.records import PHYSICS_TIMELINE, RAW_TIMELINE
+from sim.core import SimSetup
+from sim.physics import NO_READING, Heat
+
+__all__ = ["Controller", "Pipeline", "ReadOut", "control"]
+
+_INT_FIELDS = ("level", "queue_len", "busy", "arrivals", "served", "dropped")  # a read-out's int row
+_FLOAT_FIELDS = ("busy_s", "nominal_s")  # and its float row
+
+ReadOut = tuple[Sequence[Sequence[int]], Sequence[Sequence[float]]]  # per stage: _INT_FIELDS, _FLOAT_FIELDS
+
+
+class Pipeline(Protocol):
+    """What :func:`control` needs from a request path."""
+
+    factor: Any  # per stage, the environment factor in force (1 / speed x slowdowns); read by the oracle
+
+    def deploy(self, levels: Levels) -> None:
+        """Apply the start decision at once (no switch, no cost)."""
+
+    def settle(self, time_s: float, tick: bool) -> Generator[simpy.Event, Any, None]:
+        """Let everything at or before ``time_s`` happen except service starts at ``time_s``."""
+
+    def read(self, time_s: float) -> ReadOut:
+        """Each stage's counters since the last tick, and its state now; resets the counters."""
+
+    def set_target(self, levels: Levels) -> None:
+        """Levels for each stage's next service start."""
+
+    def release(self) -> None:
+        """The instant is handled: services waiting for it may start."""
+
+    def services(self, k: int) -> tuple[Sequence[float], Sequence[float], int]:
+        """Stage ``k``'s service starts and times so far (``sim.physics.Services``)."""
+
+    next_instant_s: float  # the control instant being waited for (services starting then wait for it)
+
+
+class Controller:
+    """The one tick: observation, decision, validation and timeline record, for every request path."""
+
+    def __init__(self, policy: Policy, setup: SimSetup, arrivals_s: np.ndarray, heat: Heat | None = None) -> None:
+        self.policy = policy
+        self.setup = setup
+        self.name = type(policy).__name__
+        self.arrivals_s = arrivals_s
+        self.heat = heat
+        self.wants_oracle = wants_oracle(policy)
+        self.speed = list(setup.speed) if setup.speed is not None else [1.0] * setup.n_stages
+        self.times = array("d")
+        self.decided = array("q")
+        self.ints = array("q")
+        self.floats = array("d")
+        self.physics = array("d")  # per tick and stage: temp_c, freq_mhz, power_w (only with physics)
+        self.ticks = 0
+
+    def start(self, factor: Sequence[float]) -> Levels:
+        """The deployment decision at time 0: every counter zero, every stage at level 0."""
+        k_n = self.setup.n_stages
+        return self.tick(0.0, ([[0] * len(_INT_FIELDS)] * k_n, [[0.0] * len(_FLOAT_FIELDS)] * k_n), factor)
+
+    def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
+        """Observe, decide, validate, record; the validated levels."""
+        ints, floats = read
+        readings = self.heat.readings() if self.heat is not None else [NO_READING] * len(ints)
+        new = tuple.__new__  # a third of StageObs._make's cost, and this runs every tick
+        stages = tuple(
+            [
+                new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, *phys))
+                for (lv, q, b, a, sv, dr), (bs, ns), phys in zip(ints, floats, readings, strict=True)
+            ]
+        )
+        oracle = (
+            OracleView(tuple(float(f) * v for f, v in zip(factor, self.speed, strict=True)), self.arrivals_s)
+            if self.wants_oracle
+            else None
+        )
+        period_s = self.setup.period_s if self.ticks else 0.0
+        obs = Observation(now, period_s, stages[0].arrivals, stages, oracle)
+        levels = validate_levels(
+            self.policy.decide(obs), self.setup.n_stages, self.setup.n_levels, policy=self.name, time_s=now
+        )
+        self.times.append(now)
+        self.decided.extend(levels)
+        self.ints.extend(chain.from_iterable(ints))
+        self.floats.extend(chain.from_iterable(floats))
+        if self.heat is not None:
+            power = self.heat.tick_power(period_s)
+            for (temp_c, freq_mhz, _), power_w in zip(readings, power, strict=True):
+                self.physics.extend((temp_c, freq_mhz, power_w))
+        self.ticks += 1
+        return levels
+
+    def timeline(self) -> dict[str, list[Any]]:
+        """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``, plus ``PHYSICS_TIMELINE`` with
+        physics), one row per tick and stage."""
+        k_n = self.setup.n_stages
+        ints = np.frombuffer(self.ints, dtype=np.int64).reshape(-1, len(_INT_FIELDS))
+        floats = np.frombuffer(self.floats, dtype=np.float64).reshape(-1, len(_FLOAT_FIELDS))
+        cols: dict[str, list[Any]] = {
+            "time_s": np.repeat(np.frombuffer(self.times, dtype=np.float64), k_n).tolist(),
+            "stage": list(range(k_n)) * len(self.times),
+            "decided": self.decided.tolist(),
+        }
+        for j, name in enumerate(_INT_FIELDS):
+            cols[name] = (ints[:, j] == 1).tolist() if name == "busy" else ints[:, j].tolist()
+        for j, name in enumerate(_FLOAT_FIELDS):
+            cols[name] = floats[:, j].tolist()
+        out = {c: cols[c] for c in RAW_TIMELINE}
+        if self.heat is not None:
+            phys = np.frombuffer(self.physics, dtype=np.float64).reshape(-1, len(PHYSICS_TIMELINE))
+            out.update({name: phys[:, j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
+        return out
+
+
+def control(
+    env: simpy.Environment,
+    pipe: Pipeline,
+    ctl: Controller,
+    progress: Callable[[float], None] | None = None,
+) -> Generator[simpy.Event, Any, None]:
+    """The control process: the deployment, then every tick, environment change and physics instant until
+    ``end_s``.  A stage's factor is its scripted factor times its node's physics factor (1 without)."""
+    s, heat = ctl.setup, ctl.heat
+    env_f = list(pipe.factor)
+    phys_f = [1.0] * s.n_stages
+    for k, f in heat.factors() if heat is not None else ():
+        phys_f[k] = f
+        pipe.factor[k] = env_f[k] * f
+    pipe.deploy(ctl.start(pipe.factor))
+    changes = s.env_changes
+    j, n = 0, 1
+    while True:
+        t_tick = n * s.period_s
+        t_env = changes[j][0] if j < len(changes) else math.inf
+        t = t_tick if t_tick <= t_env else t_env
+        if heat is not None:
+            t = min(t, heat.next_s())
+        if t >= s.end_s:
+            return
+        pipe.next_instant_s = t
+        yield env.timeout(t - env.now)  # lands exactly on t (t - now, added back to now, rounds to t)
+        is_tick = t == t_tick
+        yield from pipe.settle(t, is_tick)
+        while j < len(changes) and changes[j][0] == t:
+            k = changes[j][1]
+            env_f[k] = changes[j][2]
+            pipe.factor[k] = env_f[k] * phys_f[k]
+            j += 1
+        for k, f in heat.at(t, is_tick, pipe) if heat is not None else ():
+            phys_f[k] = f
+            pipe.factor[k] = env_f[k] * f
+        if is_tick:
+            pipe.set_target(ctl.tick(t, pipe.read(t), pipe.factor))
+            n += 1
+            if progress is not None and n % 256 == 0:
+                progress(t)
+        pipe.release()
