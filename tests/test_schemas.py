@@ -16,11 +16,11 @@ import jsonschema
 import pytest
 import tomli_w
 
+from edgeprune.cli.schemas import FILE_KINDS, SCHEMA_DIR, render, schema_of
 from edgeprune.config import Ctx, build, schema_model, spec_field
 from edgeprune.errors import ConfigError, ProfileError
 from edgeprune.profile import profile_from_dict
 from edgeprune.scenario import load_scenario
-from edgeprune.cli.schemas import FILE_KINDS, SCHEMA_DIR, render, schema_of
 from hil.cluster import load_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
