@@ -83,9 +83,11 @@ def check_run_size(
     if not over and total <= limit:
         return
     worst = over[0] if over else max(loads, key=lambda ld: ld.bytes_total)
+    count = f"about {worst.count:.3g}" if math.isfinite(worst.count) else "an unbounded number of"
+    memory = f"~{_size(total)} of memory in all" if math.isfinite(total) else "unbounded memory"
     raise ctx.child(worst.key).error(
         worst.value,
-        f"about {worst.count:.3g} {worst.noun}{worst.how}, needing ~{_size(total)} of memory in all; "
+        f"{count} {worst.noun}{worst.how}, needing {memory}; "
         f"the limit is {MAX_ITEMS:,} {worst.noun} and {_size(limit)} (this machine's memory)",
     )
 
@@ -186,8 +188,6 @@ def _looped_rate(arrivals: Any) -> float | None:
 
 
 def _size(n_bytes: float) -> str:
-    if not math.isfinite(n_bytes):
-        return "unbounded memory"
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if n_bytes >= scale:
             return f"{n_bytes / scale:.3g} {unit}"
