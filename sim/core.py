@@ -35,7 +35,7 @@ class SimSetup:
     end_s: float  # the simulation stops here; requests still inside are unfinished
     speed: tuple[float, ...] | None = None  # per stage; the oracle's factors exclude it (default all 1)
     physics: tuple[DevicePhysics | None, ...] = ()  # per stage: its node's physics (empty: none)
-    tenants: tuple[Any, ...] = ()  # per stage: the node's tenant schedule (sim.physics.TenantSchedule) or None
+    tenant_seeds: tuple[np.random.SeedSequence, ...] = ()  # per stage: draws its node's tenant schedule
 
     @property
     def has_physics(self) -> bool:

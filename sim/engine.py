@@ -71,7 +71,7 @@ def simulate(
             if fast
             else ReferenceModel(env, setup, arrivals_s, quantiles)
         )
-        heat = Heat(setup.physics, setup.tenants or (None,) * setup.n_stages) if setup.has_physics else None
+        heat = Heat(setup.physics, setup.tenant_seeds, setup.end_s) if setup.has_physics else None
         ctl = Controller(policy, setup, arrivals_s, heat)
         env.process(control(env, pipe, ctl, progress))  # first: the deployment precedes every request
         if isinstance(pipe, ReferenceModel):

@@ -16,13 +16,13 @@ import polars as pl
 
 from edgeprune.controller import PipelineCurves, PolicySpec, make_policy
 from edgeprune.environment import factor_changes, merged_schedule
-from edgeprune.physics import DevicePhysics, tenant_schedule
+from edgeprune.physics import DevicePhysics
 from edgeprune.profile import Profile
 from edgeprune.records import request_accuracy, requests_table, timeline_table
 from edgeprune.results import RunResult, summarise
 from edgeprune.scenario import Scenario, arrivals_end_s, hop_time_s
 from sim.engine import DONE, NO_LEVEL, EngineOutput, Path, SimSetup, simulate
-from sim.physics import TenantSchedule, physics_summary
+from sim.physics import physics_summary
 
 __all__ = ["Streams", "compile_setup", "curves_for", "draw_streams", "run_policy", "run_scenario"]
 
@@ -33,7 +33,7 @@ class Streams:
 
     arrivals_s: np.ndarray
     quantiles: np.ndarray  # [n_stages, n]
-    tenants: tuple[TenantSchedule | None, ...] = ()  # per stage: its node's tenant on/off schedule
+    tenant_seeds: tuple[np.random.SeedSequence, ...] = ()  # per stage: draws its node's tenants (if any)
 
 
 def draw_streams(sc: Scenario, seed: int | None = None) -> Streams:
@@ -47,18 +47,8 @@ def draw_streams(sc: Scenario, seed: int | None = None) -> Streams:
     return Streams(
         arrivals_s=np.ascontiguousarray(arrivals, dtype=np.float64),
         quantiles=quantiles,
-        tenants=_tenants(sc, arrivals, np.random.default_rng(tenant_seq)),
+        tenant_seeds=tuple(tenant_seq.spawn(len(sc.stages))),
     )
-
-
-def _tenants(sc: Scenario, arrivals_s: np.ndarray, rng: np.random.Generator) -> tuple[TenantSchedule | None, ...]:
-    """Each physics node's tenant schedule over the run, drawn in stage order from one generator."""
-    end_s = _end_s(sc, arrivals_s)
-    out: list[TenantSchedule | None] = []
-    for k in range(len(sc.stages)):
-        phys = sc.device_of(k).physics
-        out.append(tenant_schedule(phys.tenant, end_s, rng) if phys is not None and phys.tenant else None)
-    return tuple(out)
 
 
 def _stage_factors(sc: Scenario) -> tuple[tuple[float, ...], tuple[tuple[float, int, float], ...]]:
@@ -117,7 +107,7 @@ def compile_setup(sc: Scenario, policy: PolicySpec, streams: Streams) -> SimSetu
         period_s=policy.period_s,
         end_s=_end_s(sc, arrivals_s),
         physics=_physics(sc),
-        tenants=streams.tenants if any(streams.tenants) else (),
+        tenant_seeds=streams.tenant_seeds if any(sc.device_of(k).physics for k in range(len(sc.stages))) else (),
     )
 
 

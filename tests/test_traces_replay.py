@@ -152,7 +152,7 @@ def test_camtrap_datapackage_or_folder_finds_the_media_resource(camtrap: Path, w
 
 
 def test_camtrap_unknown_deployment_names_the_closest(camtrap: Path) -> None:
-    with pytest.raises(TraceError, match=r"media.csv: no media for deployment 'depC' \(did you mean 'dep[AB]'\?\)"):
+    with pytest.raises(TraceError, match=r"media.csv: no rows for deployment 'depC' \(did you mean 'dep[AB]'\?\)"):
         load_trace(camtrap / "media.csv", deployment="depC")
 
 
@@ -162,9 +162,9 @@ def test_datapackage_with_a_missing_media_file_names_it(tmp_path: Path) -> None:
         load_trace(tmp_path / "datapackage.json")
 
 
-def test_deployment_filter_needs_camtrap(tmp_path: Path) -> None:
+def test_deployment_filter_needs_a_deployment_column(tmp_path: Path) -> None:
     f = write(tmp_path / "t.csv", "time\n1\n")
-    with pytest.raises(TraceError, match="needs a Camtrap DP trace, this one is csv"):
+    with pytest.raises(TraceError, match=r"t.csv: no deployment column \(deploymentID, deployment_id, deployment\)"):
         load_trace(f, deployment="x")
 
 
@@ -262,7 +262,9 @@ def test_empty_window_is_an_error(ten: Path) -> None:
 
 def test_replay_generate_respects_duration_and_n_requests(ten: Path) -> None:
     spec = ReplayArrivals(str(ten), start_s=1.0)
-    assert generate(spec, rng(), duration_s=3.0).tolist() == [0.0, 1.0, 2.0]
+    assert generate(ReplayArrivals(str(ten), start_s=1.0, end_s=4.0), rng(), duration_s=3.0).tolist() == [0, 1, 2]
+    with pytest.raises(TraceError, match=r"duration_s = 3 s replays only 3 of 9 rows .*set end_s = 4 to replay"):
+        generate(spec, rng(), duration_s=3.0)  # a silent cut of 6 of 9 rows is refused
     assert generate(spec, rng(), n_requests=4).tolist() == [0.0, 1.0, 2.0, 3.0]
     assert generate(spec, rng()).size == 9
     with pytest.raises(TraceError, match=r"only 9 arrivals in the trace, n_requests = 10; set loop = true"):

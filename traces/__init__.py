@@ -6,15 +6,17 @@ Kinds (the ``kind`` key of a scenario's ``[arrivals]`` table):
 ``mmpp``         Markov-modulated Poisson, 2+ states (:class:`MmppArrivals`)
 ``camera-trap``  Poisson motion triggers x bursts of frames (:class:`CameraTrapArrivals`)
 ``schedule``     time-varying rate: change points and/or a diurnal cosine (:class:`RateScheduleArrivals`)
-``replay``       a recorded trace: CSV, JSON Lines, Parquet or Camtrap DP (:class:`ReplayArrivals`)
+``replay``       a recorded trace: CSV, JSON Lines, Parquet, Camtrap DP, COCO Camera Traps or Wildlife
+                 Insights (:class:`ReplayArrivals`); what it kept and dropped is a :class:`ReplayReport`
 
 Entry points: :func:`arrivals_from_table` (TOML table → spec), :func:`generate` (spec + Generator →
 sorted arrival times in seconds), :func:`load_trace` (a recorded file → :class:`TraceInfo`),
-:func:`arrival_stats` (count, rate, burstiness).
+:func:`arrival_stats` (count, rate, burstiness), :func:`replay_report` (rows read, kept, dropped and why).
+The ``edgeprune-trace`` command (:mod:`traces.cli`) inspects and fits recorded traces.
 """
 
 from traces.generators import generate
-from traces.replay import TraceInfo, load_replay, load_trace, window_trace
+from traces.replay import ReplayReport, TraceInfo, load_replay, load_trace, replay_report, window_trace
 from traces.spec import (
     KINDS,
     ArrivalSpec,
@@ -37,6 +39,7 @@ __all__ = [
     "PoissonArrivals",
     "RateScheduleArrivals",
     "ReplayArrivals",
+    "ReplayReport",
     "TraceInfo",
     "arrival_stats",
     "arrivals_from_table",
@@ -44,5 +47,6 @@ __all__ = [
     "generate",
     "load_replay",
     "load_trace",
+    "replay_report",
     "window_trace",
 ]

@@ -38,6 +38,8 @@ import numpy as np
 from scipy import special
 
 from edgeprune.config import Ctx, build, spec_field
+from edgeprune.errors import TraceError
+from traces.timeparse import check_timezone
 
 __all__ = [
     "KINDS",
@@ -231,14 +233,32 @@ class ReplayArrivals:
     """Arrivals replayed from a recorded trace file (see :func:`traces.replay.load_trace`)."""
 
     path: str = spec_field(doc="trace file (or Camtrap DP folder / datapackage.json), relative to the scenario file")
-    format: Literal["auto", "csv", "jsonl", "parquet", "camtrap-dp"] = spec_field(
-        default="auto", doc="file format; 'auto' from the extension and, for CSV, a Camtrap DP media header"
+    format: Literal["auto", "csv", "jsonl", "parquet", "camtrap-dp", "coco-camera-traps", "wildlife-insights"] = (
+        spec_field(
+            default="auto",
+            doc="file format; 'auto' from the extension and the header (Camtrap DP, Wildlife Insights, COCO)",
+        )
     )
-    column: str | None = spec_field(default=None, doc="timestamp column (default: 'timestamp'/'time'/... any case)")
+    column: str | tuple[str, ...] | None = spec_field(
+        default=None, doc="timestamp column, or [date, time] columns joined (default: the format's, else detected)"
+    )
     unit: Literal["auto", "iso8601", "s", "ms"] = spec_field(
         default="auto", doc="time unit; 'auto': ISO 8601 for text, ms for *_ms names or epoch-ms values, else s"
     )
-    deployment: str | None = spec_field(default=None, doc="Camtrap DP: keep only this deploymentID")
+    timezone: str | None = spec_field(
+        default=None, doc="zone of times written without an offset: '+02:00' or an IANA name (default UTC)"
+    )
+    deployment: str | None = spec_field(default=None, doc="keep only this deployment (deploymentID / deployment_id)")
+    location: str | None = spec_field(
+        default=None, doc="keep only this location (locationID / locationName / location)"
+    )
+    camera: str | None = spec_field(default=None, doc="keep only this camera (cameraID / camera_id)")
+    outliers: Literal["keep", "drop"] = spec_field(
+        default="keep", doc="clock-reset outliers (isolated far-away clusters) are always reported; 'drop' drops them"
+    )
+    min_kept_fraction: float = spec_field(
+        default=0.01, ge=0, le=1, doc="refuse a window keeping fewer of the rows than this (0 = allow any)"
+    )
     start_s: float = spec_field(default=0.0, ge=0, doc="window start, trace seconds after its first event")
     end_s: float | None = spec_field(default=None, gt=0, doc="window end (exclusive), trace seconds after first event")
     speedup: float = spec_field(default=1.0, gt=0, doc="replay speed: 2 = twice as fast (gaps divided by 2)")
@@ -246,9 +266,18 @@ class ReplayArrivals:
     kind: Literal["replay"] = spec_field(default="replay", doc="'replay'")
 
     def check(self) -> Problems:
-        """The window must not be empty."""
+        """The window must not be empty; the time zone must be a UTC offset or a known zone name."""
         if self.end_s is not None and self.end_s <= self.start_s:
             return [("end_s", self.end_s, f"must be > start_s ({self.start_s})")]
+        if self.column is not None and not isinstance(self.column, str) and not self.column:
+            return [("column", [], "name one column or a [date, time] pair")]
+        if self.timezone is not None:
+            try:
+                check_timezone(self.timezone)
+            except TraceError:
+                return [
+                    ("timezone", self.timezone, "not a UTC offset ('+02:00') or IANA zone name ('Europe/Brussels')")
+                ]
         return []
 
 

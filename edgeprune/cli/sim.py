@@ -82,7 +82,7 @@ def format_table(results: Sequence[RunResult]) -> str:
 def header(sc: Scenario) -> dict[str, Any]:
     """The scenario-level fields of ``summary.json``."""
     acc = sc.profile.accuracy
-    return {
+    doc: dict[str, Any] = {
         "scenario": sc.name,
         "seed": sc.seed,
         "slo_s": sc.slo_s,
@@ -93,6 +93,19 @@ def header(sc: Scenario) -> dict[str, Any]:
             "accuracy_note": acc.note if acc is not None else "no accuracy curve in the profile",
         },
     }
+    report = _replay_report(sc)
+    if report is not None:  # only replays: other scenarios' summary.json stays as it was
+        doc["arrivals"] = report.to_json()
+    return doc
+
+
+def _replay_report(sc: Scenario) -> Any:
+    """What a replay scenario's trace read, kept and dropped (``traces.ReplayReport``), else None."""
+    from traces import ReplayArrivals, replay_report
+
+    if not isinstance(sc.arrivals, ReplayArrivals):
+        return None
+    return replay_report(sc.arrivals, duration_s=sc.duration_s, n_requests=sc.n_requests)
 
 
 def scenario_toml(sc: Scenario) -> str:
@@ -147,6 +160,9 @@ def _run(args: argparse.Namespace) -> int:
         acc = sc.profile.accuracy
         print(f"scenario {sc.name}  seed {sc.seed}  SLO {sc.slo_s:g} s  ({wall_s:.1f} s wall)")
         print(format_table(results))
+        report = _replay_report(sc)
+        if report is not None:
+            print(report.line())
         if acc is None:
             print("accuracy: the profile has no accuracy curve")
         elif acc.proxy:

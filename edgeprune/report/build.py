@@ -141,6 +141,9 @@ def _runs_section(runs: Sequence[RunSource], taken: set[str]) -> Section:
     )
     for r in runs[:MAX_TIMELINE_RUNS]:
         charts += ch.timeline_charts(r.label, r.runs, _unique(f"run-{ch.slug(r.label)}-timeline", taken))
+    for r in runs:
+        if r.replay is not None:  # a replayed trace: what arrived, over time and as gaps
+            charts.append(ch.replay_chart(r.label, r.runs, r.replay, _unique(f"run-{ch.slug(r.label)}-trace", taken)))
     text = f"{len(runs)} run folder(s): " + ", ".join(f"{r.label} ({r.backend}, seed {r.seed})" for r in runs) + "."
     return Section("Runs", text, (run_table(frame),), tuple(charts))
 

@@ -36,6 +36,7 @@ class RunSource:
     slo_s: float | None
     runs: dict[str, RunResult]
     prediction: dict[str, Any] | None = None  # sim_vs_hw.json of a hardware run (edgeprune-hil)
+    replay: dict[str, Any] | None = None  # summary.json "arrivals" of a replay run (traces.ReplayReport)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def load_run(path: Path, label: str | None = None) -> RunSource:
         slo_s=doc.get("slo_s"),
         runs=runs,
         prediction=prediction,
+        replay=doc.get("arrivals"),
     )
 
 
