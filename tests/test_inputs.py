@@ -134,6 +134,7 @@ def _clis() -> dict[str, Callable[[list[str]], int]]:
     from hil.cli import main as hil_main
     from models.cli import main as profile_main
     from models.train_cli import main as train_main
+    from traces.cli import main as trace_main
 
     return {
         "edgeprune-sim": sim_main,
@@ -142,6 +143,7 @@ def _clis() -> dict[str, Callable[[list[str]], int]]:
         "edgeprune-profile": profile_main,
         "edgeprune-train": train_main,
         "edgeprune-hil": hil_main,
+        "edgeprune-trace": trace_main,
     }
 
 
@@ -152,6 +154,7 @@ BAD_ARGV = {
     "edgeprune-profile": [[], ["latency", "--seed", "-1", "--out", "p.json"], ["nest", "--bogus"]],
     "edgeprune-train": [["--seed", "-1"], ["--seed", "abc"], ["--epochs", "x"], ["--bogus"]],
     "edgeprune-hil": [[], ["--cluster", "c.toml", "run", "s.toml", "--out", "o", "--seed", "-1"], ["--bogus"]],
+    "edgeprune-trace": [[], ["inspect"], ["fit", "t.csv", "--bogus"]],
 }
 
 
