@@ -3,7 +3,7 @@ killed midway then rerun.  A benchmark to read, not a test (numbers depend on th
 
     python bench/bench_sweep.py            # 200 cells: 10 arrival rates x 2 slowdowns x 10 seeds
     python bench/bench_sweep.py --seeds 3  # smaller
-    python bench/bench_sweep.py --seeds 5 --example-png docs/report-example.png   # also the README figure
+    python bench/bench_sweep.py --seeds 5 --example-png /tmp/slo.png   # also the SLO chart of this sweep
 
 Prints cells per second for each way of running (the cells' own time; cluster start-up and the workers'
 first imports are reported apart), checks that every ``results.parquet`` is byte-identical to the

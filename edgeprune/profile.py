@@ -26,8 +26,11 @@ JSON layout (``schema = "edgeprune.profile"``, ``version = 1``)::
       "accuracy": {                                          # optional
         "metric": "top1", "dataset": "...", "proxy": false, "note": "...",
         "uniform": [0.99, 0.98, ...],                        # per level, every stage at that level
-        "per_stage": [{"levels": [0, 3, 1, 6], "accuracy": 0.95}, ...]   # optional
-      },
+        "per_stage": [{"levels": [0, 3, 1, 6], "accuracy": 0.95}, ...],  # optional
+        "n_evaluated": 450,                                  # optional: images each value was scored on
+        "interval": "wilson-95",                             # optional: how the intervals below were made
+        "uniform_interval": [[0.97, 0.995], ...]             # optional: per level, [low, high]
+      },                                                     # (per_stage entries may hold "interval" too)
       "provenance": {"tool": "...", "date": "...", "host": "...", "notes": "..."}
     }
 
@@ -97,6 +100,11 @@ class AccuracyCurve:
     dataset: str = ""
     proxy: bool = False
     note: str = ""
+    #: Optional uncertainty: images scored, the interval's method (e.g. ``"wilson-95"``), per-level bounds.
+    n_evaluated: int | None = None
+    interval: str = ""
+    uniform_interval: tuple[tuple[float, float], ...] | None = None
+    per_stage_interval: Mapping[tuple[int, ...], tuple[float, float]] = field(default_factory=dict)
 
     def of(self, levels: Sequence[int]) -> float:
         """Accuracy of a per-stage level vector (measured if known, else the mean-ratio interpolation)."""
@@ -171,7 +179,17 @@ class Profile:
                 a["note"] = acc.note
             a["uniform"] = list(acc.uniform)
             if acc.per_stage:
-                a["per_stage"] = [{"levels": list(k), "accuracy": v} for k, v in acc.per_stage.items()]
+                a["per_stage"] = [
+                    {"levels": list(k), "accuracy": v}
+                    | ({"interval": list(acc.per_stage_interval[k])} if k in acc.per_stage_interval else {})
+                    for k, v in acc.per_stage.items()
+                ]
+            if acc.n_evaluated is not None:
+                a["n_evaluated"] = acc.n_evaluated
+            if acc.interval:
+                a["interval"] = acc.interval
+            if acc.uniform_interval is not None:
+                a["uniform_interval"] = [list(b) for b in acc.uniform_interval]
             out["accuracy"] = a
         return out
 
@@ -262,6 +280,13 @@ class PerStageAccuracy:
 
     levels: tuple[int, ...] = spec_field(ge=0, doc="level of each stage")
     accuracy: float = spec_field(ge=0, le=1, doc="measured accuracy of the vector")
+    interval: tuple[float, float] | None = spec_field(default=None, ge=0, le=1, doc="[low, high] of the accuracy")
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """An interval's low end is not above its high end."""
+        if self.interval is not None and self.interval[0] > self.interval[1]:
+            return [("interval", list(self.interval), "need 0 <= low <= high <= 1")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -274,6 +299,18 @@ class AccuracyTable:
     dataset: str = spec_field(default="", doc="data set measured on")
     proxy: bool = spec_field(default=False, doc="true: measured on another model or data set than the profile's")
     note: str = spec_field(default="", doc="free text")
+    n_evaluated: int | None = spec_field(default=None, ge=0, doc="images each value was scored on")
+    interval: str = spec_field(default="", doc="how the intervals were made (e.g. 'wilson-95')")
+    uniform_interval: tuple[tuple[float, float], ...] | None = spec_field(
+        default=None, ge=0, le=1, doc="per level, [low, high] of the uniform accuracy"
+    )
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """Every interval's low end is not above its high end."""
+        for i, (lo, hi) in enumerate(self.uniform_interval or ()):
+            if lo > hi:
+                return [(f"uniform_interval[{i}]", [lo, hi], "need 0 <= low <= high <= 1")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -321,6 +358,9 @@ def _device_shape(dev: DeviceTable, n: int, n_levels: int) -> tuple[str, object,
 def _accuracy_shape(acc: AccuracyTable, n: int, n_levels: int) -> list[tuple[str, object, str]]:
     if len(acc.uniform) != n_levels:
         return [("accuracy.uniform", len(acc.uniform), f"values given, expected one per level ({n_levels})")]
+    if acc.uniform_interval is not None and len(acc.uniform_interval) != n_levels:
+        n = len(acc.uniform_interval)
+        return [("accuracy.uniform_interval", n, f"intervals given, need one [low, high] per level ({n_levels})")]
     for i, entry in enumerate(acc.per_stage):
         if len(entry.levels) != n or any(v >= n_levels for v in entry.levels):
             return [(f"accuracy.per_stage[{i}].levels", list(entry.levels), "outside the ladder")]
@@ -363,6 +403,10 @@ def profile_from_dict(raw: Any, source: str = "<memory>") -> Profile:
             dataset=a.dataset,
             proxy=a.proxy,
             note=a.note,
+            n_evaluated=a.n_evaluated,
+            interval=a.interval,
+            uniform_interval=a.uniform_interval,
+            per_stage_interval={e.levels: e.interval for e in a.per_stage if e.interval is not None},
         )
     return Profile(
         model=dict(pf.model),

@@ -11,6 +11,7 @@ per-stage vectors), decoding each image once.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy import stats
 from torch import nn
 from tqdm import tqdm
 
@@ -33,6 +35,8 @@ __all__ = [
     "accuracy_curve",
     "load_labelled",
     "top1_per_vector",
+    "wilson_interval",
+    "with_wilson_intervals",
     "zero_shot_head",
 ]
 
@@ -154,6 +158,37 @@ def top1_per_vector(
     return [c / len(data.paths) for c in correct]
 
 
+#: Confidence level of the accuracy intervals written into profiles.
+INTERVAL_LEVEL = 0.95
+
+
+def wilson_interval(correct: int, n: int, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``correct / n`` (Wilson 1927), as ``(low, high)`` in [0, 1].
+
+    Unlike the normal approximation it stays inside [0, 1] and is not zero-width at 0 or n correct, which
+    matters for accuracies near 1 scored on a few hundred images.
+    """
+    if n <= 0 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n > 0, got {correct} of {n}")
+    ci = stats.binomtest(correct, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(max(0.0, ci.low)), float(min(1.0, ci.high))
+
+
+def with_wilson_intervals(curve: AccuracyCurve, n_evaluated: int, level: float = INTERVAL_LEVEL) -> AccuracyCurve:
+    """``curve`` with a Wilson interval on every value, each scored on the same ``n_evaluated`` images."""
+
+    def bounds(acc: float) -> tuple[float, float]:
+        return wilson_interval(round(acc * n_evaluated), n_evaluated, level)
+
+    return dataclasses.replace(
+        curve,
+        n_evaluated=n_evaluated,
+        interval=f"wilson-{level * 100:g}",
+        uniform_interval=tuple(bounds(a) for a in curve.uniform),
+        per_stage_interval={k: bounds(a) for k, a in curve.per_stage.items()},
+    )
+
+
 def accuracy_curve(
     pipe: StagedVision,
     head: ZeroShotHead,
@@ -173,7 +208,7 @@ def accuracy_curve(
     uniform = [[lvl] * n_stages for lvl in range(n_levels)]
     vectors = uniform + [list(v) for v in per_stage]
     acc = top1_per_vector(pipe, head, data, preprocess, vectors, batch_size=batch_size, progress=progress)
-    return AccuracyCurve(
+    curve = AccuracyCurve(
         ratios=pipe.ratios,
         uniform=tuple(acc[:n_levels]),
         per_stage={tuple(v): a for v, a in zip(vectors[n_levels:], acc[n_levels:], strict=True)},
@@ -182,3 +217,4 @@ def accuracy_curve(
         proxy=False,
         note=note or "zero-shot CLIP classification from class names",
     )
+    return with_wilson_intervals(curve, len(data.paths))

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgeprune.checker import check_policy, synthetic_observations
 from edgeprune.config import Ctx
 from edgeprune.controller import Observation, PipelineCurves, Policy, StageObs, make_policy, policy_from_table
-from edgeprune.checker import check_policy, synthetic_observations
 from edgeprune.physics import (
     DevicePhysics,
     NodeState,

@@ -8,8 +8,8 @@ Layers, lowest first; a module may import from its own layer and the layers belo
 2. the core — every other ``edgeprune`` module (schemas, controller, results, records, physics, checker);
 3. the backends' libraries — ``sim`` and ``models`` (neither imports the other);
 4. ``hil`` — the hardware backend (its worker runs ``models``; its comparison runs ``sim``);
-5. the faces — the CLIs (``edgeprune.cli``, ``hil.cli``, ``models.cli``, ``models.train_cli``), sweeps and
-   reports.
+5. the faces — the CLIs (``edgeprune.cli``, ``hil.cli``, ``models.cli``, ``models.train_cli``,
+   ``traces.cli``), sweeps and reports.
 
 And the controller rule: ``edgeprune.controller`` imports no SimPy, asyncio, asyncssh, torch or clock
 (``time``, ``datetime``), so one policy object runs in the simulator and on the cluster.
@@ -26,7 +26,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("edgeprune", "traces", "sim", "models", "hil")
 BASE = ("edgeprune.errors", "edgeprune.config")
-FACES = ("edgeprune.cli", "edgeprune.sweep", "edgeprune.report", "hil.cli", "models.cli", "models.train_cli")
+FACES = (
+    "edgeprune.cli",
+    "edgeprune.sweep",
+    "edgeprune.report",
+    "hil.cli",
+    "models.cli",
+    "models.train_cli",
+    "traces.cli",
+)
 CONTROLLER_FORBIDDEN = ("simpy", "asyncio", "asyncssh", "torch", "time", "datetime")
 PAIRS_FORBIDDEN = {("sim", "models"), ("models", "sim")}
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -71,6 +73,14 @@ def report(inputs: dict[str, Path]) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def single_run_report(inputs: dict[str, Path]) -> Path:
+    """A report of one simulator run folder alone (its timeline has an environment event to shade)."""
+    out = inputs["root"] / "single" / "report.html"
+    assert report_main([str(inputs["sim"]), "-o", str(out)]) == 0
+    return out
+
+
 def _specs(html_text: str) -> dict[str, dict[str, object]]:
     m = re.search(r'<script type="application/json" id="edgeprune-specs">(.*?)</script>', html_text, re.S)
     assert m is not None
@@ -130,6 +140,8 @@ def test_report_files_charts_and_no_network_reference(report: Path) -> None:
         "fig5-slo-attainment-vs-rate",
         "fig5-p95-latency-s-vs-rate",
         "fig5-latency-cdf",
+        "fig5-sustainable-load",
+        "fig5-pareto",
         "fig5-timeline-level",
         "fig5-timeline-queue-len",
         "runs-latency-cdf",
@@ -155,6 +167,15 @@ def test_markdown_summary_links_the_pngs_and_has_ci_tables(report: Path) -> None
     assert "![SLO attainment vs arrival rate (fig5)](report_files/fig5-slo-attainment-vs-rate.png)" in md
     assert "| arrivals | policy | seeds | SLO % |" in md
     assert "±" in md and "Simulator vs hardware" in md
+    assert next(line for line in md.splitlines() if line.startswith("## ")) == "## Findings"
+    assert "sustains the most load with ≥ 90% SLO attainment" in md
+
+
+def test_no_absolute_path_in_the_report(inputs: dict[str, Path], report: Path) -> None:
+    """Inputs given by absolute path are named relative to the report's folder."""
+    for text in (report.read_text(), (report.parent / "report.md").read_text()):
+        assert str(inputs["root"]) not in text
+    assert "<code>../sweep</code>" in report.read_text()
 
 
 def test_sim_vs_hardware_error_and_proxy_label(report: Path) -> None:
@@ -168,6 +189,37 @@ def test_sim_vs_hardware_error_and_proxy_label(report: Path) -> None:
     assert "Proxy accuracy" in json.dumps(specs["profile-accuracy"])
 
 
+def _layers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    inner = spec.get("spec", spec)
+    return list(inner.get("layer", [inner]))
+
+
+def test_charts_clip_intervals_use_log_latency_and_style_each_policy(report: Path) -> None:
+    specs = _specs(report.read_text())
+    slo = specs["fig5-slo-attainment-vs-rate"]
+    rows = slo["datasets"]["table"]
+    assert all(0.0 <= r["lo"] <= r["mean"] <= r["hi"] <= 100.0 for r in rows if r["lo"] is not None)
+    line = next(la for la in _layers(slo) if la["mark"]["type"] == "line")
+    assert {"color", "shape", "strokeDash"} <= set(line["encoding"])
+    assert line["encoding"]["color"]["scale"]["range"][0] == "#0072B2"  # Okabe-Ito, not Vega's default
+    p95 = specs["fig5-p95-latency-s-vs-rate"]
+    fields = [la["encoding"]["y"] for la in _layers(p95) if "field" in la["encoding"].get("y", {})]
+    assert fields and all(y["scale"]["type"] == "log" for y in fields)
+    assert all(r["lo"] > 0 for r in p95["datasets"]["table"] if r["lo"] is not None)
+    queue = specs["fig5-timeline-queue-len"]
+    assert queue["resolve"]["scale"]["y"] == "independent"
+    assert {"fig5-pareto", "fig5-sustainable-load"} <= set(specs)
+
+
+def test_single_run_timeline_shades_the_environment_event(single_run_report: Path) -> None:
+    specs = _specs(single_run_report.read_text())
+    level = next(v for k, v in specs.items() if k.endswith("timeline-level"))
+    events = [r for r in level["datasets"]["table"] if r.get("layer") == "event"]
+    assert events and {(r["start_s"], r["end_s"], r["event"]) for r in events} == {(15.0, 30.0, "pi2 ×1.6 slower")}
+    md = (single_run_report.parent / "report.md").read_text()
+    assert md.index("## Findings") < md.index("## Runs") and "meet the 90% SLO-attainment target" in md
+
+
 def test_same_inputs_same_report(inputs: dict[str, Path], report: Path) -> None:
     from edgeprune.report import build_report
     from edgeprune.report.html import render_html, render_markdown
@@ -177,7 +229,8 @@ def test_same_inputs_same_report(inputs: dict[str, Path], report: Path) -> None:
     assert render_html(first, "f") == render_html(second, "f")
     assert render_markdown(first, "f") == render_markdown(second, "f")
     # and the page on disk is that rendering (inputs named as given on the command line)
-    page = render_html(build_report([str(p) for p in paths], profiles=[str(inputs["profile"])]), "report_files")
+    built = build_report([str(p) for p in paths], profiles=[str(inputs["profile"])], out_dir=report.parent)
+    page = render_html(built, "report_files")
     assert page == report.read_text()
 
 
@@ -208,6 +261,8 @@ def test_hardware_run_alone_uses_its_own_prediction(inputs: dict[str, Path], tmp
         (["{root}/case"], "neither a sweep folder"),
         (["{root}/sweep", "--x", "rate"], "--x = 'rate'"),
         ([], "nothing to report"),
+        (["{root}/sweep", "--slo-target", "150"], "--slo-target = 150"),
+        (["{root}/sweep", "--baseline", "no-prunin"], "did you mean 'no-pruning'"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(
@@ -262,40 +317,93 @@ class _Charts(HTMLParser):
             self._stack.pop()
 
 
+class _Order(HTMLParser):
+    """The body's top-level elements in order, as ``tag`` or ``tag#id``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.top: list[str] = []
+        self._depth = 0
+        self._in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body":
+            self._in_body = True
+            return
+        if self._in_body and tag not in _Charts._VOID:
+            if self._depth == 0:
+                ident = dict(attrs).get("id")
+                self.top.append(f"{tag}#{ident}" if ident else tag)
+            self._depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._in_body and tag not in _Charts._VOID and tag != "body" and self._depth > 0:
+            self._depth -= 1
+
+
 def _chromium() -> str | None:
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (CI: apt-get install chromium)")
-def test_page_renders_every_chart_offline_in_headless_chromium(report: Path) -> None:
+def _browser(page: Path, profile: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``page`` with the network cut off and the page's console logged to stderr."""
     browser = _chromium()
     assert browser is not None
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--proxy-server=127.0.0.1:9",  # any network request would fail
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=30000",
+        *extra,
+        page.resolve().as_uri(),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True)
+
+
+def _artefact_dir(fallback: Path) -> Path:
+    """Where screenshots are kept: ``$ARTIFACTS_DIR`` when set (CI uploads it), else the test's folder."""
+    folder = Path(os.environ.get("ARTIFACTS_DIR") or fallback)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (CI: apt-get install chromium)")
+@pytest.mark.parametrize("which", ["report", "single_run_report"])
+def test_page_renders_every_chart_offline_in_headless_chromium(
+    which: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No console message, every chart drawn with data marks, findings first; the screenshot is kept."""
+    page: Path = request.getfixturevalue(which)
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--proxy-server=127.0.0.1:9",  # any network request would fail
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=30000",
-            "--dump-dom",
-            report.resolve().as_uri(),
-        ]
-        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+        done = _browser(page, profile, "--dump-dom")
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console  # Vega logs its warnings and errors to the console
     parser = _Charts()
-    parser.feed(dom)
-    expected = set(_specs(report.read_text()))
+    parser.feed(done.stdout)
+    expected = set(_specs(page.read_text()))
     assert parser.body_state == "done"
     assert set(parser.charts) == expected
     for name, chart in parser.charts.items():
         assert chart["state"] == "ok", name
         assert int(chart["marks"]) > 0, f"{name}: no drawn marks"  # type: ignore[call-overload]
+    order = _Order()
+    order.feed(done.stdout)
+    assert order.top[:2] == ["h1", "section#findings"], order.top[:4]
+    shot = _artefact_dir(tmp_path_factory.mktemp("screens")) / f"{which}.png"
+    with tempfile.TemporaryDirectory() as profile:
+        _browser(page, profile, f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"screenshot: {shot}")

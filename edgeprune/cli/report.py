@@ -28,13 +28,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", type=Path, default=[], help="profile JSON for Figs. 3-4 (repeatable)")
     p.add_argument("--x", help="x axis of the SLO / p95 charts: a numeric sweep axis or offered_rate_hz")
     p.add_argument("--title", default="EdgePrune report", help="page title")
+    p.add_argument(
+        "--slo-target",
+        type=float,
+        default=90.0,
+        metavar="PCT",
+        help="SLO attainment (%%) a policy must keep to sustain a load, for the findings (default 90)",
+    )
+    p.add_argument(
+        "--baseline", help="policy the findings compare against (default: no-pruning, when the inputs have it)"
+    )
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
     from edgeprune.report import build_report, write_report
 
-    report = build_report(args.inputs, profiles=args.profile, x=args.x, title=args.title)
+    report = build_report(
+        args.inputs,
+        profiles=args.profile,
+        x=args.x,
+        title=args.title,
+        slo_target=args.slo_target / 100.0,
+        baseline=args.baseline,
+        out_dir=args.output.parent,
+    )
     written = write_report(report, args.output)
     n_charts = sum(len(s.charts) for s in report.sections)
     print(f"report: {args.output} ({n_charts} charts; PNG/SVG in {written[0].stem}_files/, summary {written[1]})")

@@ -4,9 +4,10 @@
 :class:`Report` sections (see :mod:`edgeprune.report.build`); :func:`write_report` writes the
 self-contained HTML, a PNG and SVG per chart and a Markdown summary (see :mod:`edgeprune.report.html`).
 
-Modules: ``sources`` (recognising and reading inputs), ``stats`` (t-intervals across seeds), ``tables``
-(numbers and their text/Markdown/HTML forms), ``charts`` (Vega-Lite specs), ``build`` (sections),
-``html`` (files).  Only ``charts`` and ``html`` need altair and vl-convert (the ``report`` extra).
+Modules: ``sources`` (recognising and reading inputs), ``stats`` (t-intervals across seeds), ``findings``
+(the generated sentences that open the report), ``tables`` (numbers and their text/Markdown/HTML forms),
+``charts`` (Vega-Lite specs), ``build`` (sections), ``html`` (files).  Only ``charts`` and ``html`` need
+altair and vl-convert (the ``report`` extra).
 """
 
 from __future__ import annotations

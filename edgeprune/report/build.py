@@ -2,13 +2,20 @@
 
 Sections, each present only when its inputs are:
 
-1. per sweep: the comparison table (mean ± 95% CI across seeds per setting and policy), Fig. 5 (SLO
-   attainment and p95 latency versus arrival rate), latency CDFs of its kept runs, and the level and queue
-   timelines of its most loaded kept run;
-2. run folders: their table (grouped by scenario, backend and policy, CI across seeds), CDFs, timelines;
+0. findings, always first: per sweep and regime, who meets the SLO target, each policy's sustainable
+   load with its interval, the ratio to the baseline and the accuracy (and energy) it costs; per run
+   folder, who meets the target and the best attainment (:mod:`edgeprune.report.findings`);
+1. per sweep: the SLO-attainment pivot (setting × policy, shaded), Fig. 5 (SLO attainment and log-scale
+   p95 latency versus arrival rate), the sustainable-load and accuracy-vs-SLO (Pareto) charts, latency
+   CDFs of its kept runs, and the level and queue timelines of its most loaded kept run;
+2. run folders: CDFs and timelines with the environment events shaded;
 3. simulator vs hardware, when a hardware run (``"backend": "hil"``) has a simulator twin (same scenario
-   name and seed): the error table and chart and the paired CDFs;
-4. profiles: Figs. 3–4, speedup per device and accuracy per strategy.
+   name and seed): the error table beside the per-policy simulator and hardware latency distributions;
+4. profiles: Figs. 3–4, speedup per device and accuracy per strategy (with its interval, proxies labelled);
+5. full results: the long tables (mean ± 95% CI across seeds of every figure per setting and policy).
+
+Every policy keeps one colour, marker and dash across the report.  Inputs are named relative to the
+report's folder (or as given when relative), never by an absolute path.
 
 The x axis of Fig. 5 is the sweep's first numeric axis whose name mentions a rate, else the measured
 ``offered_rate_hz``; in that case settings are told apart by the axes that do not vary the arrivals.
@@ -25,9 +32,28 @@ import polars as pl
 from edgeprune.errors import ConfigError, ResultError, did_you_mean
 from edgeprune.profile import Profile, load_profile
 from edgeprune.report import charts as ch
-from edgeprune.report.sources import RunSource, SweepSource, load_run, load_sources, runs_frame
+from edgeprune.report import findings as fi
+from edgeprune.report.sources import (
+    RunSource,
+    SweepSource,
+    environment_events,
+    load_run,
+    load_sources,
+    runs_frame,
+    shown_path,
+)
 from edgeprune.report.stats import mean_ci
-from edgeprune.report.tables import HW_METRICS, DisplayTable, hw_error_frame, hw_error_table, run_table, sweep_table
+from edgeprune.report.tables import (
+    HW_METRICS,
+    DisplayTable,
+    findings_table,
+    headline_table,
+    hw_error_frame,
+    hw_error_table,
+    run_table,
+    slo_pivot,
+    sweep_table,
+)
 
 __all__ = ["Report", "Section", "build_report", "choose_x"]
 
@@ -44,6 +70,8 @@ class Section:
     text: str
     tables: tuple[DisplayTable, ...] = ()
     charts: tuple[ch.Chart, ...] = ()
+    bullets: tuple[str, ...] = ()
+    side_by_side: bool = False  # tables beside the first chart (the simulator-vs-hardware comparison)
 
 
 @dataclass(frozen=True)
@@ -51,8 +79,18 @@ class Report:
     """The whole report, ready to render."""
 
     title: str
-    sources: tuple[str, ...]
+    sources: tuple[str, ...]  # as shown: relative to the report, or as the user gave them
     sections: tuple[Section, ...]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the report is asked: the SLO-attainment target, the baseline policy, where the report goes."""
+
+    slo_target: float = fi.DEFAULT_SLO_TARGET
+    baseline: str = fi.DEFAULT_BASELINE
+    out_dir: Path | None = None
+    x: str | None = None
 
 
 def _numeric_axes(sweep: SweepSource) -> list[tuple[str, str]]:
@@ -95,31 +133,55 @@ def _spread(items: Sequence[tuple[str, Path]], k: int) -> list[tuple[str, Path]]
     return [items[round(i * step)] for i in range(k)]
 
 
-def _sweep_section(sweep: SweepSource, x_req: str | None, taken: set[str]) -> Section:
-    from edgeprune.report.tables import headline_table
+def _unit(x: str) -> str:
+    return "req/s" if "rate" in x else ""
 
-    x, x_title, groups = choose_x(sweep, x_req)
+
+def _sweep_section(
+    sweep: SweepSource, opts: Options, taken: set[str], policies: Sequence[str]
+) -> tuple[Section, Section, DisplayTable]:
+    """The sweep's section, its findings (sentences + table) and its long table (for the end)."""
+    x, x_title, groups = choose_x(sweep, opts.x)
     table = headline_table(sweep.results, sweep.axis_columns)
-    charts = [
-        ch.Chart(_unique(c.name, taken), c.title, c.spec, c.caption)
-        for c in ch.fig5_charts(table, x, x_title, groups, sweep.name)
-    ]
-    kept = _spread(sweep.kept, MAX_CDF_PANELS)
-    loaded = [(label, load_run(path, label)) for label, path in kept]
-    slo = next((r.slo_s for _, r in loaded if r.slo_s is not None), None)
-    if loaded:
-        name = _unique(f"{ch.slug(sweep.name)}-latency-cdf", taken)
-        charts.append(ch.cdf_chart([(lbl, r.runs) for lbl, r in loaded], slo, name, f"Latency CDF ({sweep.name})"))
-        busiest = _busiest(sweep, [p for _, p in sweep.kept])
-        label, path = next((lp for lp in sweep.kept if lp[1] == busiest), sweep.kept[-1])
-        run = load_run(path, label)
-        charts += ch.timeline_charts(label, run.runs, _unique(f"{ch.slug(sweep.name)}-timeline", taken))
+    slo = next(iter(sweep.results["slo_s"].drop_nulls().to_list()), None) if "slo_s" in sweep.results.columns else None
+    charts = ch.fig5_charts(table, x, x_title, groups, sweep.name, policies=policies, target=opts.slo_target, slo_s=slo)
+    found = fi.sweep_findings(sweep.results, x, groups, target=opts.slo_target, baseline=opts.baseline, unit=_unit(x))
+    sustain = pl.concat([f.table for f in found], how="diagonal_relaxed")
+    charts.append(ch.sustainable_chart(sustain, groups, x_title, sweep.name, policies))
+    charts.append(ch.pareto_chart(table, x, groups, sweep.name, policies))
+    charts = [ch.Chart(_unique(c.name, taken), c.title, c.spec, c.caption) for c in charts]
+    charts += _kept_run_charts(sweep, taken, policies)
     n_cells = sweep.results["cell_id"].n_unique()
     text = (
         f"{n_cells} cells, axes: {', '.join(sweep.axis_columns) or 'none'}; seeds: "
-        f"{', '.join(str(s) for s in sweep.manifest.get('seeds', []))}. Source: {sweep.path}."
+        f"{', '.join(str(s) for s in sweep.manifest.get('seeds', []))}. Source: {shown_path(sweep.path, opts.out_dir)}."
     )
-    return Section(f"Sweep {sweep.name}", text, (sweep_table(sweep.results, sweep.axis_columns),), tuple(charts))
+    pivot = slo_pivot(
+        table, sweep.axis_columns, opts.slo_target, f"SLO attainment by setting and policy ({sweep.name})"
+    )
+    section = Section(f"Sweep {sweep.name}", text, (pivot,), tuple(charts))
+    bullets = tuple(f"{sweep.name}: {s}" for f in found for s in f.sentences)
+    ftable = findings_table(sustain, groups, _unit(x), opts.baseline)
+    ftable = DisplayTable(f"{ftable.title} ({sweep.name})", ftable.headers, ftable.rows, ftable.note)
+    findings = Section("", "", (ftable,), (), bullets)
+    return section, findings, sweep_table(sweep.results, sweep.axis_columns, f"All results ({sweep.name})")
+
+
+def _kept_run_charts(sweep: SweepSource, taken: set[str], policies: Sequence[str]) -> list[ch.Chart]:
+    """CDFs of (at most MAX_CDF_PANELS) kept runs and the timelines of the most loaded one."""
+    kept = _spread(sweep.kept, MAX_CDF_PANELS)
+    if not kept:
+        return []
+    loaded = [(label, load_run(path, label)) for label, path in kept]
+    slo = next((r.slo_s for _, r in loaded if r.slo_s is not None), None)
+    name = _unique(f"{ch.slug(sweep.name)}-latency-cdf", taken)
+    runs = [(lbl, r.runs) for lbl, r in loaded]
+    charts = [ch.cdf_chart(runs, slo, name, f"Latency CDF ({sweep.name})", policies=policies)]
+    busiest = _busiest(sweep, [p for _, p in sweep.kept])
+    label, path = next((lp for lp in sweep.kept if lp[1] == busiest), sweep.kept[-1])
+    run = load_run(path, label)
+    tl_name = _unique(f"{ch.slug(sweep.name)}-timeline", taken)
+    return charts + ch.timeline_charts(label, run.runs, tl_name, environment_events(path))
 
 
 def _busiest(sweep: SweepSource, kept_paths: Sequence[Path]) -> Path | None:
@@ -132,20 +194,21 @@ def _busiest(sweep: SweepSource, kept_paths: Sequence[Path]) -> Path | None:
     return next(p for p in kept_paths if p.name == best)
 
 
-def _runs_section(runs: Sequence[RunSource], taken: set[str]) -> Section:
-    frame = runs_frame(runs)
+def _runs_section(runs: Sequence[RunSource], taken: set[str], policies: Sequence[str]) -> Section:
     charts = []
     slo = next((r.slo_s for r in runs if r.slo_s is not None), None)
+    cdf_name = _unique("runs-latency-cdf", taken)
     charts.append(
-        ch.cdf_chart([(r.label, r.runs) for r in runs], slo, _unique("runs-latency-cdf", taken), "Latency CDF (runs)")
+        ch.cdf_chart([(r.label, r.runs) for r in runs], slo, cdf_name, "Latency CDF (runs)", policies=policies)
     )
     for r in runs[:MAX_TIMELINE_RUNS]:
-        charts += ch.timeline_charts(r.label, r.runs, _unique(f"run-{ch.slug(r.label)}-timeline", taken))
+        name = _unique(f"run-{ch.slug(r.label)}-timeline", taken)
+        charts += ch.timeline_charts(r.label, r.runs, name, environment_events(r.path))
     for r in runs:
         if r.replay is not None:  # a replayed trace: what arrived, over time and as gaps
             charts.append(ch.replay_chart(r.label, r.runs, r.replay, _unique(f"run-{ch.slug(r.label)}-trace", taken)))
     text = f"{len(runs)} run folder(s): " + ", ".join(f"{r.label} ({r.backend}, seed {r.seed})" for r in runs) + "."
-    return Section("Runs", text, (run_table(frame),), tuple(charts))
+    return Section("Runs", text, (), tuple(charts))
 
 
 def _hw_section(runs: Sequence[RunSource], taken: set[str]) -> Section | None:
@@ -166,21 +229,21 @@ def _hw_section(runs: Sequence[RunSource], taken: set[str]) -> Section | None:
     first = next((r for r in hw if (r.scenario, r.seed) in sims), None)
     if first is not None:
         twin = sims[(first.scenario, first.seed)]
-        charts.append(
-            ch.cdf_chart(
+        charts.insert(
+            0,
+            ch.sim_hw_cdf_chart(
                 [(twin.label, twin.runs), (first.label, first.runs)],
                 first.slo_s,
                 _unique("sim-vs-hw-cdf", taken),
-                f"Latency CDF: simulator vs hardware ({first.scenario}, seed {first.seed})",
-                dash=["simulator", "hardware"],
-            )
+                f"Latency CDF per policy: simulator vs hardware ({first.scenario}, seed {first.seed})",
+            ),
         )
     n_twins = len({(r.scenario, r.seed) for r in hw} & set(sims))
     text = (
         f"{n_twins} hardware run(s) paired with a simulator run of the same scenario and seed, "
         f"{len(hw) - n_twins - len(unpaired)} compared with their own prediction (sim_vs_hw.json)." + note
     )
-    return Section("Simulator vs hardware", text, (hw_error_table(errors),), tuple(charts))
+    return Section("Simulator vs hardware", text, (hw_error_table(errors),), tuple(charts), side_by_side=True)
 
 
 def _profile_section(profiles: Sequence[tuple[str, Profile]]) -> Section:
@@ -199,30 +262,73 @@ def _profile_section(profiles: Sequence[tuple[str, Profile]]) -> Section:
     return Section("Profiles", text.strip(), (), tuple(charts))
 
 
+def _policies(sweeps: Sequence[SweepSource], runs: Sequence[RunSource]) -> list[str]:
+    """Every policy of the inputs, in first-appearance order (fixes each one's colour, marker and dash)."""
+    names: list[str] = []
+    for sw in sweeps:
+        names += sw.results["policy"].unique(maintain_order=True).to_list()
+    for r in runs:
+        names += list(r.runs)
+    return list(dict.fromkeys(names))
+
+
+def _findings_section(per_sweep: Sequence[Section], runs: Sequence[RunSource], opts: Options) -> Section:
+    bullets = [b for s in per_sweep for b in s.bullets]
+    if runs:
+        bullets += fi.run_findings(runs_frame(runs), target=opts.slo_target, baseline=opts.baseline)
+    text = (
+        f"SLO target: {opts.slo_target:.0%} of requests within the SLO; baseline: {opts.baseline}; "
+        "intervals: 95% t-intervals across seeds. Every sentence is computed from the results below."
+    )
+    tables = tuple(t for s in per_sweep for t in s.tables)
+    if not bullets:
+        text = "No sweep or run folder among the inputs: nothing to compare."
+    return Section("Findings", text, tables, (), tuple(bullets))
+
+
 def build_report(
     paths: Sequence[str | Path],
     *,
     profiles: Sequence[str | Path] = (),
     x: str | None = None,
     title: str = "EdgePrune report",
+    slo_target: float = fi.DEFAULT_SLO_TARGET,
+    baseline: str | None = None,
+    out_dir: Path | None = None,
 ) -> Report:
-    """Read the inputs and build every section (see the module docstring)."""
+    """Read the inputs and build every section (see the module docstring).
+
+    ``out_dir``: the folder the report is written to; inputs given by absolute path are named relative to it.
+    """
     if not paths and not profiles:
         raise ResultError("nothing to report: give sweep or run folders and/or --profile files")
+    if not 0.0 < slo_target <= 1.0:
+        raise ConfigError(f"--slo-target = {slo_target * 100:g}: must be a percentage in (0, 100]")
     sweeps, runs = load_sources(paths)
+    runs = [RunSource(**{**r.__dict__, "label": shown_path(r.label, out_dir)}) for r in runs]
     loaded_profiles = []
     for p in profiles:
         prof = load_profile(p)
         model = prof.model.get("id")
         loaded_profiles.append((f"{Path(p).stem}" + (f" ({model})" if model else ""), prof))
     taken: set[str] = set()
-    sections = [_sweep_section(s, x, taken) for s in sweeps]
+    policies = _policies(sweeps, runs)
+    if baseline is None:
+        baseline = fi.DEFAULT_BASELINE  # its comparisons are left out when the inputs lack it
+    elif policies and baseline not in policies:
+        raise ConfigError(f"--baseline = {baseline!r}: not a policy of the inputs" + did_you_mean(baseline, policies))
+    opts = Options(slo_target, baseline, out_dir, x)
+    built = [_sweep_section(s, opts, taken, policies) for s in sweeps]
+    sections = [_findings_section([f for _, f, _ in built], runs, opts), *(s for s, _, _ in built)]
     if runs:
-        sections.append(_runs_section(runs, taken))
+        sections.append(_runs_section(runs, taken, policies))
         hw = _hw_section(runs, taken)
         if hw is not None:
             sections.append(hw)
     if loaded_profiles:
         sections.append(_profile_section(loaded_profiles))
-    sources = tuple(str(p) for p in paths) + tuple(str(p) for p in profiles)
+    long_tables = [t for _, _, t in built] + ([run_table(runs_frame(runs), "All results (runs)")] if runs else [])
+    if long_tables:
+        sections.append(Section("Full results", "Every figure per setting and policy.", tuple(long_tables)))
+    sources = tuple(shown_path(p, out_dir) for p in [*paths, *profiles])
     return Report(title, sources, tuple(sections))

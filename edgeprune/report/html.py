@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgeprune.report.build import Report
+from edgeprune.report.build import Report, Section
 from edgeprune.report.charts import Chart
 from edgeprune.report.tables import format_html, format_markdown
 from edgeprune.results import replace_dir
@@ -42,6 +42,9 @@ table.results th, table.results td { border: 1px solid #ccc; padding: 0.2em 0.5e
 table.results th:first-child, table.results td:first-child { text-align: left; }
 p.note, figcaption { color: #555; font-size: 0.85em; }
 figure { margin: 1.5em 0; } .chart { min-height: 50px; }
+section.findings { background: #f5f8fc; border-left: 4px solid #0072B2; padding: 0.5em 1em; }
+section.findings h2 { margin-top: 0.5em; border: none; } section.findings li { margin: 0.3em 0; }
+.side { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 """
 
 _EMBED_JS = """
@@ -115,21 +118,36 @@ def _figure(chart: Chart, files: str) -> str:
     )
 
 
+def _section_html(sec: Section, files: str) -> str:
+    e = html.escape
+    parts = [f"<h2>{e(sec.title)}</h2>"]
+    if sec.bullets:
+        parts.append("<ul>" + "".join(f"<li>{e(b)}</li>" for b in sec.bullets) + "</ul>")
+    if sec.text:
+        parts.append(f'<p class="note">{e(sec.text)}</p>' if sec.bullets else f"<p>{e(sec.text)}</p>")
+    tables = [format_html(t) for t in sec.tables]
+    figures = [_figure(c, files) for c in sec.charts]
+    if sec.side_by_side and tables and figures:
+        parts.append('<div class="side"><div>' + "".join(tables) + "</div>" + figures[0] + "</div>")
+        figures = figures[1:]
+    else:
+        parts += tables
+    parts += figures
+    cls = ' class="findings" id="findings"' if sec.title == "Findings" else ""
+    return f"<section{cls}>" + "\n".join(parts) + "</section>"
+
+
 def render_html(report: Report, files: str) -> str:
-    """The self-contained page (``files``: the folder name the PNG/SVG links point into)."""
+    """The self-contained page (``files``: the folder name the PNG/SVG links point into).
+
+    The findings come first after the title; the inputs are named at the end.
+    """
     e = html.escape
     parts = [f"<h1>{e(report.title)}</h1>"]
+    parts += [_section_html(sec, files) for sec in report.sections]
     if report.sources:
         parts.append('<p class="note">Inputs: ' + ", ".join(f"<code>{e(s)}</code>" for s in report.sources) + "</p>")
-    specs = {}
-    for sec in report.sections:
-        parts.append(f"<h2>{e(sec.title)}</h2>")
-        if sec.text:
-            parts.append(f"<p>{e(sec.text)}</p>")
-        parts += [format_html(t) for t in sec.tables]
-        for c in sec.charts:
-            parts.append(_figure(c, files))
-            specs[c.name] = c.spec
+    specs = {c.name: c.spec for sec in report.sections for c in sec.charts}
     specs_json = _json_safe(specs)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -141,12 +159,11 @@ def render_html(report: Report, files: str) -> str:
 
 
 def render_markdown(report: Report, files: str) -> str:
-    """The Markdown summary: tables and links to the PNG (and SVG) of every chart."""
+    """The Markdown summary: findings first, then tables and links to the PNG (and SVG) of every chart."""
     lines = [f"# {report.title}", ""]
-    if report.sources:
-        lines += ["Inputs: " + ", ".join(f"`{s}`" for s in report.sources), ""]
     for sec in report.sections:
         lines += [f"## {sec.title}", ""]
+        lines += [f"- {b}" for b in sec.bullets] + ([""] if sec.bullets else [])
         if sec.text:
             lines += [sec.text, ""]
         for t in sec.tables:
@@ -155,6 +172,8 @@ def render_markdown(report: Report, files: str) -> str:
             lines += [f"![{c.title}]({files}/{c.name}.png)", ""]
             extra = f"{c.caption} · " if c.caption else ""
             lines += [f"*{extra}[SVG]({files}/{c.name}.svg)*", ""]
+    if report.sources:
+        lines += ["Inputs: " + ", ".join(f"`{s}`" for s in report.sources), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import polars as pl
 from edgeprune.errors import ResultError
 from edgeprune.results import SUMMARY_FIELDS, RunResult, read_run_dir
 
-__all__ = ["RunSource", "SweepSource", "load_sources", "runs_frame"]
+__all__ = ["RunSource", "SweepSource", "environment_events", "load_sources", "runs_frame", "shown_path"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,45 @@ def load_sources(paths: Sequence[str | Path]) -> tuple[list[SweepSource], list[R
     if len(set(labels)) != len(labels):  # same folder names in different places: use the full paths
         runs = [RunSource(**{**r.__dict__, "label": str(r.path)}) for r in runs]
     return sweeps, runs
+
+
+def shown_path(path: str | Path, out_dir: Path | None) -> str:
+    """How a report names an input: as the user gave it when relative, else relative to the report's folder.
+
+    A report never shows an absolute path of the machine that built it.
+    """
+    p = Path(path)
+    if not p.is_absolute() or out_dir is None:
+        return p.as_posix()
+    return Path(os.path.relpath(p, out_dir.resolve())).as_posix()
+
+
+def _event_windows(ev: dict[str, Any], end_of_run_s: float) -> list[tuple[float, float, str]]:
+    """The windows in which an ``[[environment]]`` entry changes its node's speed (factor != 1)."""
+    device = str(ev.get("device", "?"))
+    if ev.get("slowdown") is not None:
+        end = float(ev.get("end_s") or end_of_run_s)
+        return [(float(ev.get("start_s", 0.0)), end, f"{device} ×{float(ev['slowdown']):g} slower")]
+    times, factors = ev.get("times_s") or [], ev.get("slowdowns") or []
+    bounds = [*map(float, times), end_of_run_s]
+    return [
+        (bounds[i], bounds[i + 1], f"{device} ×{float(f):g} slower")
+        for i, f in enumerate(factors)
+        if float(f) != 1.0 and i + 1 < len(bounds)
+    ]
+
+
+def environment_events(run_dir: Path) -> list[tuple[float, float, str]]:
+    """``(start_s, end_s, label)`` of the environment events in a run folder's ``scenario.toml`` (none if absent).
+
+    Read from the TOML as written, so the scenario's profile need not be found to shade a timeline.
+    """
+    try:
+        doc = tomllib.loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    end_s = float(doc.get("duration_s", 0.0))
+    return [w for ev in doc.get("environment", []) if isinstance(ev, dict) for w in _event_windows(ev, end_s)]
 
 
 def runs_frame(runs: Sequence[RunSource]) -> pl.DataFrame:

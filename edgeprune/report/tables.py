@@ -20,6 +20,7 @@ __all__ = [
     "HEADLINE",
     "HW_METRICS",
     "DisplayTable",
+    "findings_table",
     "format_html",
     "format_markdown",
     "format_text",
@@ -27,6 +28,7 @@ __all__ = [
     "hw_error_frame",
     "hw_error_table",
     "run_table",
+    "slo_pivot",
     "sweep_table",
 ]
 
@@ -69,6 +71,8 @@ class DisplayTable:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     note: str = ""
+    #: Optional per-cell value in [0, 1] (None: plain) that the HTML form turns into a background colour.
+    shades: tuple[tuple[float | None, ...], ...] = ()
 
 
 def _fmt(mean: float | None, lo: float | None, hi: float | None, scale: float, digits: int) -> str:
@@ -80,6 +84,13 @@ def _fmt(mean: float | None, lo: float | None, hi: float | None, scale: float, d
     return text
 
 
+def _fmt_clipped(mean: float | None, lo: float | None, hi: float | None, digits: int) -> str:
+    """``mean ± half-width``, or ``mean (lo–hi)`` when the interval was clipped and is no longer symmetric."""
+    if mean is None or lo is None or hi is None or abs((hi - mean) - (mean - lo)) <= 1e-9 * max(1.0, abs(mean)):
+        return _fmt(mean, lo, hi, 1.0, digits)
+    return f"{mean:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
 def _fmt_value(value: object) -> str:
     if value is None:
         return "-"
@@ -88,9 +99,18 @@ def _fmt_value(value: object) -> str:
     return str(value)
 
 
+#: Figures added to the comparison tables when the results have them (the device-physics work's energy).
+OPTIONAL = (Metric("energy_per_inference_j", "J/inf", 1.0, 3),)
+
+
+def headline_metrics(columns: Sequence[str]) -> tuple[Metric, ...]:
+    """The headline figures, plus the optional ones present in ``columns``."""
+    return HEADLINE + tuple(m for m in OPTIONAL if m.field in columns)
+
+
 def headline_table(results: pl.DataFrame, axis_columns: Sequence[str]) -> pl.DataFrame:
     """Per axis combination and policy: seeds ``n``, mean and interval of every headline figure and rate."""
-    metrics = [m.field for m in HEADLINE] + ["offered_rate_hz"]
+    metrics = [m.field for m in headline_metrics(results.columns)] + ["offered_rate_hz"]
     ordered = results.sort("cell_index", maintain_order=True) if "cell_index" in results.columns else results
     return mean_ci(ordered, [*axis_columns, "policy"], metrics)
 
@@ -108,7 +128,64 @@ def _display(frame: pl.DataFrame, keys: Sequence[str], metrics: Sequence[Metric]
 
 def sweep_table(results: pl.DataFrame, axis_columns: Sequence[str], title: str = "Policy comparison") -> DisplayTable:
     """The sweep's comparison table (see :func:`headline_table`)."""
-    return _display(headline_table(results, axis_columns), [*axis_columns, "policy"], HEADLINE, title)
+    metrics = headline_metrics(results.columns)
+    return _display(headline_table(results, axis_columns), [*axis_columns, "policy"], metrics, title)
+
+
+def slo_pivot(table: pl.DataFrame, axis_columns: Sequence[str], target: float, title: str) -> DisplayTable:
+    """SLO attainment, one row per axis setting and one column per policy, cells shaded by value.
+
+    ``table``: :func:`headline_table`.  A cell reads ``mean ± half-width`` (%), with a check mark when the
+    mean meets ``target``; its shade is the mean attainment.
+    """
+    policies = table["policy"].unique(maintain_order=True).to_list()
+    keys = list(axis_columns)
+    settings = table.select(keys).unique(maintain_order=True) if keys else pl.DataFrame([{}])
+    rows, shades = [], []
+    for setting in settings.iter_rows(named=True):
+        sub = table.filter(*[pl.col(c) == v for c, v in setting.items()]) if keys else table
+        by_policy = {r["policy"]: r for r in sub.iter_rows(named=True)}
+        cells = [_fmt_value(setting[k]) for k in keys] or ["all"]
+        row_shades: list[float | None] = [None] * len(cells)
+        for pol in policies:
+            r = by_policy.get(pol)
+            mean = None if r is None else r["slo_attainment"]
+            if mean is None or r is None:
+                cells.append("-")
+                row_shades.append(None)
+                continue
+            mark = " ✓" if mean >= target else ""
+            cells.append(_fmt(mean, r["slo_attainment_lo"], r["slo_attainment_hi"], 100.0, 1) + mark)
+            row_shades.append(float(mean))
+        rows.append(tuple(cells))
+        shades.append(tuple(row_shades))
+    note = f"SLO attainment (%), mean ± {LEVEL:.0%} t-interval across seeds; ✓: mean ≥ {target:.0%} (the target)"
+    headers = (*(keys or ["setting"]), *policies)
+    return DisplayTable(title, tuple(headers), tuple(rows), note, tuple(shades))
+
+
+def findings_table(table: pl.DataFrame, regime_columns: Sequence[str], unit: str, baseline: str) -> DisplayTable:
+    """The per-policy figures behind the findings (:func:`edgeprune.report.findings.sweep_findings`)."""
+    energy = [m for m in OPTIONAL if m.field in table.columns]
+    headers = [*regime_columns, "policy", "seeds", f"sustainable load{f' ({unit})' if unit else ''}"]
+    headers += [f"× {baseline}", "accuracy", f"Δ accuracy vs {baseline}", *(m.label for m in energy)]
+    rows = []
+    for r in table.iter_rows(named=True):
+        load = _fmt_clipped(r["sustainable_x"], r["sustainable_x_lo"], r["sustainable_x_hi"], 2)
+        ratio = r["ratio_to_baseline"]
+        cells = [*(_fmt_value(r[c]) for c in regime_columns), r["policy"], str(r["n"])]
+        cells += [("≥ " if r["censored"] else "") + load, "-" if ratio is None or ratio != ratio else f"{ratio:.2f}"]
+        cells += [_fmt(r["mean_accuracy"], r["mean_accuracy_lo"], r["mean_accuracy_hi"], 1.0, 3)]
+        delta = r["accuracy_delta"]
+        cells.append("-" if delta is None or delta != delta else f"{delta + 0.0:+.3f}".replace("-0.000", "+0.000"))
+        cells += [_fmt(r[m.field], r[f"{m.field}_lo"], r[f"{m.field}_hi"], m.scale, m.digits) for m in energy]
+        rows.append(tuple(cells))
+    note = (
+        "sustainable load: highest tested load before the first one below the SLO target, per seed, then mean ± "
+        f"{LEVEL:.0%} t-interval (clipped to the tested range); ≥: met at every tested load; accuracy (and "
+        "energy) at that load"
+    )
+    return DisplayTable("Sustainable load per policy", tuple(headers), tuple(rows), note)
 
 
 def run_table(runs: pl.DataFrame, title: str = "Runs") -> DisplayTable:
@@ -117,8 +194,9 @@ def run_table(runs: pl.DataFrame, title: str = "Runs") -> DisplayTable:
     ``runs``: one row per run folder × policy with ``scenario``, ``backend``, ``seed``, ``policy`` and the
     summary fields.
     """
-    frame = mean_ci(runs, ["scenario", "backend", "policy"], [m.field for m in HEADLINE])
-    return _display(frame, ["scenario", "backend", "policy"], HEADLINE, title)
+    metrics = headline_metrics(runs.columns)
+    frame = mean_ci(runs, ["scenario", "backend", "policy"], [m.field for m in metrics])
+    return _display(frame, ["scenario", "backend", "policy"], metrics, title)
 
 
 def _error_expr() -> pl.Expr:
@@ -231,11 +309,32 @@ def format_markdown(table: DisplayTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shade_colour(value: float) -> str:
+    """Background for a value in [0, 1]: light orange (0) to white (0.5) to light blue (1), colour-blind safe.
+
+    The two ends are lightened Okabe–Ito orange (#E69F00) and blue (#0072B2), so black text stays readable.
+    """
+    v = min(1.0, max(0.0, value))
+    lo, mid, hi = (250, 214, 140), (255, 255, 255), (160, 200, 235)
+    a, b, t = (lo, mid, v * 2) if v < 0.5 else (mid, hi, (v - 0.5) * 2)
+    r, g, bl = (round(x + (y - x) * t) for x, y in zip(a, b, strict=True))
+    return f"#{r:02x}{g:02x}{bl:02x}"
+
+
+def _td(text: str, shade: float | None) -> str:
+    style = f' style="background:{shade_colour(shade)}"' if shade is not None else ""
+    return f"<td{style}>{html.escape(text)}</td>"
+
+
 def format_html(table: DisplayTable) -> str:
-    """An HTML ``<table>`` (escaped) with its caption and note."""
+    """An HTML ``<table>`` (escaped) with its caption and note; shaded cells get a background colour."""
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in table.rows)
+    shades = table.shades or tuple((None,) * len(r) for r in table.rows)
+    body = "".join(
+        "<tr>" + "".join(_td(c, s) for c, s in zip(r, sh, strict=True)) + "</tr>"
+        for r, sh in zip(table.rows, shades, strict=True)
+    )
     note = f'<p class="note">{e(table.note)}</p>' if table.note else ""
     return (
         f'<table class="results"><caption>{e(table.title)}</caption><thead><tr>{head}</tr></thead>'

@@ -100,7 +100,7 @@ def measure_curve(
     uniform = [[lvl] * n_stages for lvl in range(len(ratios))]
     per_stage = random_vectors(n_stages, len(ratios), n_vectors, generator)
     acc = top1(model, split, uniform + [list(v) for v in per_stage])
-    return AccuracyCurve(
+    curve = AccuracyCurve(
         ratios=tuple(float(r) for r in ratios),
         uniform=tuple(acc[: len(ratios)]),
         per_stage=dict(zip(per_stage, acc[len(ratios) :], strict=True)),
@@ -109,6 +109,9 @@ def measure_curve(
         proxy=proxy,
         note=note,
     )
+    from models.accuracy import with_wilson_intervals  # local: models.accuracy pulls in the CLIP slicing
+
+    return with_wilson_intervals(curve, len(split))
 
 
 def deviations(curve: AccuracyCurve) -> dict[tuple[int, ...], float]:
@@ -263,8 +266,21 @@ def standalone_dict(curve: AccuracyCurve, pipe: Any, checkpoint: str | Path) -> 
             "proxy": curve.proxy,
             "note": curve.note,
             "uniform": list(curve.uniform),
-            "per_stage": [{"levels": list(v), "accuracy": a} for v, a in curve.per_stage.items()],
-        },
+            "per_stage": [
+                {"levels": list(v), "accuracy": a}
+                | ({"interval": list(curve.per_stage_interval[v])} if v in curve.per_stage_interval else {})
+                for v, a in curve.per_stage.items()
+            ],
+        }
+        | (
+            {
+                "n_evaluated": curve.n_evaluated,
+                "interval": curve.interval,
+                "uniform_interval": [list(b) for b in curve.uniform_interval],
+            }
+            if curve.uniform_interval is not None
+            else {}
+        ),
     }
 
 
@@ -286,6 +302,16 @@ def curve_from_standalone(path: str | Path) -> AccuracyCurve:
             dataset=str(a.get("dataset", "")),
             proxy=bool(a.get("proxy", False)),
             note=str(a.get("note", "")),
+            n_evaluated=int(a["n_evaluated"]) if a.get("n_evaluated") is not None else None,
+            interval=str(a.get("interval", "")),
+            uniform_interval=(
+                tuple((float(lo), float(hi)) for lo, hi in a["uniform_interval"]) if a.get("uniform_interval") else None
+            ),
+            per_stage_interval={
+                tuple(int(v) for v in e["levels"]): (float(e["interval"][0]), float(e["interval"][1]))
+                for e in a.get("per_stage", [])
+                if e.get("interval") is not None
+            },
         )
     except FileNotFoundError:
         raise ModelError(f"--merge = {p}: file not found") from None
