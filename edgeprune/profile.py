@@ -47,11 +47,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from edgeprune.errors import ProfileError, did_you_mean
+from edgeprune.config import Ctx, build, spec_field
+from edgeprune.errors import ConfigError, ProfileError, did_you_mean
 
 __all__ = [
     "SCHEMA",
@@ -59,6 +60,7 @@ __all__ = [
     "AccuracyCurve",
     "DeviceProfile",
     "Profile",
+    "ProfileFile",
     "load_profile",
     "profile_from_dict",
 ]
@@ -214,41 +216,159 @@ def load_profile(path: str | Path) -> Profile:
     return profile_from_dict(raw, source=str(p))
 
 
-def _need(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...], src: str, where: str) -> Any:
-    if key not in raw:
-        raise ProfileError(f"{src}: {where}{key}: required field is missing")
-    value = raw[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ProfileError(f"{src}: {where}{key} = {str(value)[:40]}: wrong type")
-    return value
+# ------------------------------------------------------------------------ the JSON layout, declared once
+# These dataclasses are the profile file's schema: edgeprune.config.build validates a decoded file against
+# them (types, bounds, unknown fields with the closest name) and edgeprune.cli.schemas publishes their JSON
+# Schema.  Cross-field rules (lengths against n_stages and the ladder) are their check() methods.
 
 
-_TOP_KEYS = {
-    "schema",
-    "version",
-    "model",
-    "partition",
-    "levels",
-    "activation_bytes",
-    "input_bytes",
-    "devices",
-    "accuracy",
-    "provenance",
-}
+@dataclass(frozen=True)
+class PartitionTable:
+    """``partition``: how many stages, and which transformer blocks each holds."""
+
+    n_stages: int = spec_field(ge=1, doc="number of pipeline stages")
+    blocks: tuple[tuple[int, int], ...] | None = spec_field(
+        default=None, ge=0, doc="[first, end) block range of each stage"
+    )
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """One block range per stage."""
+        if self.blocks is not None and len(self.blocks) != self.n_stages:
+            return [("blocks", len(self.blocks), f"need one range per stage ({self.n_stages})")]
+        return []
 
 
-def _bounds(value: Any, where: str) -> tuple[float, float]:
-    """An accuracy interval ``[low, high]`` with 0 <= low <= high <= 1."""
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ProfileError(f"{where} = {value!r}: need [low, high]")
-    lo, hi = float(value[0]), float(value[1])
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise ProfileError(f"{where} = {[lo, hi]}: need 0 <= low <= high <= 1")
-    return lo, hi
+@dataclass(frozen=True)
+class LevelsTable:
+    """``levels``: the pruning ladder."""
+
+    ratios: tuple[float, ...] = spec_field(ge=0, lt=1, min_length=1, doc="pruning ratio per level, from 0, increasing")
+    detail: tuple[dict[str, Any], ...] | None = spec_field(default=None, doc="heads / MLP width kept per level")
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """The ladder starts unpruned and increases; one detail entry per level."""
+        if self.ratios[0] != 0.0 or any(b <= a for a, b in itertools.pairwise(self.ratios)):
+            return [("ratios", list(self.ratios), "must start at 0 and increase")]
+        if self.detail is not None and len(self.detail) != len(self.ratios):
+            return [("detail", len(self.detail), f"need one entry per level ({len(self.ratios)})")]
+        return []
+
+
+@dataclass(frozen=True)
+class DeviceTable:
+    """``devices.<name>``: what was measured on one device kind."""
+
+    latency_s: tuple[tuple[tuple[float, ...], ...], ...] = spec_field(
+        gt=0, doc="raw latency samples, seconds: [stage][level] -> samples"
+    )
+    switch_s: float | None = spec_field(default=None, ge=0, doc="time to change a stage's level, seconds")
+    memory_bytes: tuple[int, ...] | None = spec_field(default=None, ge=0, doc="per stage, all levels resident")
+    meta: dict[str, Any] = spec_field(default_factory=dict, doc="threads, warm-up, CPU, load, ...")
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """Every stage and level has at least one sample."""
+        for k, per_level in enumerate(self.latency_s):
+            for lvl, samples in enumerate(per_level):
+                if not samples:
+                    return [(f"latency_s[{k}][{lvl}]", [], "need a non-empty list of positive seconds")]
+        return []
+
+
+@dataclass(frozen=True)
+class PerStageAccuracy:
+    """One measured per-stage level vector."""
+
+    levels: tuple[int, ...] = spec_field(ge=0, doc="level of each stage")
+    accuracy: float = spec_field(ge=0, le=1, doc="measured accuracy of the vector")
+    interval: tuple[float, float] | None = spec_field(default=None, ge=0, le=1, doc="[low, high] of the accuracy")
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """An interval's low end is not above its high end."""
+        if self.interval is not None and self.interval[0] > self.interval[1]:
+            return [("interval", list(self.interval), "need 0 <= low <= high <= 1")]
+        return []
+
+
+@dataclass(frozen=True)
+class AccuracyTable:
+    """``accuracy``: the measured (or proxy) accuracy curve."""
+
+    uniform: tuple[float, ...] = spec_field(ge=0, le=1, doc="accuracy per level, every stage at that level")
+    per_stage: tuple[PerStageAccuracy, ...] = spec_field(default=(), doc="measured per-stage level vectors")
+    metric: str = spec_field(default="top1", doc="what the numbers are (top1, ...)")
+    dataset: str = spec_field(default="", doc="data set measured on")
+    proxy: bool = spec_field(default=False, doc="true: measured on another model or data set than the profile's")
+    note: str = spec_field(default="", doc="free text")
+    n_evaluated: int | None = spec_field(default=None, ge=0, doc="images each value was scored on")
+    interval: str = spec_field(default="", doc="how the intervals were made (e.g. 'wilson-95')")
+    uniform_interval: tuple[tuple[float, float], ...] | None = spec_field(
+        default=None, ge=0, le=1, doc="per level, [low, high] of the uniform accuracy"
+    )
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """Every interval's low end is not above its high end."""
+        for i, (lo, hi) in enumerate(self.uniform_interval or ()):
+            if lo > hi:
+                return [(f"uniform_interval[{i}]", [lo, hi], "need 0 <= low <= high <= 1")]
+        return []
+
+
+@dataclass(frozen=True)
+class ProfileFile:
+    """A profile JSON file as written (``schema = "edgeprune.profile"``, ``version = 1``)."""
+
+    schema: Literal["edgeprune.profile"] = spec_field(doc="always 'edgeprune.profile'")
+    version: Literal[1] = spec_field(doc="layout version (this build reads 1)")
+    model: dict[str, Any] = spec_field(doc="model id, weights, input shape, ...")
+    partition: PartitionTable = spec_field(doc="stages and their blocks")
+    levels: LevelsTable = spec_field(doc="the pruning ladder")
+    activation_bytes: tuple[int, ...] = spec_field(ge=0, doc="bytes leaving each stage per request")
+    devices: dict[str, DeviceTable] = spec_field(doc="measurements per device kind")
+    input_bytes: int | None = spec_field(default=None, ge=0, doc="bytes of one request's input")
+    accuracy: AccuracyTable | None = spec_field(default=None, doc="accuracy curve (absent: not measured)")
+    provenance: dict[str, Any] = spec_field(default_factory=dict, doc="tool, command, date, versions")
+
+    def check(self) -> list[tuple[str, object, str]]:
+        """Every per-stage and per-level list matches the partition and the ladder."""
+        n, n_levels = self.partition.n_stages, len(self.levels.ratios)
+        if len(self.activation_bytes) != n:
+            return [("activation_bytes", list(self.activation_bytes), f"need {n} sizes, one per stage")]
+        if not self.devices:
+            return [("devices", {}, "no device measured")]
+        for name, dev in self.devices.items():
+            problem = _device_shape(dev, n, n_levels)
+            if problem is not None:
+                return [(f"devices.{name}.{problem[0]}", problem[1], problem[2])]
+        if self.accuracy is not None:
+            return _accuracy_shape(self.accuracy, n, n_levels)
+        return []
+
+
+def _device_shape(dev: DeviceTable, n: int, n_levels: int) -> tuple[str, object, str] | None:
+    if len(dev.latency_s) != n:
+        return ("latency_s", len(dev.latency_s), f"stages measured, expected {n}")
+    for k, per_level in enumerate(dev.latency_s):
+        if len(per_level) != n_levels:
+            return (f"latency_s[{k}]", len(per_level), f"levels measured, expected {n_levels}")
+    if dev.memory_bytes is not None and len(dev.memory_bytes) != n:
+        return ("memory_bytes", list(dev.memory_bytes), f"need {n} sizes, one per stage")
+    return None
+
+
+def _accuracy_shape(acc: AccuracyTable, n: int, n_levels: int) -> list[tuple[str, object, str]]:
+    if len(acc.uniform) != n_levels:
+        return [("accuracy.uniform", len(acc.uniform), f"values given, expected one per level ({n_levels})")]
+    if acc.uniform_interval is not None and len(acc.uniform_interval) != n_levels:
+        n = len(acc.uniform_interval)
+        return [("accuracy.uniform_interval", n, f"intervals given, need one [low, high] per level ({n_levels})")]
+    for i, entry in enumerate(acc.per_stage):
+        if len(entry.levels) != n or any(v >= n_levels for v in entry.levels):
+            return [(f"accuracy.per_stage[{i}].levels", list(entry.levels), "outside the ladder")]
+    return []
 
 
 def profile_from_dict(raw: Any, source: str = "<memory>") -> Profile:
-    """Validate a decoded profile dictionary and build a :class:`Profile`."""
+    """Validate a decoded profile dictionary against :class:`ProfileFile` and build a :class:`Profile`."""
     src = source
     if not isinstance(raw, Mapping):
         raise ProfileError(f"{src}: expected a JSON object at top level")
@@ -257,106 +377,47 @@ def profile_from_dict(raw: Any, source: str = "<memory>") -> Profile:
     version = raw.get("version")
     if version != VERSION:
         raise ProfileError(f"{src}: version = {version!r}: unsupported profile version (this build reads {VERSION})")
-    for key in raw:
-        if key not in _TOP_KEYS:
-            raise ProfileError(f"{src}: {key}: unknown field" + did_you_mean(key, _TOP_KEYS))
-    model = _need(raw, "model", dict, src, "")
-    part = _need(raw, "partition", dict, src, "")
-    n_stages = _need(part, "n_stages", int, src, "partition.")
-    if n_stages < 1:
-        raise ProfileError(f"{src}: partition.n_stages = {n_stages}: must be >= 1")
-    blocks = None
-    if "blocks" in part:
-        blocks = tuple((int(a), int(b)) for a, b in part["blocks"])
-        if len(blocks) != n_stages:
-            raise ProfileError(f"{src}: partition.blocks: {len(blocks)} ranges for {n_stages} stages")
-    levels = _need(raw, "levels", dict, src, "")
-    ratios = tuple(float(r) for r in _need(levels, "ratios", list, src, "levels."))
-    if not ratios or ratios[0] != 0.0 or any(b <= a for a, b in itertools.pairwise(ratios)):
-        raise ProfileError(f"{src}: levels.ratios = {list(ratios)}: must start at 0 and increase")
-    if any(not 0.0 <= r < 1.0 for r in ratios):
-        raise ProfileError(f"{src}: levels.ratios = {list(ratios)}: ratios must lie in [0, 1)")
-    detail = levels.get("detail")
-    if detail is not None and len(detail) != len(ratios):
-        raise ProfileError(f"{src}: levels.detail: {len(detail)} entries for {len(ratios)} levels")
-    act = tuple(int(b) for b in _need(raw, "activation_bytes", list, src, ""))
-    if len(act) != n_stages or any(b < 0 for b in act):
-        raise ProfileError(f"{src}: activation_bytes = {list(act)}: need {n_stages} non-negative sizes")
-    devices_raw = _need(raw, "devices", dict, src, "")
-    if not devices_raw:
-        raise ProfileError(f"{src}: devices: no device measured")
-    devices: dict[str, DeviceProfile] = {}
-    for name, d in devices_raw.items():
-        where = f"devices.{name}."
-        lat = _need(d, "latency_s", list, src, where)
-        if len(lat) != n_stages:
-            raise ProfileError(f"{src}: {where}latency_s: {len(lat)} stages, expected {n_stages}")
-        stages = []
-        for k, per_level in enumerate(lat):
-            if not isinstance(per_level, list) or len(per_level) != len(ratios):
-                raise ProfileError(f"{src}: {where}latency_s[{k}]: expected {len(ratios)} levels")
-            lv = []
-            for lvl, samples in enumerate(per_level):
-                arr = np.asarray(samples, dtype=float)
-                if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-                    raise ProfileError(
-                        f"{src}: {where}latency_s[{k}][{lvl}]: need a non-empty list of positive seconds"
-                    )
-                lv.append(tuple(sorted(float(x) for x in arr)))
-            stages.append(tuple(lv))
-        switch = d.get("switch_s")
-        mem = d.get("memory_bytes")
-        devices[name] = DeviceProfile(
+    try:
+        pf = build(ProfileFile, raw, Ctx(src))
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from None
+    ratios = pf.levels.ratios
+    devices = {
+        name: DeviceProfile(
             name=name,
-            latency_s=tuple(stages),
-            switch_s=float(switch) if switch is not None else None,
-            memory_bytes=tuple(int(m) for m in mem) if mem is not None else None,
-            meta=dict(d.get("meta", {})),
+            latency_s=tuple(tuple(tuple(sorted(samples)) for samples in st) for st in d.latency_s),
+            switch_s=d.switch_s,
+            memory_bytes=d.memory_bytes,
+            meta=dict(d.meta),
         )
+        for name, d in pf.devices.items()
+    }
     accuracy = None
-    if raw.get("accuracy") is not None:
-        a = raw["accuracy"]
-        uniform = tuple(float(x) for x in _need(a, "uniform", list, src, "accuracy."))
-        if len(uniform) != len(ratios):
-            raise ProfileError(f"{src}: accuracy.uniform: {len(uniform)} values for {len(ratios)} levels")
-        per_stage: dict[tuple[int, ...], float] = {}
-        per_stage_interval: dict[tuple[int, ...], tuple[float, float]] = {}
-        for i, entry in enumerate(a.get("per_stage", [])):
-            key = tuple(int(v) for v in entry["levels"])
-            if len(key) != n_stages or any(not 0 <= v < len(ratios) for v in key):
-                raise ProfileError(f"{src}: accuracy.per_stage[{i}].levels = {list(key)}: outside the ladder")
-            per_stage[key] = float(entry["accuracy"])
-            if entry.get("interval") is not None:
-                per_stage_interval[key] = _bounds(entry["interval"], f"{src}: accuracy.per_stage[{i}].interval")
-        uniform_interval = None
-        if a.get("uniform_interval") is not None:
-            raw_iv = a["uniform_interval"]
-            if not isinstance(raw_iv, list) or len(raw_iv) != len(ratios):
-                raise ProfileError(f"{src}: accuracy.uniform_interval: need one [low, high] per level ({len(ratios)})")
-            uniform_interval = tuple(_bounds(b, f"{src}: accuracy.uniform_interval[{i}]") for i, b in enumerate(raw_iv))
+    if pf.accuracy is not None:
+        a = pf.accuracy
         accuracy = AccuracyCurve(
             ratios=ratios,
-            uniform=uniform,
-            per_stage=per_stage,
-            metric=str(a.get("metric", "top1")),
-            dataset=str(a.get("dataset", "")),
-            proxy=bool(a.get("proxy", False)),
-            note=str(a.get("note", "")),
-            n_evaluated=int(a["n_evaluated"]) if a.get("n_evaluated") is not None else None,
-            interval=str(a.get("interval", "")),
-            uniform_interval=uniform_interval,
-            per_stage_interval=per_stage_interval,
+            uniform=a.uniform,
+            per_stage={e.levels: e.accuracy for e in a.per_stage},
+            metric=a.metric,
+            dataset=a.dataset,
+            proxy=a.proxy,
+            note=a.note,
+            n_evaluated=a.n_evaluated,
+            interval=a.interval,
+            uniform_interval=a.uniform_interval,
+            per_stage_interval={e.levels: e.interval for e in a.per_stage if e.interval is not None},
         )
     return Profile(
-        model=dict(model),
-        n_stages=n_stages,
-        blocks=blocks,
+        model=dict(pf.model),
+        n_stages=pf.partition.n_stages,
+        blocks=pf.partition.blocks,
         ratios=ratios,
-        level_detail=tuple(dict(x) for x in detail) if detail is not None else None,
-        activation_bytes=act,
+        level_detail=tuple(dict(x) for x in pf.levels.detail) if pf.levels.detail is not None else None,
+        activation_bytes=pf.activation_bytes,
         devices=devices,
         accuracy=accuracy,
-        provenance=dict(raw.get("provenance", {})),
-        input_bytes=int(raw["input_bytes"]) if raw.get("input_bytes") is not None else None,
+        provenance=dict(pf.provenance),
+        input_bytes=pf.input_bytes,
         source=src,
     )

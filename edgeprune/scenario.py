@@ -37,6 +37,7 @@ import numpy as np
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.controller.registry import PolicySpec, policy_from_table
 from edgeprune.errors import ConfigError, ProfileError, did_you_mean
+from edgeprune.limits import check_run_size
 from edgeprune.physics import DevicePhysics
 from edgeprune.profile import Profile, load_profile
 from traces import arrivals_from_table  # traces sits below the scenario: it imports only errors and config
@@ -102,8 +103,10 @@ class EnvironmentEvent:
     slowdown: float | None = spec_field(default=None, gt=0, doc="factor on service times in [start_s, end_s)")
     start_s: float = spec_field(default=0.0, ge=0, doc="window start")
     end_s: float | None = spec_field(default=None, gt=0, doc="window end (unset: to the end of the run)")
-    times_s: tuple[float, ...] | None = spec_field(default=None, ge=0, doc="schedule change points")
-    slowdowns: tuple[float, ...] | None = spec_field(default=None, gt=0, doc="factor from each change point on")
+    times_s: tuple[float, ...] | None = spec_field(default=None, ge=0, min_length=1, doc="schedule change points")
+    slowdowns: tuple[float, ...] | None = spec_field(
+        default=None, gt=0, min_length=1, doc="factor from each change point on"
+    )
 
     def check(self) -> list[tuple[str, object, str]]:
         """Exactly one of the window or schedule forms, consistent."""
@@ -257,6 +260,15 @@ def load_scenario(path: str | Path) -> Scenario:
     if dup is not None:
         raise ctx.child("policy").error(dup, "two policies share this name")
     drain_s = raw.drain_s if raw.drain_s is not None else 10.0 * raw.slo_s
+    check_run_size(
+        ctx,
+        arrivals=arrivals,
+        duration_s=raw.duration_s,
+        n_requests=raw.n_requests,
+        drain_s=drain_s,
+        n_stages=profile.n_stages,
+        periods_s=[p.period_s for p in policies],
+    )
     return Scenario(
         source=src,
         name=raw.name or src.stem,

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.cli.common import guarded
+from edgeprune.cli.common import ArgumentParser, guarded, seed_arg
 from edgeprune.errors import ConfigError, HilError
 from edgeprune.results import RunResult, atomic_write_text
 from edgeprune.scenario import Scenario
@@ -40,7 +40,7 @@ PROG = "edgeprune-hil"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Run EdgePrune pipelines on a real cluster over SSH.")
+    p = ArgumentParser(prog=PROG, description="Run EdgePrune pipelines on a real cluster over SSH.")
     p.add_argument("--cluster", type=Path, required=True, help="cluster TOML file")
     sub = p.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="reachability, host keys, versions, torch, clocks")
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="run directory to write")
     run.add_argument("--profile", type=Path, help="profile measured by `profile` (replaces the scenario's)")
     run.add_argument("--policy", action="append", default=None, help="run only this policy (repeatable)")
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--seed", type=seed_arg, help="override the scenario's seed")
     run.add_argument("--force", action="store_true", help="replace an existing --out directory")
     run.add_argument("--no-sim", action="store_true", help="skip the simulator's prediction")
     return p
@@ -346,8 +346,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeprune-hil``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    return guarded(PROG, lambda: _dispatch(args, argv))
+    return guarded(PROG, lambda: _dispatch(_parser().parse_args(argv), argv))
 
 
 if __name__ == "__main__":

@@ -19,19 +19,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from edgeprune.atomic import Terminated, atomic_write_text
+from edgeprune.cli.common import ArgumentParser, report_error, seed_arg
 from edgeprune.errors import EdgePruneError, ModelError
 
 PROG = "edgeprune-profile"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line (exit 2) like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ModelError(message)
 
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -45,7 +39,7 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
     src.add_argument("--weights", help="local open_clip checkpoint file for an architecture --model")
     src.add_argument("--random-init", action="store_true", help="random weights (latency needs none)")
     src.add_argument("--checkpoint", help="nested checkpoint written by `edgeprune-profile nest` or training")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights and of benchmark inputs")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of --random-init weights and of benchmark inputs")
     p.add_argument(
         "--order",
         choices=("importance", "keep"),
@@ -62,8 +56,8 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Slice a ViT into stages, nest its pruning levels and profile it.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog=PROG, description="Slice a ViT into stages, nest its pruning levels and profile it.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     lat = sub.add_parser("latency", help="measure latency per stage and level; write a profile")
     _add_model_args(lat, required=False)
@@ -434,8 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_accuracy(args)
         return _cmd_nest(args)
     except EdgePruneError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(PROG, exc)
     except Terminated as exc:  # SIGTERM / SIGHUP during a write
         print(f"{PROG}: interrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
         return 128 + exc.signum

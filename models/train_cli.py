@@ -24,23 +24,17 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from edgeprune.cli.common import ArgumentParser, report_error, seed_arg
 from edgeprune.errors import ConfigError, EdgePruneError, ModelError
 
 PROG = "edgeprune-train"
 DEFAULT_HPARAMS = "a"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one-line :class:`ModelError` (exit 2, no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ModelError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Pruning-aware training: accuracy that survives post-deployment pruning.")
+    p = ArgumentParser(prog=PROG, description="Pruning-aware training: accuracy that survives post-deployment pruning.")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="tiny-vit, an open_clip architecture, hf-hub:org/repo or local-dir:PATH")
     m.add_argument("--model-config", help="register an open_clip config JSON; its stem becomes a --model name")
@@ -66,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="override the config's peak learning rate")
     t.add_argument("--batch-size", type=int, help="override the config's batch size")
     t.add_argument("--k", type=int, help="override the config's random level vectors per step")
-    t.add_argument("--seed", type=int, help="seed of initialisation, data order and level sampling (default 0)")
+    t.add_argument("--seed", type=seed_arg, help="seed of initialisation, data order and level sampling (default 0)")
     t.add_argument("--vectors", type=int, help="random per-stage vectors scored at the end (default 20)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     o = p.add_argument_group("output")
@@ -219,8 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return _run(args)
     except EdgePruneError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(PROG, exc)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (resume with --resume)", file=sys.stderr)
         return 130

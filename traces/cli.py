@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeprune.cli.common import guarded
+from edgeprune.cli.common import ArgumentParser, guarded
 
 __all__ = ["main"]
 
@@ -42,7 +42,7 @@ def _trace_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Inspect a recorded arrival trace or fit a model to it.")
+    p = ArgumentParser(prog=PROG, description="Inspect a recorded arrival trace or fit a model to it.")
     sub = p.add_subparsers(dest="command", required=True)
     ins = sub.add_parser("inspect", help="rates, burstiness and bursts of a trace; a PNG chart with --png")
     _trace_options(ins)
@@ -130,8 +130,12 @@ def _fit(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeprune-trace``."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return guarded(PROG, lambda: _inspect(args) if args.command == "inspect" else _fit(args))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return guarded(PROG, lambda: _dispatch(_parser().parse_args(argv)))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    return _inspect(args) if args.command == "inspect" else _fit(args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeprune.cli.common import guarded
+from edgeprune.cli.common import ArgumentParser, guarded
 
 __all__ = ["main"]
 
@@ -22,7 +22,7 @@ PROG = "edgeprune-report"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Build a policy-comparison report from sweeps and runs.")
+    p = ArgumentParser(prog=PROG, description="Build a policy-comparison report from sweeps and runs.")
     p.add_argument("inputs", nargs="*", type=Path, help="sweep folders and/or run folders")
     p.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file (default report.html)")
     p.add_argument("--profile", action="append", type=Path, default=[], help="profile JSON for Figs. 3-4 (repeatable)")
@@ -61,8 +61,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeprune-report``."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return guarded(PROG, lambda: _run(args))
+    args = list(sys.argv[1:] if argv is None else argv)
+    return guarded(PROG, lambda: _run(_parser().parse_args(args)))
 
 
 if __name__ == "__main__":

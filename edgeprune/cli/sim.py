@@ -15,7 +15,7 @@ from typing import Any
 
 import tomli_w
 
-from edgeprune.cli.common import Progress, guarded
+from edgeprune.cli.common import ArgumentParser, Progress, guarded, seed_arg
 from edgeprune.results import RunResult, check_out_dir, write_run_dir
 from edgeprune.scenario import Scenario, load_scenario, scenario_to_dict
 
@@ -25,7 +25,7 @@ PROG = "edgeprune-sim"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Simulate a pruned inference pipeline under a scenario.",
         epilog="Sweeps: `edgeprune-sim sweep SPEC.toml [--out DIR]` runs a grid of scenarios in parallel "
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("scenario", type=Path, help="scenario TOML file")
     p.add_argument("--out", type=Path, help="write per-request records, timelines and the summary here")
-    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--seed", type=seed_arg, help="override the scenario's seed")
     p.add_argument("--policy", action="append", default=None, help="run only this policy (repeatable)")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -174,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edgeprune.cli.sweep import main as sweep_main
 
         return sweep_main(argv[1:])
-    args = _parser().parse_args(argv)
-    return guarded(PROG, lambda: _run(args))
+    return guarded(PROG, lambda: _run(_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

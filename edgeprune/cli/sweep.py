@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeprune.atomic import signals_raise
-from edgeprune.cli.common import guarded
+from edgeprune.cli.common import ArgumentParser, guarded
 from edgeprune.sweep import Sweep, load_sweep, run_sweep
 
 __all__ = ["main"]
@@ -30,7 +30,7 @@ _MAX_TABLE_ROWS = 40
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Run a policy-comparison sweep (see edgeprune.sweep).")
+    p = ArgumentParser(prog=PROG, description="Run a policy-comparison sweep (see edgeprune.sweep).")
     p.add_argument("spec", type=Path, help="sweep TOML file")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<sweep name>)")
     p.add_argument(
@@ -120,9 +120,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeprune-sim sweep``."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
     with signals_raise():  # SIGTERM / SIGHUP stop the workers like Ctrl-C does
-        return guarded(PROG, lambda: _run(args))
+        return guarded(PROG, lambda: _run(_parser().parse_args(args)))
 
 
 if __name__ == "__main__":

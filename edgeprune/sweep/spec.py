@@ -12,6 +12,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,11 @@ RESERVED_COLUMNS = (
 PATH_KEYS: tuple[tuple[Token, ...], ...] = SCENARIO_PATH_KEYS
 
 CELL_ID_SALT = "edgeprune.sweep.cell/1"
+
+#: Most cells one sweep may expand to.  Every cell is validated through the scenario loader when the sweep
+#: is read (~50 ms each here), so 100,000 cells are over an hour before the first runs; an assumption, not a
+#: measured capacity.  A larger study is several sweeps.
+MAX_CELLS = 100_000
 
 AxisKind = Literal["int", "float", "bool", "str", "json"]
 
@@ -208,6 +214,17 @@ def _resolve_axes(raw: _RawSweep, ctx: Ctx) -> tuple[Axis, ...]:
     return tuple(axes)
 
 
+def _check_cell_count(axes: tuple[Axis, ...], seeds: tuple[int, ...], ctx: Ctx) -> None:
+    """Refuse a sweep whose cross product exceeds :data:`MAX_CELLS` before expanding it."""
+    steps = {a.group: len(a.values) for a in axes}
+    n_cells = math.prod(steps.values()) * len(seeds)
+    if n_cells > MAX_CELLS:
+        sizes = " x ".join(str(n) for n in [*steps.values(), len(seeds)])
+        raise ctx.child("axis").error(
+            n_cells, f"the axes and seeds make {sizes} = {n_cells:,} cells; the limit is {MAX_CELLS:,}"
+        )
+
+
 def _combinations(axes: tuple[Axis, ...]) -> list[tuple[Any, ...]]:
     """Every axis combination: zip groups stepped together, groups crossed, the last group fastest."""
     order: list[str] = []
@@ -306,6 +323,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if name not in known:
             raise ctx.child("policies").child(i).error(name, "not a policy of the base" + did_you_mean(name, known))
     axes = _resolve_axes(raw, ctx)
+    _check_cell_count(axes, raw.seeds, ctx)
     base_doc = load_toml(base_path)
     _absolute_paths(base_doc, base_path.parent)
     base_doc["name"] = base_sc.name
