@@ -167,9 +167,16 @@ def summary_json(header: Mapping[str, Any], results: Sequence[RunResult]) -> str
 
 
 def write_run_dir(
-    out: Path, *, scenario_toml: str, header: Mapping[str, Any], results: Sequence[RunResult], force: bool = False
+    out: Path,
+    *,
+    scenario_toml: str,
+    header: Mapping[str, Any],
+    results: Sequence[RunResult],
+    force: bool = False,
+    extra_files: Mapping[str, str] | None = None,
 ) -> None:
-    """Write a run directory atomically (see the module docstring for the layout)."""
+    """Write a run directory atomically (see the module docstring for the layout); ``extra_files`` (name ->
+    text, e.g. the HIL backend's ``sim_vs_hw.*``) are written into it before it is published."""
     out = Path(out)
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
         raise ResultError(f"{out}: output exists and is not empty (pass --force to replace it)")
@@ -186,6 +193,8 @@ def write_run_dir(
             d.mkdir()
             r.requests.write_parquet(d / "requests.parquet", statistics=False)
             r.timeline.write_parquet(d / "timeline.parquet", statistics=False)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual mode
         replace_dir(tmp, out)
     except BaseException:
