@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from hil.protocol import (
+    AUTH_TIMEOUT_S,
     MAX_IMAGE_PIXELS,
     ProtocolError,
     client_handshake_sock,
@@ -172,6 +173,7 @@ class Worker:
     ) -> None:
         self.runner = runner
         self.secret = secret
+        self.auth_timeout_s = AUTH_TIMEOUT_S  # a connecting peer must answer the challenge within this
         self.nominal_s = list(nominal_s) or [0.0] * runner.n_levels
         self.capacity = capacity
         self.drop_head = drop_head
@@ -269,7 +271,7 @@ class Worker:
         with conn:
             try:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                server_handshake_sock(conn, self.secret)
+                server_handshake_sock(conn, self.secret, self.auth_timeout_s)
             except (ProtocolError, OSError) as exc:
                 self.emit({"event": "refused", "peer": peer, "reason": str(exc)})
                 return
