@@ -58,6 +58,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_PAYLOAD_BYTES",
     "ProtocolError",
+    "check_event",
     "check_header",
     "client_handshake_async",
     "client_handshake_sock",
@@ -301,6 +302,35 @@ async def client_handshake_async(
 
 
 # -- control lines -----------------------------------------------------------------------------------------------
+_EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "ready": {"port": (int,), "n_stages": (int,), "n_levels": (int,), "input_shape": (list,)},
+    "report": {
+        "level": (int,),
+        "queue_len": (int,),
+        "busy": (bool,),
+        "arrivals": (int,),
+        "served": (int,),
+        "busy_s": (int, float),
+        "nominal_s": (int, float),
+        "dropped": (int,),
+        "switches": (int,),
+        "dropped_ids": (list,),
+    },
+}
+
+
+def check_event(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` if the fields the coordinator uses are there with their types (``ready``, ``report``)."""
+    fields = _EVENT_FIELDS.get(str(event.get("event")), {})
+    for key, types in fields.items():
+        v = event.get(key)
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise ProtocolError(f"{event.get('event')} event field {key} = {str(v)[:40]!r}: wrong or missing")
+    if "dropped_ids" in fields and not all(type(v) is int for v in event["dropped_ids"]):
+        raise ProtocolError("report event field dropped_ids: not a list of request ids")
+    return event
+
+
 def encode_line(obj: Mapping[str, Any]) -> str:
     """One control line (JSON + newline)."""
     return json.dumps(obj, separators=(",", ":")) + "\n"

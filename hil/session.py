@@ -42,6 +42,7 @@ from hil.cluster import ClusterSpec
 from hil.connect import Node, where
 from hil.protocol import (
     ProtocolError,
+    check_event,
     client_handshake_async,
     decode_line,
     encode_frame,
@@ -168,7 +169,7 @@ class Session:
         if not line:
             raise await self._exit_error(w, "worker failed to start")
         try:
-            event = decode_line(line)
+            event = check_event(decode_line(line))
         except ProtocolError as exc:
             raise HilError(f"{w.label}: unexpected first message from the worker: {exc}") from None
         if event.get("event") != "ready":
@@ -223,7 +224,7 @@ class Session:
             async for line in w.rp.proc.stdout:
                 if not line:
                     break
-                event = decode_line(line)
+                event = check_event(decode_line(line))
                 kind = event.get("event")
                 if kind == "report":
                     w.reports.put_nowait(event)

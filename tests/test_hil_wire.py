@@ -491,3 +491,34 @@ def test_sim_vs_hw_is_inside_the_folder_when_it_is_published(
         hil.cli._run_cmd(cluster, args)
     doc = json.loads((args.out / "summary.json").read_text())  # the results are published all the same
     assert doc["sim_vs_hw_error"] == "HilError: comparison failed"
+
+
+def test_control_events_are_checked() -> None:
+    from hil.protocol import check_event, decode_line
+
+    ready = {"event": "ready", "port": 5000, "n_stages": 4, "n_levels": 4, "input_shape": [1, 3, 4]}
+    assert check_event(ready) == ready
+    with pytest.raises(ProtocolError, match="ready event field port = 'None': wrong or missing"):
+        check_event({**ready, "port": None})
+    report = {
+        "event": "report",
+        "seq": 1,
+        "level": 0,
+        "queue_len": 0,
+        "busy": False,
+        "arrivals": 1,
+        "served": 1,
+        "busy_s": 0.1,
+        "nominal_s": 0.1,
+        "dropped": 0,
+        "switches": 0,
+        "dropped_ids": [],
+    }
+    assert check_event(report) == report
+    with pytest.raises(ProtocolError, match="report event field busy"):
+        check_event({**report, "busy": "yes"})
+    with pytest.raises(ProtocolError, match="dropped_ids"):
+        check_event({**report, "dropped_ids": ["x"]})
+    with pytest.raises(ProtocolError, match="not a control line") as info:
+        decode_line("Traceback (most recent call last):\n")
+    assert isinstance(info.value, HilError)  # one line for the user, no traceback
