@@ -361,7 +361,7 @@ def start_local_cluster(
     return cluster
 
 
-TINY_VIT = {
+TINY_VIT: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 64, "layers": 4, "width": 192, "head_width": 32, "mlp_ratio": 4.0, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 1},
@@ -372,7 +372,7 @@ TINY_RATIOS = (0.0, 0.25, 0.5, 0.75)
 # idle or busy before (with the tiny model's ~3 ms services a request after an idle gap ran on a full quota
 # budget, ~2.5x faster than the back-to-back profile measured), and a ``cgroup`` slowdown to 0.4 / f CPU slows
 # it by f, the factor the scenario states (stress-ng hogs sharing the quota gave ~4.4-6x for a stated 4x).
-RUN_VIT = {
+RUN_VIT: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 112, "layers": 8, "width": 384, "head_width": 32, "mlp_ratio": 4.0, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 1},
