@@ -280,7 +280,6 @@ def test_workers_listen_on_the_node_address_and_refuse_clients_without_the_secre
     nowhere else; strangers connecting to every worker port and to the coordinator's result port during the
     run are refused and logged, and the run completes every request of the scenario."""
     from edgeprune.scenario import load_scenario
-    from hil.protocol import ProtocolError, client_handshake_sock, encode_frame, new_secret
     from sim.runner import draw_streams
 
     ckpt = cluster.root / "model" / "tiny.pt"  # the cluster_file fixture's checkpoint
@@ -291,10 +290,32 @@ def test_workers_listen_on_the_node_address_and_refuse_clients_without_the_secre
     sc = _short_scenario(tmp_path / "sc", measured, duration_s=12.0)
     out = tmp_path / "run"
     proc = _start_run(bound, sc, out, measured)
-    pids = subprocess.run(
-        ["pgrep", "-u", str(cluster.uid), "-f", "hil.worker serve"], capture_output=True, text=True
-    ).stdout.split()
-    assert len(pids) == 4
+    try:
+        _intrude(cluster, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert err.count("refused a connection from 127.0.0.") == 10, err
+    doc = json.loads((out / "summary.json").read_text())
+    assert "aborted" not in doc and len(doc["refused_connections"]) == 10
+    run = doc["policies"]["dynamic"]
+    arrivals_s = draw_streams(load_scenario(sc)).arrivals_s
+    req = pl.read_parquet(out / "dynamic" / "requests.parquet")
+    assert run["arrived"] == arrivals_s.size == req.height  # the same requests as without intruders ...
+    assert run["completed"] == run["arrived"]  # ... every one served
+
+
+def _intrude(cluster: LocalCluster, proc: subprocess.Popen[str]) -> None:
+    """Check what listens where (``ss``), then knock on every port: once with a wrong secret, once with a frame
+    instead of the challenge's answer (ten refusals in all)."""
+    from hil.protocol import ProtocolError, client_handshake_sock, encode_frame, new_secret
+
+    found = subprocess.run(["pgrep", "-u", str(cluster.uid), "-f", "hil.worker serve"], capture_output=True, text=True)
+    pids = [p for p in found.stdout.split() if Path(f"/proc/{p}/comm").read_text().strip() != "setsid"]
+    assert len(pids) == 4, pids  # the interpreters (their setsid parents hold no sockets)
     worker_addrs = [a for pid in pids for a in _listening(int(pid))]
     assert len(worker_addrs) == 4 and all(a.startswith("127.0.0.2:") for a in worker_addrs), worker_addrs
     result_addrs = _listening(proc.pid)
@@ -311,17 +332,6 @@ def test_workers_listen_on_the_node_address_and_refuse_clients_without_the_secre
             except ConnectionResetError:  # closed with the frame's last bytes unread
                 rest = b""
             assert rest == b""
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    assert proc.wait(timeout=120) == 0, err
-    assert err.count("refused a connection from 127.0.0.") == 10, err
-    doc = json.loads((out / "summary.json").read_text())
-    assert "aborted" not in doc and len(doc["refused_connections"]) == 10
-    run = doc["policies"]["dynamic"]
-    arrivals_s = draw_streams(load_scenario(sc)).arrivals_s
-    req = pl.read_parquet(out / "dynamic" / "requests.parquet")
-    assert run["arrived"] == arrivals_s.size == req.height  # the same requests as without intruders ...
-    assert run["completed"] == run["arrived"]  # ... every one served
 
 
 def test_ssh_transport_with_an_image_folder(
