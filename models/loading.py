@@ -81,10 +81,12 @@ def register_model_config(path: str | Path) -> str:
 
 
 def hub_offline() -> bool:
-    """True when the hub client is in its offline mode (the default here; see the module docstring)."""
+    """True when ``HF_HUB_OFFLINE`` says offline now (the default here; see the module docstring) or the hub
+    client read it so at its import."""
     from huggingface_hub import is_offline_mode
 
-    return bool(is_offline_mode())
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env or bool(is_offline_mode())
 
 
 def _cached(repo: str, filename: str, cache_dir: str | None) -> str | None:
