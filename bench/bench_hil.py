@@ -4,7 +4,9 @@ For a ViT-B/16 activation ([1, 197, 768] fp32, 605 KB) this measures, on this ma
 
 * serialisation: ``encode_frame`` (JSON header + zero-copy payload view) and the receiver's decode
   (``torch.frombuffer`` + reshape, no copy) — per hop;
-* transport: one frame over a loopback TCP connection (send → fully received), the way workers send;
+* transport: one frame over an authenticated loopback TCP connection (send → fully received and its header
+  checked by ``read_frame_sock``), the way workers send; of which header validation (``check_header``);
+* authentication: one HMAC challenge at connect (once per connection and run, so not per request);
 * control: one ``level`` command and one period ``report`` (JSON lines encoded + decoded), per period,
   amortised over the requests of a period at the given rate;
 * stage compute: a middle stage of a random-init ViT-B/16 cut into 4 stages (3 blocks), level 0, 1 thread;
@@ -25,7 +27,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hil.protocol import decode_line, encode_frame, encode_line, read_frame_sock
+from hil.protocol import (
+    check_header,
+    client_handshake_sock,
+    decode_line,
+    encode_frame,
+    encode_line,
+    new_secret,
+    read_frame_sock,
+    server_handshake_sock,
+)
 
 SHAPE = (1, 197, 768)
 
@@ -56,22 +67,60 @@ def serialisation_s(repeats: int) -> float:
     return _median_s(once, repeats)
 
 
+def validation_s(repeats: int) -> float:
+    """Checking one activation frame's header (part of every ``read_frame_sock``)."""
+    header = {"id": 1, "kind": "tensor", "shape": list(SHAPE), "dtype": "float32", "levels": [0, 1], "run": 0}
+    size = int(np.prod(SHAPE)) * 4
+    return _median_s(lambda: check_header(header, size), repeats)
+
+
+def handshake_s(repeats: int) -> float:
+    """Connect and pass the HMAC challenge over loopback TCP (once per connection)."""
+    key = new_secret()
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def acceptor() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                server_handshake_sock(conn, key)
+
+    threading.Thread(target=acceptor, daemon=True).start()
+
+    def once() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client_handshake_sock(c, key)
+
+    try:
+        return _median_s(once, repeats)
+    finally:
+        server.close()
+
+
 def transport_s(repeats: int) -> float:
-    """One frame over loopback TCP: from the first send to the last byte read by the receiver."""
+    """One frame over authenticated loopback TCP: from the first send to the last byte read by the receiver."""
     payload = np.zeros(SHAPE, dtype=np.float32).tobytes()
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     done = threading.Semaphore(0)
+    key = new_secret()
 
     def receiver() -> None:
         conn, _ = server.accept()
         with conn:
+            server_handshake_sock(conn, key)
             while read_frame_sock(conn) is not None:
                 done.release()
 
     threading.Thread(target=receiver, daemon=True).start()
     client = socket.create_connection(("127.0.0.1", port))
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client_handshake_sock(client, key)
     header = {"id": 1, "kind": "tensor", "shape": list(SHAPE), "dtype": "float32", "levels": [0]}
 
     def once() -> None:
@@ -137,6 +186,8 @@ def main() -> None:
     args = p.parse_args()
     ser = serialisation_s(args.repeats)
     net = transport_s(args.repeats)
+    check = validation_s(args.repeats)
+    auth = handshake_s(min(args.repeats, 100))
     ctl_period = control_s(args.repeats)
     ctl = ctl_period / max(args.rate_hz * args.period_s, 1.0)
     compute = stage_compute_s(args.compute_repeats, args.threads)
@@ -144,7 +195,8 @@ def main() -> None:
     print(f"ViT-B/16 activation {SHAPE} fp32 = {int(np.prod(SHAPE)) * 4} B, loopback TCP, {args.threads} thread(s)")
     rows = [
         ("serialisation (encode + decode)", ser),
-        ("transport (one hop, loopback)", net),
+        ("transport (one hop, loopback, header checked)", net),
+        ("  of which header validation", check),
         (f"control (per period / {args.rate_hz * args.period_s:g} requests)", ctl),
         ("overhead per request and hop", total),
         ("stage compute (3 blocks, level 0)", compute),
@@ -152,6 +204,7 @@ def main() -> None:
     for name, v in rows:
         print(f"  {name:<44} {v * 1e3:9.3f} ms")
     print(f"  overhead / stage compute                     {total / compute * 100:9.2f} %  (target < 5 %)")
+    print(f"  authentication at connect (once per run)     {auth * 1e3:9.3f} ms")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ with status 2; anything else escaping them is a bug and keeps its traceback.
     ├── ModelError              models/: weights that cannot be loaded, a partition that does not fit
     ├── ResultError             an output directory that exists or cannot be written
     └── HilError                hardware in the loop: a node, its host key, its environment, a lost link
+        └── ProtocolError       a malformed frame, control line or handshake on the HIL wire
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "ModelError",
     "PolicyError",
     "ProfileError",
+    "ProtocolError",
     "ResultError",
     "TraceError",
     "closest",
@@ -65,6 +67,10 @@ class ResultError(EdgePruneError):
 
 class HilError(EdgePruneError):
     """A hardware-in-the-loop failure, naming the node and the cause."""
+
+
+class ProtocolError(HilError):
+    """A malformed frame, control line or handshake on the HIL wire (a bug or a foreign peer)."""
 
 
 def closest(word: str, choices: Iterable[str]) -> str | None:

@@ -200,10 +200,13 @@ def write_run_dir(
     header: Mapping[str, Any],
     results: Sequence[RunResult],
     force: bool = False,
+    extra_files: Mapping[str, str] | None = None,
 ) -> None:
     """Write a run directory atomically (see the module docstring for the layout).
 
-    ``scenario_toml`` is written with its file paths relative to ``out`` (:func:`portable_scenario_toml`).
+    ``scenario_toml`` is written with its file paths relative to ``out`` (:func:`portable_scenario_toml`);
+    ``extra_files`` (name -> text, e.g. the HIL backend's ``sim_vs_hw.*``) go into the folder before it is
+    published.
     """
     out = Path(out)
     check_out_dir(out, force)
@@ -216,6 +219,8 @@ def write_run_dir(
             d.mkdir()
             r.requests.write_parquet(d / "requests.parquet", statistics=False)
             r.timeline.write_parquet(d / "timeline.parquet", statistics=False)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
 
 def read_run_dir(path: str | Path) -> tuple[dict[str, Any], dict[str, RunResult]]:

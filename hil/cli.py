@@ -30,7 +30,7 @@ import numpy as np
 
 from edgeprune.cli.common import ArgumentParser, guarded, seed_arg
 from edgeprune.errors import ConfigError, HilError
-from edgeprune.results import RunResult, atomic_write_text
+from edgeprune.results import RunResult
 from edgeprune.scenario import Scenario
 from hil.cluster import ClusterSpec, load_cluster
 
@@ -42,7 +42,7 @@ PROG = "edgeprune-hil"
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Run EdgePrune pipelines on a real cluster over SSH.")
     p.add_argument("--cluster", type=Path, required=True, help="cluster TOML file")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", metavar="{check,profile,run}")
     check = sub.add_parser("check", help="reachability, host keys, versions, torch, clocks")
     check.add_argument("--upload", action="store_true", help="also install the wheel / upload the checkpoint")
     prof = sub.add_parser("profile", help="offline benchmark on every node")
@@ -123,6 +123,7 @@ class _Outcome:
     cleanup: list[str] = field(default_factory=list)
     inputs: str = ""  # what was fed: synthetic tensors or N images from a folder
     probe: RunResult | None = None  # the idle-chain requests sent before the policies (hil.coordinator)
+    refused: list[str] = field(default_factory=list)  # connections refused for want of the run's secret
 
 
 def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenario:
@@ -214,6 +215,7 @@ async def _run(cluster: ClusterSpec, sc: Scenario, probe: bool = True) -> _Outco
     except (HilError, asyncio.CancelledError) as exc:
         out.error = exc
     finally:
+        out.refused = list(session.refused)
         out.cleanup = await asyncio.shield(session.close())
         await close_all(nodes)
     return out
@@ -239,6 +241,8 @@ def _header(cluster: ClusterSpec, sc: Scenario, out: _Outcome) -> dict[str, Any]
     doc["inputs"] = out.inputs
     doc["workers"] = out.nodes_info
     doc["environment_applied"] = out.environment
+    if out.refused:
+        doc["refused_connections"] = out.refused
     if out.error is not None:
         doc["aborted"] = _error_text(out.error)
     return doc
@@ -250,7 +254,8 @@ def _error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], out_dir: Path, probe: RunResult | None) -> str:
+def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], probe: RunResult | None) -> tuple[str, dict[str, str]]:
+    """The comparison table and its files (``sim_vs_hw.json``, ``sim_vs_hw.txt``) for the run folder."""
     from hil.compare import as_realised, compare, format_compare, idle_overhead_s, predict, realised_factors, to_json
     from hil.compare import with_hop_overhead as with_hops
 
@@ -268,9 +273,7 @@ def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], out_dir: Path, probe:
     doc["profile"] = str(sc.profile_path)
     doc["hop_probe"] = {"requests": probe.requests.height if probe is not None else 0, "overhead_s": idle_s}
     table = format_compare(doc)
-    atomic_write_text(out_dir / "sim_vs_hw.json", to_json(doc))
-    atomic_write_text(out_dir / "sim_vs_hw.txt", table + "\n")
-    return table
+    return table, {"sim_vs_hw.json": to_json(doc), "sim_vs_hw.txt": table + "\n"}
 
 
 def _overhead_s(
@@ -308,19 +311,32 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = asyncio.run(_run(cluster, sc, probe=not args.no_sim))
     wall_s = time.perf_counter() - t0
+    table, cmp_error = "", None
+    files: dict[str, str] = {}
+    if out.error is None and not args.no_sim:
+        try:
+            table, files = _sim_vs_hw(sc, out.results, out.probe)
+        except Exception as exc:  # the hardware results are published all the same, then the error is raised
+            cmp_error = exc
     if out.results:
+        header = _header(cluster, sc, out)
+        if cmp_error is not None:
+            header["sim_vs_hw_error"] = f"{type(cmp_error).__name__}: {cmp_error}"
         write_run_dir(
             args.out,
             scenario_toml=scenario_toml(sc),
-            header=_header(cluster, sc, out),
+            header=header,
             results=out.results,
             force=args.force,
+            extra_files=files,
         )
         print(f"scenario {sc.name}  seed {sc.seed}  SLO {sc.slo_s:g} s  on {cluster.name} ({wall_s:.1f} s wall)")
         print(format_table(out.results))
-    if out.error is None and not args.no_sim:
+    if cmp_error is not None:
+        raise cmp_error
+    if table:
         print("\nsimulator vs hardware (same scenario, same arrivals, profile " + str(sc.profile_path) + "):")
-        print(_sim_vs_hw(sc, out.results, args.out, out.probe))
+        print(table)
     if out.results:
         print(f"results written to {args.out}")
     if out.cleanup:
@@ -335,7 +351,9 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    cluster = load_cluster(args.cluster)
+    cluster = load_cluster(args.cluster)  # a missing or bad cluster file is named before a missing command
+    if args.command is None:
+        raise ConfigError("no command given: check, profile or run (see `edgeprune-hil --help`)")
     if args.command == "check":
         return asyncio.run(_check(cluster, args.upload))
     if args.command == "profile":

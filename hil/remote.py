@@ -16,7 +16,9 @@ over the existing connection when it is alive, else over a fresh one.  On real P
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,7 +28,10 @@ from edgeprune.errors import HilError
 from hil.cluster import CoordinatorSpec
 from hil.connect import Node, connect_node, where
 
-__all__ = ["RemoteProc", "kill_groups", "start_remote"]
+__all__ = ["RemoteProc", "exit_cause", "kill_groups", "start_remote"]
+
+# util-linux ``setsid -w`` reports a child ended by a signal as this line and exits with the raw wait status
+_SETSID_SIGNALLED = re.compile(r"setsid: child \d+ did not exit normally")
 
 
 @dataclass
@@ -72,6 +77,34 @@ async def _collect_stderr(rp: RemoteProc, keep: int = 20) -> None:
                 del rp.stderr_tail[:-keep]
     except (asyncssh.Error, OSError, asyncio.CancelledError):
         return
+
+
+def _signal_text(sig: int | str) -> str:
+    """``signal 9 (SIGKILL)`` from a number or an SSH signal name (``KILL``)."""
+    try:
+        s = signal.Signals(sig) if isinstance(sig, int) else signal.Signals[f"SIG{sig.removeprefix('SIG')}"]
+    except (KeyError, ValueError):
+        return f"signal {sig}"
+    return f"signal {s.value} ({s.name})"
+
+
+def exit_cause(status: int | None, ssh_signal: str | None, stderr_tail: Sequence[str]) -> tuple[str, str]:
+    """How a remote process ended and its last words: ``("killed by signal 9 (SIGKILL)", "no message")``.
+
+    A process ended by a signal under ``setsid -w`` shows as ``exit status N`` plus setsid's own line
+    ``setsid: child PID did not exit normally: Success``, where ``N`` is the raw wait status (signal number
+    in its low 7 bits); that is reported as the signal, and setsid's line is not the process's message.
+    """
+    lines = [ln.strip() for ln in stderr_tail if ln.strip()]
+    signalled = bool(lines) and _SETSID_SIGNALLED.search(lines[-1]) is not None
+    if signalled:
+        lines.pop()
+    why = lines[-1] if lines else "no message"
+    if ssh_signal:
+        return f"killed by {_signal_text(ssh_signal)}", why
+    if signalled and status is not None and status & 0x7F:
+        return f"killed by {_signal_text(status & 0x7F)}", why
+    return f"exit status {status}", why
 
 
 def _kill_script(tags: Sequence[str], grace_s: float) -> str:

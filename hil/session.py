@@ -15,7 +15,13 @@ coordinator's feed connection to the first stage and its result listener for the
 Transports: ``direct`` — stage ``k`` connects to stage ``k+1`` at its ``worker_address``, the last stage to the
 coordinator's ``listen_address``; ``ssh`` — every hop goes through the coordinator over SSH port forwards
 (``forward_local_port`` to reach a worker, ``forward_remote_port`` to give a worker a local address that
-leads to the next hop), for networks where the nodes' ports must not be exposed.
+leads to the next hop), for networks where the nodes' ports must not be exposed.  Workers listen only on the
+node's ``worker_address`` (``direct``) or on loopback (``ssh``).
+
+Every data connection (feed, stage to stage, results) is authenticated with a secret drawn for this session
+(:func:`hil.protocol.new_secret`) and handed to each worker as the first line of its SSH stdin; a peer
+without it is refused by the worker or the result listener, printed as a warning and kept in ``refused``,
+and the run goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,14 +40,25 @@ import asyncssh
 from edgeprune.errors import HilError
 from hil.cluster import ClusterSpec
 from hil.connect import Node, where
-from hil.protocol import ProtocolError, decode_line, encode_frame, encode_line, read_frame_async
-from hil.remote import RemoteProc, kill_groups, start_remote
+from hil.protocol import (
+    ProtocolError,
+    check_event,
+    client_handshake_async,
+    decode_line,
+    encode_frame,
+    encode_line,
+    new_secret,
+    read_frame_async,
+    server_handshake_async,
+)
+from hil.remote import RemoteProc, exit_cause, kill_groups, start_remote
 
 __all__ = ["Session", "WorkerConfig", "WorkerHandle", "new_tag"]
 
 ResultCallback = Callable[[dict[str, Any], float], None]
 
-LINK_LOSS_GRACE_S = 2.0  # how long a "downstream link lost" report waits for the dead worker's own exit
+LINK_LOSS_GRACE_S = 2.0  # how long a "down/upstream link lost" report waits for the dead worker's own exit
+LINK_LOSS = ("downstream link lost", "upstream link lost")
 
 
 def new_tag(kind: str) -> str:
@@ -94,6 +112,8 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._forwards: list[asyncssh.SSHListener] = []
         self._seq = 0
+        self.secret = new_secret()
+        self.refused: list[str] = []  # connections refused for want of the secret (logged; the run goes on)
 
     # -- start ---------------------------------------------------------------------------------------------
     async def start(self, cfg: WorkerConfig) -> None:
@@ -132,10 +152,12 @@ class Session:
             "--drop",
             "head" if cfg.drop_head else "tail",
             "--listen",
-            "127.0.0.1" if ssh else "0.0.0.0",
+            "127.0.0.1" if ssh else node.spec.data_address,
         ]
         rp = await start_remote(node, f"{self.tag}-s{k}", argv)
-        return WorkerHandle(k, self.stage_names[k], node, rp)
+        w = WorkerHandle(k, self.stage_names[k], node, rp)
+        self._write(w, {"cmd": "auth", "secret": self.secret.hex()})
+        return w
 
     async def _await_ready(self, w: WorkerHandle, timeout_s: float) -> None:
         try:
@@ -146,7 +168,10 @@ class Session:
             raise HilError(f"{w.label}: SSH link lost while the worker was loading: {exc}") from None
         if not line:
             raise await self._exit_error(w, "worker failed to start")
-        event = decode_line(line)
+        try:
+            event = check_event(decode_line(line))
+        except ProtocolError as exc:
+            raise HilError(f"{w.label}: unexpected first message from the worker: {exc}") from None
         if event.get("event") != "ready":
             raise HilError(f"{w.label}: unexpected first message from the worker: {line.strip()[:120]}")
         w.ready = event
@@ -160,9 +185,7 @@ class Session:
         conn_lost = w.node.conn.is_closed() if hasattr(w.node.conn, "is_closed") else False
         if conn_lost or (status is None and sig is None):
             return HilError(f"{w.label}: SSH link lost ({what})")
-        tail = [ln for ln in w.rp.stderr_tail if ln.strip()]
-        why = tail[-1] if tail else "no message"
-        how = f"signal {sig[0]}" if sig else f"exit status {status}"
+        how, why = exit_cause(status, sig[0] if sig else None, w.rp.stderr_tail)
         return HilError(f"{w.label}: {what} ({how}): {why}")
 
     async def _connect_chain(self, ssh: bool) -> None:
@@ -180,7 +203,10 @@ class Session:
             await self._command(w, {"cmd": "connect", "host": nxt[0], "port": nxt[1]}, "connected")
         reader, self._feed = await asyncio.open_connection(*targets[0])
         self._feed.get_extra_info("socket").setsockopt(6, 1, 1)  # TCP_NODELAY
-        del reader
+        try:
+            await client_handshake_async(reader, self._feed, self.secret)
+        except ProtocolError as exc:
+            raise HilError(f"{self.workers[0].label}: feed connection: {exc}") from None
 
     async def _local_forward(self, w: WorkerHandle) -> tuple[str, int]:
         listener = await w.node.conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", int(w.ready["port"]))
@@ -198,13 +224,15 @@ class Session:
             async for line in w.rp.proc.stdout:
                 if not line:
                     break
-                event = decode_line(line)
+                event = check_event(decode_line(line))
                 kind = event.get("event")
                 if kind == "report":
                     w.reports.put_nowait(event)
+                elif kind == "refused":
+                    self._refused(w.label, str(event.get("peer")), str(event.get("reason")))
                 elif kind == "error":
                     err = HilError(f"{w.label}: worker error: {event.get('message')}")
-                    if str(event.get("message", "")).startswith("downstream link lost"):
+                    if str(event.get("message", "")).startswith(LINK_LOSS):
                         # Usually the consequence of the next worker dying: give that root cause a moment
                         # to be reported first, so the message names the node that actually failed.
                         asyncio.get_running_loop().call_later(LINK_LOSS_GRACE_S, self._fail, err)
@@ -212,11 +240,20 @@ class Session:
                         self._fail(err)
                 else:
                     w.acks.put_nowait(event)
-        except (asyncssh.Error, OSError, ProtocolError) as exc:
+        except ProtocolError as exc:
+            self._fail(HilError(f"{w.label}: worker sent {exc}"))
+            return
+        except (asyncssh.Error, OSError) as exc:
             self._fail(HilError(f"{w.label}: SSH link lost: {exc}"))
             return
         if not self._closing:
             self._fail(await self._exit_error(w, "worker ended unexpectedly"))
+
+    def _refused(self, where_: str, peer: str, reason: str) -> None:
+        """Log a connection refused for want of the run's secret (the run goes on)."""
+        text = f"{where_}: refused a connection from {peer}: {reason}"
+        self.refused.append(text)
+        print(f"warning: {text}", file=sys.stderr)
 
     def _fail(self, err: HilError) -> None:
         if not self.failure.done() and not self._closing:
@@ -239,6 +276,19 @@ class Session:
             raise self.failure.result()
 
     async def _accept_results(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            await server_handshake_async(reader, writer, self.secret)
+        except (ProtocolError, OSError) as exc:
+            self._refused("the coordinator's result listener", f"{peer[0]}:{peer[1]}" if peer else "?", str(exc))
+            writer.close()
+            return
+        except asyncio.CancelledError:
+            writer.close()
+            return
+        await self._receive_results(reader, writer)
+
+    async def _receive_results(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -247,7 +297,9 @@ class Session:
                     break
                 if self.on_result is not None:
                     self.on_result(frame[0], loop.time())
-        except (ProtocolError, OSError) as exc:
+        except ProtocolError as exc:
+            self._fail(HilError(f"{self.workers[-1].label}: malformed result frame: {exc}"))
+        except OSError as exc:
             self._fail(HilError(f"result link from the last stage broken: {exc}"))
         except asyncio.CancelledError:  # session closing: not an error
             return

@@ -1,10 +1,17 @@
 """The stage worker, run on a node as ``python -m hil.worker serve|profile ...`` (the only torch user in hil/).
 
-``serve``: load the nested checkpoint, keep only stage ``k`` (all its levels resident: switching a level is
-an integer store), listen on a TCP port, and serve requests from upstream in arrival order:
+``serve``: read the run's secret (the first line on stdin), load the nested checkpoint, keep only stage ``k``
+(all its levels resident: switching a level is an integer store), listen on a TCP port of the address the
+coordinator names (``--listen``: the node's address, or loopback behind the ``ssh`` transport; never all
+interfaces), and serve requests from upstream in arrival order:
 
-* a *receiver* thread per upstream connection reads frames (:mod:`hil.protocol`) into the stage's queue,
-  enforcing the scenario's queue capacity (tail or head drop) and counting arrivals and drops;
+* a *receiver* thread per upstream connection first challenges the peer (:mod:`hil.protocol`: HMAC of the
+  run's secret; a peer that fails is refused, reported as a ``refused`` event, and the run goes on), then
+  reads checked frames into the stage's queue (a tensor must have this stage's input shape, an image
+  request is for the first stage only, at most ``MAX_IMAGE_PIXELS`` pixels, in an allowed format),
+  enforcing the scenario's queue capacity (tail or head drop) and counting arrivals and drops; a malformed
+  frame or a broken link ends that connection with an ``error`` event naming the peer and the cause, which
+  makes the coordinator end the run;
 * the *main* thread takes the oldest request, applies a pending level (between two requests, as the
   controller contract says), decodes the tensor without copying, runs the stage, encodes the output, and
   sends it downstream (the next stage, or the coordinator after the last stage) with its level appended;
@@ -40,10 +47,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from hil.protocol import decode_line, encode_frame, encode_line, read_frame_sock
+from hil.protocol import (
+    AUTH_TIMEOUT_S,
+    MAX_IMAGE_PIXELS,
+    ProtocolError,
+    client_handshake_sock,
+    decode_line,
+    encode_frame,
+    encode_line,
+    read_frame_sock,
+    server_handshake_sock,
+)
 
-__all__ = ["StageRunner", "main"]
+__all__ = ["StageRunner", "Worker", "check_image", "main"]
 
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")  # what PIL may decode for an image request
+TORCH_DTYPES = {"float32": torch.float32}  # the wire's dtype allow-list (hil.protocol.DTYPE_BYTES) in torch
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -86,14 +105,11 @@ class StageRunner:
         """The request's input tensor (no copy for tensors; decode + resize + normalise for images)."""
         if header.get("kind") == "image":
             return self._image(payload)
-        dtype = getattr(torch, str(header.get("dtype", "float32")))
-        return torch.frombuffer(payload, dtype=dtype).reshape(header["shape"])
+        return torch.frombuffer(payload, dtype=TORCH_DTYPES[header["dtype"]]).reshape(header["shape"])
 
     def _image(self, payload: bytearray) -> torch.Tensor:
-        from PIL import Image
-
         h, w = self.image_size
-        img = Image.open(io.BytesIO(payload)).convert("RGB").resize((w, h))
+        img = check_image(payload).convert("RGB").resize((w, h))
         pixels = np.asarray(img, dtype=np.float32) / np.float32(255.0)
         mean, std = np.asarray(CLIP_MEAN, dtype=np.float32), np.asarray(CLIP_STD, dtype=np.float32)
         chw = ((pixels - mean) / std).transpose(2, 0, 1)
@@ -115,6 +131,21 @@ class StageRunner:
         return out, memoryview(arr).cast("B")
 
 
+def check_image(payload: bytes | bytearray) -> Any:
+    """The image of an image request, opened lazily (header only) after the format and pixel-count checks;
+    raises :class:`ProtocolError` for anything else (not an image, a format not allowed, a decompression bomb)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(payload), formats=IMAGE_FORMATS)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ProtocolError(f"image request: not a {'/'.join(IMAGE_FORMATS)} image ({type(exc).__name__})") from None
+    pixels = img.width * img.height
+    if pixels > MAX_IMAGE_PIXELS or pixels == 0:
+        raise ProtocolError(f"image request: {img.width}x{img.height} pixels (limit {MAX_IMAGE_PIXELS})")
+    return img
+
+
 @dataclass
 class Counters:
     """Per-period counters of the stage (see ``edgeprune.controller.contract.StageObs``)."""
@@ -132,9 +163,17 @@ class Worker:
     """The ``serve`` process: queue, counters, data sockets and control loop."""
 
     def __init__(
-        self, runner: StageRunner, nominal_s: Sequence[float], capacity: int | None, drop_head: bool, listen: str
+        self,
+        runner: StageRunner,
+        nominal_s: Sequence[float],
+        capacity: int | None,
+        drop_head: bool,
+        listen: str,
+        secret: bytes,
     ) -> None:
         self.runner = runner
+        self.secret = secret
+        self.auth_timeout_s = AUTH_TIMEOUT_S  # a connecting peer must answer the challenge within this
         self.nominal_s = list(nominal_s) or [0.0] * runner.n_levels
         self.capacity = capacity
         self.drop_head = drop_head
@@ -206,8 +245,12 @@ class Worker:
     def connect_downstream(self, host: str, port: int) -> None:
         """Connect (or reconnect) to the next stage or the coordinator."""
         sock = socket.create_connection((host, port), timeout=30)
-        sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            client_handshake_sock(sock, self.secret)
+        except ProtocolError as exc:
+            sock.close()
+            raise ProtocolError(f"downstream {host}:{port}: {exc}") from None
         old, self.down = self.down, sock
         if old is not None:
             old.close()
@@ -217,20 +260,48 @@ class Worker:
         """Accept upstream connections, one receiver thread each."""
         while not self.stopping:
             try:
-                conn, _ = self.listener.accept()
+                conn, addr = self.listener.accept()
             except OSError:
                 return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self.receive_loop, args=(conn,), daemon=True).start()
+            peer = f"{addr[0]}:{addr[1]}"
+            threading.Thread(target=self.connection, args=(conn, peer), daemon=True).start()
+
+    def connection(self, conn: socket.socket, peer: str) -> None:
+        """One upstream connection: authenticate the peer, then receive its frames (see the module docstring)."""
+        with conn:
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                server_handshake_sock(conn, self.secret, self.auth_timeout_s)
+            except (ProtocolError, OSError) as exc:
+                self.emit({"event": "refused", "peer": peer, "reason": str(exc)})
+                return
+            try:
+                self.receive_loop(conn)
+            except ProtocolError as exc:
+                self.emit({"event": "error", "message": f"malformed frame from {peer}: {exc}"})
+            except OSError as exc:
+                self.emit({"event": "error", "message": f"upstream link lost ({peer}): {exc}"})
 
     def receive_loop(self, conn: socket.socket) -> None:
-        """Queue every incoming frame (queue capacity and drop policy applied)."""
-        with conn:
-            while True:
-                frame = read_frame_sock(conn)
-                if frame is None:
-                    return
-                self.enqueue(*frame)
+        """Queue every incoming frame (queue capacity and drop policy applied) until the peer ends."""
+        while True:
+            frame = read_frame_sock(conn)
+            if frame is None:
+                return
+            self.admit(*frame)
+            self.enqueue(*frame)
+
+    def admit(self, header: dict[str, Any], payload: bytearray) -> None:
+        """Refuse a well-formed frame this stage cannot serve (raises :class:`ProtocolError`)."""
+        if header["kind"] == "image":
+            if self.runner.index != 0:
+                raise ProtocolError(f"request {header['id']}: image request sent to stage {self.runner.index}")
+            check_image(payload)
+        elif tuple(header["shape"]) != tuple(self.runner.input_shape):
+            raise ProtocolError(
+                f"request {header['id']}: shape {header['shape']} is not this stage's input "
+                f"{list(self.runner.input_shape)}"
+            )
 
     def enqueue(self, header: dict[str, Any], payload: bytearray) -> None:
         """Admit one request, or drop one when the queue is full."""
@@ -262,7 +333,13 @@ class Worker:
             switched = pending is not None and pending != self.runner.level
             if pending is not None:
                 self.runner.set_level(pending)
-            out_header, out = self.runner.run(header, payload)
+            try:
+                out_header, out = self.runner.run(header, payload)
+            except Exception as exc:  # reported (the coordinator ends the run), never a silent thread death
+                with self.cond:
+                    self.busy = False
+                self.emit({"event": "error", "message": f"request {header['id']}: cannot serve: {exc!r}"[:300]})
+                continue
             service_s = time.perf_counter() - t0
             level = self.runner.level
             with self.cond:
@@ -290,12 +367,26 @@ class Worker:
         self.listener.close()
 
 
+def _read_secret() -> bytes:
+    """The run's secret: the first line on stdin, ``{"cmd": "auth", "secret": HEX}`` (never on the command line)."""
+    line = sys.stdin.readline()
+    try:
+        cmd = decode_line(line)
+        secret = bytes.fromhex(str(cmd["secret"])) if cmd.get("cmd") == "auth" else b""
+    except (ProtocolError, KeyError, ValueError):
+        secret = b""
+    if len(secret) < 16:
+        raise SystemExit("hil.worker serve: the first line on stdin must be the run's secret")
+    return secret
+
+
 def _serve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    secret = _read_secret()
     runner = StageRunner(args.checkpoint, args.stage, args.threads)
     nominal = [float(v) for v in args.nominal_s.split(",")] if args.nominal_s else []
     capacity = None if args.queue_capacity < 0 else args.queue_capacity
-    worker = Worker(runner, nominal, capacity, args.drop == "head", args.listen)
+    worker = Worker(runner, nominal, capacity, args.drop == "head", args.listen, secret)
     worker.emit(
         {
             "event": "ready",
@@ -403,7 +494,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--nominal-s", default="", help="profiled mean service time per level, comma-separated")
     serve.add_argument("--queue-capacity", type=int, default=-1, help="waiting requests; -1 = unbounded")
     serve.add_argument("--drop", choices=("tail", "head"), default="tail")
-    serve.add_argument("--listen", default="0.0.0.0", help="address to accept upstream connections on")
+    serve.add_argument(
+        "--listen", default="127.0.0.1", help="address to accept upstream connections on (the node's address)"
+    )
     prof = sub.choices["profile"]
     prof.add_argument("--samples", type=int, default=30)
     prof.add_argument("--warmup", type=int, default=5)

@@ -10,20 +10,23 @@ Model ids:
 Weights: the id's own (hub / local folder), a local checkpoint file (``weights=PATH``, for architecture
 names), or none (``random_init=True``: latency needs no weights; seeded, so runs repeat).
 
-A hub id whose files are not in the local cache fails at once, with one line saying how to provide them,
-when the hub is unreachable (``HF_HUB_OFFLINE=1`` or no route to the endpoint); without this check the
-hub client retries for ~23 s before failing with a chained traceback.
+No network at run time: importing this module puts the Hugging Face hub client in its offline mode
+(``HF_HUB_OFFLINE=1``, unless the environment sets it already), so hub ids are served from the local cache
+only and nothing probes the hub.  A hub id whose files are not in the cache fails at once, with one line
+saying how to provide them.  ``HF_HUB_OFFLINE=0`` set explicitly lets the hub client download (a one-off
+fetch on a connected machine).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+# Before huggingface_hub is imported (it reads the setting once, at import): cache only, no connections.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from torch import nn
@@ -78,21 +81,12 @@ def register_model_config(path: str | Path) -> str:
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` asks the hub client not to use the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """True when ``HF_HUB_OFFLINE`` says offline now (the default here; see the module docstring) or the hub
+    client read it so at its import."""
+    from huggingface_hub import is_offline_mode
 
-
-def _hub_reachable(timeout_s: float = 2.0) -> bool:
-    """Quick TCP probe of the hub endpoint (``HF_ENDPOINT`` or huggingface.co)."""
-    if hub_offline():
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env or bool(is_offline_mode())
 
 
 def _cached(repo: str, filename: str, cache_dir: str | None) -> str | None:
@@ -104,8 +98,8 @@ def _cached(repo: str, filename: str, cache_dir: str | None) -> str | None:
 
 def _hub_help(model_id: str, repo: str, what: str) -> str:
     return (
-        f"--model = {model_id}: {what} not in the local Hugging Face cache and the hub is unreachable "
-        f"(offline); run `huggingface-cli download {repo}` on a connected machine and copy the cache into "
+        f"--model = {model_id}: {what} not in the local Hugging Face cache (model loading is offline); "
+        f"run `huggingface-cli download {repo}` on a connected machine and copy the cache into "
         f"HF_HOME here, or pass a local checkpoint with --weights PATH and its architecture as --model "
         f"(e.g. ViT-B-16), or use --model local-dir:/folder/with/{_HUB_CONFIG}"
     )
@@ -118,7 +112,7 @@ def _require_hub_files(model_id: str, need_weights: bool, cache_dir: str | None)
     have_weights = any(_cached(repo, f, cache_dir) is not None for f in _HUB_WEIGHTS)
     if have_config and (have_weights or not need_weights):
         return
-    if not _hub_reachable():
+    if hub_offline():
         raise ModelError(_hub_help(model_id, repo, "weights" if need_weights else "model config"))
 
 

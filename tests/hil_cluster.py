@@ -15,6 +15,9 @@ share of this machine) and slows a node down as a scenario's environment event. 
 quota budget, much faster than one in a busy stretch, so no single profiled service time holds.  The kernel's
 minimum quota is 1 ms per period, so 10 ms allows ``cgroup`` slowdowns down to 0.1 CPU (0.4 CPU / 4).
 
+The nodes' interpreter is this one, behind a wrapper that puts this repository first on ``PYTHONPATH``, so the
+workers run the code under test (not whatever copy of the package is installed).
+
 The cluster lives in a directory under ``/tmp`` with mode 0755 (not pytest's ``tmp_path``: its parent is
 0700 and sshd reads ``authorized_keys`` as the login user).  The interpreter of this process is made
 visible to ``pi`` by a bind mount inside each node's namespace (``/root`` is 0700 here).
@@ -103,7 +106,7 @@ class LocalCluster:
     nodes: list[LocalNode]
     client_key: Path
     known_hosts: Path
-    python: str  # the interpreter path as seen by ``pi`` on every node
+    python: str  # the interpreter as seen by ``pi`` on every node (a wrapper: this repository on PYTHONPATH)
 
     def cluster_toml(
         self,
@@ -276,6 +279,16 @@ def _expose_python(root: Path) -> str:
     )
 
 
+def _repo_python(root: Path) -> str:
+    """A wrapper around this interpreter with this repository first on ``PYTHONPATH`` (see the module docstring)."""
+    repo = Path(__file__).resolve().parents[1]
+    (root / "bin").mkdir(mode=0o755)
+    wrapper = root / "bin" / "python"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={repo}${{PYTHONPATH:+:$PYTHONPATH}} exec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def _launch(node: LocalNode, root: Path, passwd: Path, group: Path) -> None:
     mounts = (
         f"mount --bind {passwd} /etc/passwd && mount --bind {group} /etc/group && "
@@ -314,7 +327,7 @@ def start_local_cluster(
     root.chmod(0o755)
     uid = 40000 + (os.getpid() % 20000)
     (root / "python").mkdir()
-    python = sys.executable
+    python = _repo_python(root)
     client_key = root / "client_ed25519"
     _keygen(client_key)
     auth_keys = root / "authorized_keys"
@@ -348,7 +361,7 @@ def start_local_cluster(
     return cluster
 
 
-TINY_VIT = {
+TINY_VIT: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 64, "layers": 4, "width": 192, "head_width": 32, "mlp_ratio": 4.0, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 1},
@@ -359,7 +372,7 @@ TINY_RATIOS = (0.0, 0.25, 0.5, 0.75)
 # idle or busy before (with the tiny model's ~3 ms services a request after an idle gap ran on a full quota
 # budget, ~2.5x faster than the back-to-back profile measured), and a ``cgroup`` slowdown to 0.4 / f CPU slows
 # it by f, the factor the scenario states (stress-ng hogs sharing the quota gave ~4.4-6x for a stated 4x).
-RUN_VIT = {
+RUN_VIT: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 112, "layers": 8, "width": 384, "head_width": 32, "mlp_ratio": 4.0, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 1},

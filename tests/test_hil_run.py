@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,15 +149,17 @@ def test_worker_killed_mid_run(cluster: LocalCluster, cluster_file: Path, measur
         if line.startswith("running policy"):
             break
     time.sleep(3.0)
-    victim = subprocess.run(
+    found = subprocess.run(
         ["pgrep", "-u", str(cluster.uid), "-f", "hil.worker serve .*--stage 1 "], capture_output=True, text=True
     ).stdout.split()
-    assert victim, "stage 1 worker not found"
+    victim = [p for p in found if Path(f"/proc/{p}/comm").read_text().strip() != "setsid"]  # the interpreter only
+    assert len(victim) == 1, "stage 1 worker not found"
     subprocess.run(["kill", "-KILL", *victim], check=True)
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 2, err
     assert "edgeprune-hil: error: stage s1 on pi2 (pi@127.0.0.1:" in err
-    assert "worker ended unexpectedly (signal" in err or "worker ended unexpectedly (exit status" in err
+    assert "worker ended unexpectedly (killed by signal 9 (SIGKILL))" in err
+    assert "did not exit normally" not in err
     assert "partial results written to" in err
     doc = json.loads((out / "summary.json").read_text())
     assert "pi2" in doc["aborted"]
@@ -263,6 +266,74 @@ def test_lost_link_names_the_node_and_ends_its_worker(
     assert len(err.strip().splitlines()[-1]) < 400 and "Traceback" not in err
     doc = json.loads((out / "summary.json").read_text())
     assert "pi3" in doc["aborted"]
+
+
+def _listening(pid: int) -> list[str]:
+    """Local addresses (``ip:port``) the process ``pid`` listens on, from ``ss -ltnp``."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def test_workers_listen_on_the_node_address_and_refuse_clients_without_the_secret(
+    cluster: LocalCluster, measured: Path, tmp_path: Path
+) -> None:
+    """Workers reachable at 127.0.0.2 (the nodes' ``worker_address``): ``ss`` shows them bound there and
+    nowhere else; strangers connecting to every worker port and to the coordinator's result port during the
+    run are refused and logged, and the run completes every request of the scenario."""
+    from edgeprune.scenario import load_scenario
+    from sim.runner import draw_streams
+
+    ckpt = cluster.root / "model" / "tiny.pt"  # the cluster_file fixture's checkpoint
+    bound = cluster.root / "pis-bound.toml"
+    bound.write_text(
+        cluster.cluster_toml(ckpt, cpu_quota=0.4, slowdown="cgroup", host_extra='worker_address = "127.0.0.2"')
+    )
+    sc = _short_scenario(tmp_path / "sc", measured, duration_s=12.0)
+    out = tmp_path / "run"
+    proc = _start_run(bound, sc, out, measured)
+    try:
+        _intrude(cluster, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert err.count("refused a connection from 127.0.0.") == 10, err
+    doc = json.loads((out / "summary.json").read_text())
+    assert "aborted" not in doc and len(doc["refused_connections"]) == 10
+    run = doc["policies"]["dynamic"]
+    arrivals_s = draw_streams(load_scenario(sc)).arrivals_s
+    req = pl.read_parquet(out / "dynamic" / "requests.parquet")
+    assert req.height == arrivals_s.size  # the same requests as without intruders (warm-up included) ...
+    assert req["status"].to_list() == ["done"] * req.height  # ... every one served
+    assert run["completed"] == run["arrived"] == int((arrivals_s >= 1.0).sum())  # after the 1 s warm-up
+
+
+def _intrude(cluster: LocalCluster, proc: subprocess.Popen[str]) -> None:
+    """Check what listens where (``ss``), then knock on every port: once with a wrong secret, once with a frame
+    instead of the challenge's answer (ten refusals in all)."""
+    from hil.protocol import ProtocolError, client_handshake_sock, encode_frame, new_secret
+
+    found = subprocess.run(["pgrep", "-u", str(cluster.uid), "-f", "hil.worker serve"], capture_output=True, text=True)
+    pids = [p for p in found.stdout.split() if Path(f"/proc/{p}/comm").read_text().strip() != "setsid"]
+    assert len(pids) == 4, pids  # the interpreters (their setsid parents hold no sockets)
+    worker_addrs = [a for pid in pids for a in _listening(int(pid))]
+    assert len(worker_addrs) == 4 and all(a.startswith("127.0.0.2:") for a in worker_addrs), worker_addrs
+    result_addrs = _listening(proc.pid)
+    assert len(result_addrs) == 1 and result_addrs[0].startswith("127.0.0.1:"), result_addrs
+    for addr in [*worker_addrs, *result_addrs]:
+        host, port = addr.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s, pytest.raises(ProtocolError):
+            client_handshake_sock(s, new_secret())  # a wrong secret
+        with socket.create_connection((host, int(port)), timeout=10) as s:  # ignores the challenge, sends a frame
+            assert s.recv(1 << 16).startswith(b"EPHIL")
+            s.sendall(b"".join(bytes(b) for b in encode_frame({"id": 0, "kind": "image"}, b"x")))
+            try:
+                rest = s.recv(1 << 16)
+            except ConnectionResetError:  # closed with the frame's last bytes unread
+                rest = b""
+            assert rest == b""
 
 
 def test_ssh_transport_with_an_image_folder(
