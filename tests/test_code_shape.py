@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = {"sim": 60}  # per package: the longest function allowed
 MAX_PARAMS = 8
-PARAM_SCOPE = ("sim", "edgeprune", "traces")
+PARAM_SCOPE = ("sim", "edgeprune")
 
 
 def _functions(pkg: str) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
