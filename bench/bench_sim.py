@@ -3,6 +3,10 @@
     python bench/bench_sim.py                 # 100k and 1M requests, plus a naive SimPy baseline
     python bench/bench_sim.py --sizes 100000  # just one size
 
+Each size runs twice: without device physics and with every node under the ``rpi4b`` preset in a hot
+enclosure (the governor deciding every second, 4 nodes integrated at every tick); the ratio of the warm
+speeds is printed (goal: physics on >= 0.8x physics off).
+
 A 4-stage pipeline from the shipped ViT-B/16 profile (``models/profiles/vit-b16_x86-2c.json``, device
 ``x86-1thr``), 1 Gbit/s links, Poisson arrivals at 85% of the level-0 bottleneck capacity, and the
 ``bottleneck`` policy deciding every simulated second.  Each size runs in a fresh subprocess so its peak
@@ -44,18 +48,18 @@ n_requests = {n}
 slo_s = 2.0
 drain_s = 60
 profile = "{profile}"
-[[stage]]
+{devices}[[stage]]
 name = "s0"
-device = "{device}"
+device = "{node}0"
 [[stage]]
 name = "s1"
-device = "{device}"
+device = "{node}1"
 [[stage]]
 name = "s2"
-device = "{device}"
+device = "{node}2"
 [[stage]]
 name = "s3"
-device = "{device}"
+device = "{node}3"
 [network]
 bandwidth_mbit_s = 1000
 latency_s = 0.0005
@@ -63,7 +67,7 @@ latency_s = 0.0005
 kind = "poisson"
 rate_hz = {rate_hz}
 [[environment]]
-device = "{device}"
+device = "{node}1"
 start_s = {slow_start_s}
 end_s = {slow_end_s}
 slowdown = 1.5
@@ -86,8 +90,12 @@ def _profile_path(tmp: Path) -> tuple[Path, str]:
     return path, "cpu"
 
 
-def one_size(n: int) -> dict[str, float]:
-    """Run one size in this process and return its figures."""
+PHYSICS = 'physics = {{ preset = "rpi4b", thermal = {{ ambient_c = 45.0 }} }}\n'  # hot: the governor acts
+
+
+def one_size(n: int, physics: bool = False) -> dict[str, float]:
+    """Run one size in this process and return its figures (``physics``: every node with the ``rpi4b``
+    preset in a 45 C enclosure, governor deciding every second)."""
     from edgeprune.controller import make_policy
     from edgeprune.scenario import load_scenario
     from sim import compile_setup, curves_for, draw_streams, run_policy, simulate
@@ -101,10 +109,14 @@ def one_size(n: int) -> dict[str, float]:
         bottleneck_s = max(prof.device(device).mean_s(k, 0) for k in range(prof.n_stages))
         rate_hz = 0.85 / bottleneck_s
         horizon_s = n / rate_hz
+        devices = "".join(
+            f'[[device]]\nname = "n{k}"\nprofile_device = "{device}"\n' + (PHYSICS if physics else "") for k in range(4)
+        )
         text = SCENARIO.format(
             n=n,
             profile=profile,
-            device=device,
+            devices=devices,
+            node="n",
             rate_hz=rate_hz,
             slow_start_s=0.3 * horizon_s,
             slow_end_s=0.5 * horizon_s,
@@ -187,9 +199,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--physics", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.one)))
+        print(json.dumps(one_size(args.one, args.physics)))
         return 0
     naive_rate = naive(20_000)
     print(f"naive SimPy baseline (process per request), 20k requests: {naive_rate:,.0f} req/s")
@@ -198,15 +211,20 @@ def main() -> int:
         f"{'reference req/s':>16} {'peak RSS MB':>12}"
     )
     for n in (int(s) for s in args.sizes.split(",")):
-        proc = subprocess.run(
-            [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True, cwd=ROOT
-        )
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(
-            f"{n:>10,} {r['engine_req_per_s']:>13,.0f} {r['warm_req_per_s']:>11,.0f} {r['full_req_per_s']:>15,.0f} "
-            f"{r['engine_req_per_s'] / naive_rate:>8.1f} {r['ticks']:>8,.0f} {r['reference_req_per_s']:>16,.0f} "
-            f"{r['peak_rss_mb']:>12,.0f}"
-        )
+        warm = {}
+        for physics in (False, True):
+            cmd = [sys.executable, __file__, "--one", str(n), *(["--physics"] if physics else [])]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            warm[physics] = r["warm_req_per_s"]
+            print(
+                f"{n:>10,}{' +phys' if physics else '      '} {r['engine_req_per_s']:>13,.0f} "
+                f"{r['warm_req_per_s']:>11,.0f} {r['full_req_per_s']:>15,.0f} "
+                f"{r['engine_req_per_s'] / naive_rate:>8.1f} {r['ticks']:>8,.0f} {r['reference_req_per_s']:>16,.0f} "
+                f"{r['peak_rss_mb']:>12,.0f}"
+            )
+        ratio = warm[True] / warm[False]
+        print(f"{'':>10}  physics on / off (warm): {ratio:.2f}x  ({'PASS' if ratio >= 0.8 else 'FAIL'} >= 0.8x)")
     return 0
 
 
