@@ -90,7 +90,7 @@ def _profile_path(tmp: Path) -> tuple[Path, str]:
     return path, "cpu"
 
 
-PHYSICS = 'physics = {{ preset = "rpi4b", thermal = {{ ambient_c = 45.0 }} }}\n'  # hot: the governor acts
+PHYSICS = 'physics = { preset = "rpi4b", thermal = { ambient_c = 45.0 } }\n'  # hot: the governor acts
 
 
 def one_size(n: int, physics: bool = False) -> dict[str, float]:

@@ -231,7 +231,7 @@ def _check_ladder(session: Any, sc: Scenario) -> None:
 
 
 def _header(cluster: ClusterSpec, sc: Scenario, out: _Outcome) -> dict[str, Any]:
-    from edgeprune.cli.sim import header
+    from edgeprune.runs import header
 
     doc = header(sc)
     doc["backend"] = "hil"
@@ -304,8 +304,8 @@ def _with_overhead(policy: str, replayed_sc: Scenario, replayed: RunResult, over
 
 
 def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
-    from edgeprune.cli.sim import format_table, scenario_toml
     from edgeprune.results import write_run_dir
+    from edgeprune.runs import format_table, scenario_toml
 
     sc = _load_run_scenario(cluster, args)
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ resistance_c_per_w = 9.0
 @pytest.fixture
 def case(tmp_path: Path) -> Path:
     text = BASE_SCENARIO.replace('name = "pi2"\nprofile_device = "cpu"\n', PHYSICS, 1)
+    text = text.replace('name = "s3"\ndevice = "pi2"', 'name = "s3"\ndevice = "pi1"')  # a node with physics: one stage
     assert text != BASE_SCENARIO
     return write_case(tmp_path / "case", text)
 

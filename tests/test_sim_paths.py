@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.cli.sim import header, scenario_toml
 from edgeprune.results import write_run_dir
+from edgeprune.runs import header, scenario_toml
 from edgeprune.scenario import load_scenario
 from sim.runner import run_scenario
 

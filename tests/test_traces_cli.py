@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune.cli.sim import header
 from edgeprune.config import Ctx
+from edgeprune.runs import header
 from edgeprune.scenario import load_scenario
 from traces import CameraTrapArrivals, ReplayArrivals, arrivals_from_table, generate
 from traces.cli import main

@@ -9,17 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import tomli_w
 
 from edgeprune.cli.common import ArgumentParser, Progress, guarded, seed_arg
-from edgeprune.results import RunResult, check_out_dir, write_run_dir
-from edgeprune.scenario import Scenario, load_scenario, scenario_to_dict
+from edgeprune.results import check_out_dir, write_run_dir
+from edgeprune.runs import format_table, header, replay_report, scenario_toml
+from edgeprune.scenario import load_scenario
 
-__all__ = ["format_table", "main"]
+__all__ = ["main"]
 
 PROG = "edgeprune-sim"
 
@@ -45,85 +43,6 @@ def _parser() -> argparse.ArgumentParser:
         help="request path: the SimPy reference model, the fast path (unbounded queues), or auto (fast when it can)",
     )
     return p
-
-
-def _fmt(value: Any, scale: float = 1.0, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value * scale:.{digits}f}"
-
-
-def format_table(results: Sequence[RunResult]) -> str:
-    """The comparison table printed by the command."""
-    head = ("policy", "thr/s", "p50 s", "p95 s", "p99 s", "SLO %", "accuracy", "switches", "done", "dropped")
-    rows = [head]
-    for r in results:
-        s = r.summary
-        rows.append(
-            (
-                r.policy,
-                _fmt(s["throughput_hz"], digits=2),
-                _fmt(s["p50_latency_s"]),
-                _fmt(s["p95_latency_s"]),
-                _fmt(s["p99_latency_s"]),
-                _fmt(s["slo_attainment"], 100.0, 1),
-                _fmt(s["mean_accuracy"]),
-                _fmt(s["switches"]),
-                f"{s['completed']}/{s['arrived']}",
-                _fmt(s["dropped"]),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def header(sc: Scenario) -> dict[str, Any]:
-    """The scenario-level fields of ``summary.json``."""
-    acc = sc.profile.accuracy
-    doc: dict[str, Any] = {
-        "scenario": sc.name,
-        "seed": sc.seed,
-        "slo_s": sc.slo_s,
-        "stages": [s.name for s in sc.stages],
-        "profile": {
-            "model": sc.profile.model.get("id"),
-            "accuracy_proxy": acc.proxy if acc is not None else None,
-            "accuracy_note": acc.note if acc is not None else "no accuracy curve in the profile",
-        },
-    }
-    report = _replay_report(sc)
-    if report is not None:  # only replays: other scenarios' summary.json stays as it was
-        doc["arrivals"] = report.to_json()
-    return doc
-
-
-def _replay_report(sc: Scenario) -> Any:
-    """What a replay scenario's trace read, kept and dropped (``traces.ReplayReport``), else None."""
-    from traces import ReplayArrivals, replay_report
-
-    if not isinstance(sc.arrivals, ReplayArrivals):
-        return None
-    return replay_report(sc.arrivals, duration_s=sc.duration_s, n_requests=sc.n_requests)
-
-
-def scenario_toml(sc: Scenario) -> str:
-    """The resolved scenario as TOML text."""
-    return tomli_w.dumps(_drop_none(scenario_to_dict(sc)))
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -153,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         acc = sc.profile.accuracy
         print(f"scenario {sc.name}  seed {sc.seed}  SLO {sc.slo_s:g} s  ({wall_s:.1f} s wall)")
         print(format_table(results))
-        report = _replay_report(sc)
+        report = replay_report(sc)
         if report is not None:
             print(report.line())
         if acc is None:

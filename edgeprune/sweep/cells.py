@@ -100,7 +100,7 @@ def _load_text(text: str) -> Scenario:
 
 def run_cell(cell: Cell) -> CellOutcome:
     """Simulate one cell; never raises (see the module docstring)."""
-    from edgeprune.cli.sim import header
+    from edgeprune.runs import header
     from sim import run_scenario
 
     try:

@@ -309,7 +309,7 @@ def cell_id_of(sc: Scenario) -> str:
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file and resolve every cell (see :mod:`edgeprune.sweep`)."""
-    from edgeprune.cli.sim import scenario_toml  # the same resolved-scenario text edgeprune-sim writes
+    from edgeprune.runs import scenario_toml  # the same resolved-scenario text edgeprune-sim writes
 
     src = Path(path)
     ctx = Ctx(str(src))
