@@ -36,7 +36,9 @@ from edgeprune.controller.contract import Levels, Observation, OracleView, Polic
 from edgeprune.controller.decision import validate_levels
 from edgeprune.records import PHYSICS_TIMELINE, RAW_TIMELINE
 from sim.core import SimSetup
-from sim.physics import NO_READING, Heat
+from sim.physics import Heat
+
+nan = math.nan
 
 __all__ = ["Controller", "Pipeline", "ReadOut", "control"]
 
@@ -54,8 +56,9 @@ class Pipeline(Protocol):
     def deploy(self, levels: Levels) -> None:
         """Apply the start decision at once (no switch, no cost)."""
 
-    def settle(self, time_s: float, tick: bool) -> Generator[simpy.Event, Any, None]:
-        """Let everything at or before ``time_s`` happen except service starts at ``time_s``."""
+    def settle(self, time_s: float, tick: bool) -> Generator[simpy.Event, Any, None] | None:
+        """Let everything at or before ``time_s`` happen except service starts at ``time_s`` (a generator of
+        SimPy events to wait for, or ``None`` when it is done at once)."""
 
     def read(self, time_s: float) -> ReadOut:
         """Each stage's counters since the last tick, and its state now; resets the counters."""
@@ -98,14 +101,22 @@ class Controller:
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
         """Observe, decide, validate, record; the validated levels."""
         ints, floats = read
-        readings = self.heat.readings() if self.heat is not None else [NO_READING] * len(ints)
         new = tuple.__new__  # a third of StageObs._make's cost, and this runs every tick
-        stages = tuple(
-            [
-                new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, *phys))
-                for (lv, q, b, a, sv, dr), (bs, ns), phys in zip(ints, floats, readings, strict=True)
-            ]
-        )
+        if self.heat is None:  # no physics: the readings are constants (NO_READING), written inline
+            stages = tuple(
+                [
+                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, nan, nan, False))
+                    for (lv, q, b, a, sv, dr), (bs, ns) in zip(ints, floats, strict=True)
+                ]
+            )
+        else:
+            readings = self.heat.readings()
+            stages = tuple(
+                [
+                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, *phys))
+                    for (lv, q, b, a, sv, dr), (bs, ns), phys in zip(ints, floats, readings, strict=True)
+                ]
+            )
         oracle = (
             OracleView(tuple(float(f) * v for f, v in zip(factor, self.speed, strict=True)), self.arrivals_s)
             if self.wants_oracle
@@ -177,7 +188,9 @@ def control(
         pipe.next_instant_s = t
         yield env.timeout(t - env.now)  # lands exactly on t (t - now, added back to now, rounds to t)
         is_tick = t == t_tick
-        yield from pipe.settle(t, is_tick)
+        waits = pipe.settle(t, is_tick)
+        if waits is not None:  # the reference model lets the instant's other events happen first
+            yield from waits
         while j < len(changes) and changes[j][0] == t:
             k = changes[j][1]
             env_f[k] = changes[j][2]

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-import simpy
 
 from edgeprune.controller.contract import Levels
 from sim import kernels
@@ -136,10 +134,9 @@ class FastPipeline:
         self.st.ist[kernels.LEVEL][:] = levels
         self.set_target(levels)
 
-    def settle(self, time_s: float, tick: bool) -> Generator[simpy.Event, Any, None]:
+    def settle(self, time_s: float, tick: bool) -> None:
         """Every service starting before ``time_s``, and at a tick the read-out, in one kernel call."""
         self.kernel(time_s, tick, self.st)
-        yield from ()
 
     def read(self, time_s: float) -> ReadOut:
         """The read-out :meth:`settle` made at this tick."""
