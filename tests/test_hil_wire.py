@@ -456,7 +456,7 @@ def test_missing_cluster_file_is_named_before_a_missing_command(
 def test_sim_vs_hw_is_inside_the_folder_when_it_is_published(
     case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgeprune.results
+    import edgeprune.atomic
     import hil.cli
     from edgeprune.scenario import load_scenario
     from sim.runner import run_scenario
@@ -464,16 +464,16 @@ def test_sim_vs_hw_is_inside_the_folder_when_it_is_published(
     sc = load_scenario(case).with_policies(["no-pruning"])
     outcome = hil.cli._Outcome(results=run_scenario(sc))
     published: list[list[str]] = []
-    replace_dir = edgeprune.results.replace_dir
+    publish = edgeprune.atomic._publish_dir
 
-    def spy(new: Path, out: Path) -> None:
+    def spy(new: Path, out: Path, replace: bool) -> None:
         published.append(sorted(p.name for p in new.iterdir()))
-        replace_dir(new, out)
+        publish(new, out, replace)
 
     async def fake_run(*_: Any, **__: Any) -> hil.cli._Outcome:
         return outcome
 
-    monkeypatch.setattr(edgeprune.results, "replace_dir", spy)
+    monkeypatch.setattr(edgeprune.atomic, "_publish_dir", spy)  # the one place a folder is published
     monkeypatch.setattr(hil.cli, "_run", fake_run)
     monkeypatch.setattr(hil.cli, "_load_run_scenario", lambda *_: sc)
     monkeypatch.setattr(hil.cli, "_sim_vs_hw", lambda *_: ("table", {"sim_vs_hw.json": "{}", "sim_vs_hw.txt": "t\n"}))

@@ -121,7 +121,7 @@ def test_out_naming_an_existing_file_is_refused_before_simulating(
     out.write_text("keep me")
     code, stdout, err = _run_sim([str(path), "--out", str(out)], capsys)
     assert (code, stdout, no_simulation, len(err)) == (2, "", [], 1)
-    assert "is a file, not a run folder" in err[0] and out.read_text() == "keep me"
+    assert "exists and is not a folder" in err[0] and out.read_text() == "keep me"
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     code, stdout, err = _run_sim([str(path), "--out", str(tmp_path / "full")], capsys)
