@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_sim_engine import _random_setup
 
 from edgeprune.config import Ctx
 from edgeprune.controller.bottleneck import BottleneckParams, BottleneckPolicy
@@ -48,30 +49,13 @@ def random_physics(rng: np.random.Generator) -> DevicePhysics:
 
 
 def _setup(rng: np.random.Generator, k_n: int, n_levels: int) -> SimSetup:
-    base = 0.1 * rng.uniform(0.5, 1.5, k_n)
-    samples = tuple(
-        tuple(tuple(sorted((base[k] / (1 + 0.4 * lv) * rng.lognormal(0, 0.2, 7)).tolist())) for lv in range(n_levels))
-        for k in range(k_n)
-    )
-    hops = tuple(rng.uniform(0, base.min(), k_n - 1).tolist())
+    """The engine property test's random pipeline (speeds, links, slowdowns), with physics on most nodes."""
     phys = tuple(random_physics(rng) if rng.random() < 0.75 else None for _ in range(k_n))
     if all(p is None for p in phys):
         phys = (random_physics(rng), *phys[1:])
-    return SimSetup(
-        stage_names=tuple(f"s{k}" for k in range(k_n)),
-        samples_s=samples,
-        mean_s=tuple(tuple(sum(x) / len(x) for x in stage) for stage in samples),
-        switch_s=float(rng.uniform(0, 0.01)),
-        hop_tx_s=hops,
-        hop_latency_s=hops[::-1],
-        env_changes=((float(rng.uniform(5, 40)), int(rng.integers(k_n)), float(rng.uniform(1.2, 2.0))),),
-        initial_factor=(1.0,) * k_n,
-        queue_capacity=None,
-        drop_head=False,
-        period_s=float(rng.choice([0.5, 1.0, 2.0])),
-        end_s=60.0,
-        physics=phys,
-        tenant_seeds=tuple(np.random.SeedSequence(int(rng.integers(2**31))).spawn(k_n)),
+    seeds = tuple(np.random.SeedSequence(int(rng.integers(2**31))).spawn(k_n))
+    return dataclasses.replace(
+        _random_setup(rng, k_n, n_levels, zero_hops=False), end_s=60.0, physics=phys, tenant_seeds=seeds
     )
 
 
