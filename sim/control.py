@@ -10,7 +10,7 @@ Every *control instant* — a controller tick at ``n * period_s`` or a change of
 4. at a tick, the one tick (:meth:`Controller.tick`): build the :class:`~edgeprune.controller.Observation`,
    call ``policy.decide``, validate the answer (:func:`~edgeprune.controller.decision.validate_levels`), record
    the timeline row, and hand the levels to the pipeline (they apply at each stage's next service start);
-5. release the services waiting at the instant.
+5. release the services waiting at the instant (a path whose settle waited on no events holds none).
 
 The start decision (time 0, ``period_s == 0``, all counters zero) is the deployment: it runs before any
 request exists and its levels apply without a switch cost.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable, Generator, Sequence
-from itertools import chain
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,12 +39,43 @@ from sim.physics import Heat
 
 nan = math.nan
 
-__all__ = ["Controller", "Pipeline", "ReadOut", "control"]
+__all__ = ["Clock", "Controller", "Pipeline", "ReadOut", "Rows", "Waits", "control", "drive"]
 
 _INT_FIELDS = ("level", "queue_len", "busy", "arrivals", "served", "dropped")  # a read-out's int row
 _FLOAT_FIELDS = ("busy_s", "nominal_s")  # and its float row
 
-ReadOut = tuple[Sequence[Sequence[int]], Sequence[Sequence[float]]]  # per stage: _INT_FIELDS, _FLOAT_FIELDS
+ReadOut = tuple[np.ndarray, np.ndarray]  # [stage, _INT_FIELDS] int64 and [stage, _FLOAT_FIELDS] float64
+
+
+class Waits(Protocol):
+    """What :func:`control` waits on: ``simpy.Environment`` (the reference model) or :class:`Clock`."""
+
+    @property
+    def now(self) -> float:
+        """The simulated time."""
+
+    def timeout(self, delay: float) -> Any:
+        """An event (or, for :class:`Clock`, nothing) that passes when ``delay`` seconds have passed."""
+
+
+class Clock:
+    """The fast path's stand-in for ``simpy.Environment``: in that path nothing but the control process is
+    scheduled (the kernel advances the requests between instants), so waiting for an instant is moving the
+    clock to it, and :func:`drive` steps the process with no event queue.  The arithmetic is SimPy's
+    (``now + delay``), so both paths reach the same instants bit for bit."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def timeout(self, delay: float) -> None:
+        """Move the clock by ``delay`` (what the SimPy event's firing would do)."""
+        self.now += delay
+
+
+def drive(process: Generator[Any, Any, None]) -> None:
+    """Run a process that only ever waits on a :class:`Clock`."""
+    for _ in process:
+        pass
 
 
 class Pipeline(Protocol):
@@ -61,7 +91,8 @@ class Pipeline(Protocol):
         SimPy events to wait for, or ``None`` when it is done at once)."""
 
     def read(self, time_s: float) -> ReadOut:
-        """Each stage's counters since the last tick, and its state now; resets the counters."""
+        """Each stage's counters since the last tick, and its state now (arrays the caller copies at once:
+        the pipeline may reuse them); resets the counters."""
 
     def set_target(self, levels: Levels) -> None:
         """Levels for each stage's next service start."""
@@ -69,8 +100,8 @@ class Pipeline(Protocol):
     def release(self) -> None:
         """The instant is handled: services waiting for it may start."""
 
-    def services(self, k: int) -> tuple[Sequence[float], Sequence[float], int]:
-        """Stage ``k``'s service starts and times so far (``sim.physics.Services``)."""
+    def services(self) -> tuple[Any, Any, Any]:
+        """Every stage's service starts and times so far (``sim.physics.Services``)."""
 
     next_instant_s: float  # the control instant being waited for (services starting then wait for it)
 
@@ -88,33 +119,43 @@ class Controller:
         self.speed = list(setup.speed) if setup.speed is not None else [1.0] * setup.n_stages
         self.times = array("d")
         self.decided = array("q")
-        self.ints = array("q")
-        self.floats = array("d")
-        self.physics = array("d")  # per tick and stage: temp_c, freq_mhz, power_w (only with physics)
+        ticks = math.ceil(setup.end_s / setup.period_s) + 2  # n * period_s < end_s, n >= 0 (+1: rounding)
+        self.k_n = k_n = setup.n_stages
+        self.n_levels = setup.n_levels
+        self.period_s = setup.period_s
+        self.ints = Rows(ticks, k_n, len(_INT_FIELDS), np.int64)  # per tick, the read-out
+        self.floats = Rows(ticks, k_n, len(_FLOAT_FIELDS), np.float64)
+        self.phys = Rows(ticks if heat is not None else 0, k_n, 4, np.float64)  # Heat.readings() per tick
         self.ticks = 0
 
     def start(self, factor: Sequence[float]) -> Levels:
         """The deployment decision at time 0: every counter zero, every stage at level 0."""
         k_n = self.setup.n_stages
-        return self.tick(0.0, ([[0] * len(_INT_FIELDS)] * k_n, [[0.0] * len(_FLOAT_FIELDS)] * k_n), factor)
+        zeros = np.zeros((k_n, len(_INT_FIELDS)), dtype=np.int64), np.zeros((k_n, len(_FLOAT_FIELDS)))
+        return self.tick(0.0, zeros, factor)
 
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
         """Observe, decide, validate, record; the validated levels."""
-        ints, floats = read
+        n = self.ticks
+        self.ints.buf[n] = read[0]  # recorded: a numpy row copy (Rows); at most one row per tick
+        self.floats.buf[n] = read[1]
+        ints, floats = read[0].tolist(), read[1].tolist()
         new = tuple.__new__  # a third of StageObs._make's cost, and this runs every tick
-        if self.heat is None:  # no physics: the readings are constants (NO_READING), written inline
+        if self.heat is None:  # no physics: temperature and frequency unknown, not throttled
             stages = tuple(
                 [
                     new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, nan, nan, False))
                     for (lv, q, b, a, sv, dr), (bs, ns) in zip(ints, floats, strict=True)
                 ]
             )
-        else:
-            readings = self.heat.readings()
+        else:  # the nodes' readings at this tick (Heat.at wrote them): temp_c, freq_mhz, throttled, power_w
+            now_read = self.heat.readings()
+            self.phys.buf[n] = now_read
+            readings = now_read.tolist()
             stages = tuple(
                 [
-                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, *phys))
-                    for (lv, q, b, a, sv, dr), (bs, ns), phys in zip(ints, floats, readings, strict=True)
+                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, tc, fq, th > 0.0))
+                    for (lv, q, b, a, sv, dr), (bs, ns), (tc, fq, th, _) in zip(ints, floats, readings, strict=True)
                 ]
             )
         oracle = (
@@ -122,28 +163,18 @@ class Controller:
             if self.wants_oracle
             else None
         )
-        period_s = self.setup.period_s if self.ticks else 0.0
-        obs = Observation(now, period_s, stages[0].arrivals, stages, oracle)
-        levels = validate_levels(
-            self.policy.decide(obs), self.setup.n_stages, self.setup.n_levels, policy=self.name, time_s=now
-        )
+        obs = Observation(now, self.period_s if n else 0.0, stages[0].arrivals, stages, oracle)
+        levels = validate_levels(self.policy.decide(obs), self.k_n, self.n_levels, policy=self.name, time_s=now)
         self.times.append(now)
         self.decided.extend(levels)
-        self.ints.extend(chain.from_iterable(ints))
-        self.floats.extend(chain.from_iterable(floats))
-        if self.heat is not None:
-            power = self.heat.tick_power(period_s)
-            for (temp_c, freq_mhz, _), power_w in zip(readings, power, strict=True):
-                self.physics.extend((temp_c, freq_mhz, power_w))
-        self.ticks += 1
+        self.ticks = self.ints.n = self.floats.n = self.phys.n = n + 1
         return levels
 
     def timeline(self) -> dict[str, list[Any]]:
         """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``, plus ``PHYSICS_TIMELINE`` with
         physics), one row per tick and stage."""
         k_n = self.setup.n_stages
-        ints = np.frombuffer(self.ints, dtype=np.int64).reshape(-1, len(_INT_FIELDS))
-        floats = np.frombuffer(self.floats, dtype=np.float64).reshape(-1, len(_FLOAT_FIELDS))
+        ints, floats = self.ints.rows(), self.floats.rows()
         cols: dict[str, list[Any]] = {
             "time_s": np.repeat(np.frombuffer(self.times, dtype=np.float64), k_n).tolist(),
             "stage": list(range(k_n)) * len(self.times),
@@ -155,13 +186,27 @@ class Controller:
             cols[name] = floats[:, j].tolist()
         out = {c: cols[c] for c in RAW_TIMELINE}
         if self.heat is not None:
-            phys = np.frombuffer(self.physics, dtype=np.float64).reshape(-1, len(PHYSICS_TIMELINE))
+            phys = self.phys.rows()[:, [0, 1, 3]]  # all but throttled
             out.update({name: phys[:, j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
         return out
 
 
+class Rows:
+    """Per-tick ``[stage, width]`` arrays in one array allocated for the run's ticks: a numpy row copy per
+    tick (``buf[n] = rows``, then ``n`` counted) is the cheapest record, ~10x cheaper than building Python
+    lists and converting them at the end."""
+
+    def __init__(self, ticks: int, k_n: int, width: int, dtype: type) -> None:
+        self.buf: np.ndarray = np.zeros((ticks, k_n, width), dtype=dtype)
+        self.n = 0
+
+    def rows(self) -> np.ndarray:
+        """Every recorded row, tick-major: ``[ticks * stages, width]``."""
+        return self.buf[: self.n].reshape(-1, self.buf.shape[2])
+
+
 def control(
-    env: simpy.Environment,
+    env: Waits,
     pipe: Pipeline,
     ctl: Controller,
     progress: Callable[[float], None] | None = None,
@@ -174,6 +219,8 @@ def control(
     for k, f in heat.factors() if heat is not None else ():
         phys_f[k] = f
         pipe.factor[k] = env_f[k] * f
+    if heat is not None:  # the readings at time 0 for the deployment decision
+        heat.at(0.0, True, 0.0, pipe)
     pipe.deploy(ctl.start(pipe.factor))
     changes = s.env_changes
     j, n = 0, 1
@@ -181,8 +228,8 @@ def control(
         t_tick = n * s.period_s
         t_env = changes[j][0] if j < len(changes) else math.inf
         t = t_tick if t_tick <= t_env else t_env
-        if heat is not None:
-            t = min(t, heat.next_s())
+        if heat is not None and heat.next_s < t:
+            t = heat.next_s
         if t >= s.end_s:
             return
         pipe.next_instant_s = t
@@ -196,7 +243,7 @@ def control(
             env_f[k] = changes[j][2]
             pipe.factor[k] = env_f[k] * phys_f[k]
             j += 1
-        for k, f in heat.at(t, is_tick, pipe) if heat is not None else ():
+        for k, f in heat.at(t, is_tick, s.period_s, pipe) if heat is not None else ():
             phys_f[k] = f
             pipe.factor[k] = env_f[k] * f
         if is_tick:
@@ -204,4 +251,5 @@ def control(
             n += 1
             if progress is not None and n % 256 == 0:
                 progress(t)
-        pipe.release()
+        if waits is not None:  # a path that waited on nothing holds nothing
+            pipe.release()

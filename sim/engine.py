@@ -22,7 +22,7 @@ import numpy as np
 import simpy
 
 from edgeprune.controller.contract import Policy
-from sim.control import Controller, control
+from sim.control import Clock, Controller, control, drive
 from sim.core import DONE, DROPPED, NO_LEVEL, UNFINISHED, EngineOutput, SimSetup
 from sim.physics import Heat
 from sim.reference import ReferenceModel
@@ -65,25 +65,28 @@ def simulate(
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        env = simpy.Environment()
-        pipe: FastPipeline | ReferenceModel = (
-            FastPipeline(setup, arrivals_s, quantiles, compiled)
-            if fast
-            else ReferenceModel(env, setup, arrivals_s, quantiles)
-        )
-        heat = Heat(setup.physics, setup.tenant_seeds, setup.end_s) if setup.has_physics else None
-        ctl = Controller(policy, setup, arrivals_s, heat)
-        env.process(control(env, pipe, ctl, progress))  # first: the deployment precedes every request
-        if isinstance(pipe, ReferenceModel):
+        pipe: FastPipeline | ReferenceModel
+        if fast:  # nothing but the control process is scheduled: stepped on a bare clock
+            pipe = FastPipeline(setup, arrivals_s, quantiles, compiled)
+            ctl = Controller(policy, setup, arrivals_s, _heat(setup, pipe.is_numpy))
+            drive(control(Clock(), pipe, ctl, progress))
+        else:
+            env = simpy.Environment()
+            pipe = ReferenceModel(env, setup, arrivals_s, quantiles)
+            ctl = Controller(policy, setup, arrivals_s, _heat(setup, False))
+            env.process(control(env, pipe, ctl, progress))  # first: the deployment precedes every request
             pipe.start()
-        env.run(until=setup.end_s)
+            env.run(until=setup.end_s)
         out = pipe.output(ctl.timeline())
-        if heat is not None:
-            out.heat = heat.finish(setup.end_s, pipe)
-            out.start_s = np.stack(
-                [np.asarray(pipe.services(k)[0], dtype=np.float64) for k in range(setup.n_stages)], 1
-            )
+        if ctl.heat is not None:
+            out.heat = ctl.heat.finish(setup.end_s, pipe)
+            out.start_s = np.stack([np.asarray(row, dtype=np.float64) for row in pipe.services()[0]], 1)
         return out
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _heat(setup: SimSetup, compiled: bool) -> Heat | None:
+    """The nodes' physics, compiled with the compiled fast path (``None`` without physics)."""
+    return Heat(setup.physics, setup.tenant_seeds, setup.end_s, compiled) if setup.has_physics else None

@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+import numpy as np
+
 __all__ = [
     "FS_ROWS",
     "IST_ROWS",
@@ -30,6 +32,7 @@ __all__ = [
     "advance",
     "bind",
     "compiled",
+    "compiled_heat",
     "read_out",
     "step",
 ]
@@ -213,6 +216,46 @@ def compiled() -> Kernel | None:
     for helper in (advance, advance_stage, read_out):  # callable from compiled code, still plain in Python
         register_jitable(helper)
     return njit(cache=True, nogil=True)(step)
+
+
+def compiled_heat(nodes: Any) -> Any:
+    """``edgeprune.physics.flat.heat_step`` compiled by numba and bound to the numpy state ``nodes`` (the
+    other arguments typed as ``sim.window``'s numpy state has them): every node's physics at an instant in
+    one call.  The plain function when numba is missing."""
+    kernel = _heat_kernel()
+    if kernel is None:  # pragma: no cover - numba is a dependency
+        from edgeprune.physics import flat
+
+        return flat.heat_step
+    two_d, one_d_int = np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
+    return bind(kernel, (nodes, 0.0, False, 0.0, two_d, two_d, one_d_int))
+
+
+@functools.cache
+def _heat_kernel() -> Any:
+    try:
+        from numba import njit
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    from numba.extending import register_jitable
+
+    from edgeprune.physics import flat
+
+    for helper in (  # callable from compiled code, still plain in Python
+        flat.govern_step,
+        flat.base_power_w,
+        flat.dyn_power_w,
+        flat.rc_pieces,
+        flat.rc_temp,
+        flat.ambient_part,
+        flat.conditions,
+        flat.schedule_next,
+        flat.advance_node,
+        flat.change,
+        flat.integrate_stage,
+    ):
+        register_jitable(helper)
+    return njit(cache=True, nogil=True)(flat.heat_step)
 
 
 def bind(kernel: Any, example_args: tuple[Any, ...]) -> Kernel:

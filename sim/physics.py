@@ -18,43 +18,29 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeprune.physics import DevicePhysics, NodeRun, dynamic_power_w
+from edgeprune.physics import DevicePhysics, NodeRun, dynamic_power_w, flat, tenant_schedule
+from edgeprune.physics.flat import build_nodes
+from sim import kernels
 
-__all__ = ["NO_READING", "Heat", "NodeHeat", "Services", "physics_summary"]
-
-NO_READING = (math.nan, math.nan, False)  # temp_c, freq_mhz, throttled of a stage without physics
+__all__ = ["Heat", "NodeHeat", "Services", "physics_summary"]
 
 
 class Services(Protocol):
-    """What the physics reads from a request path: stage ``k``'s service starts and times so far."""
+    """What the physics reads from a request path: every stage's service starts and times so far."""
 
-    def services(self, k: int) -> tuple[Sequence[float], Sequence[float], int]:
-        """``(start_s, service_s, n_started)``: rows over requests; the first ``n_started`` have started."""
+    def services(self) -> tuple[Any, Any, Any]:
+        """``(start_s, service_s, started)``: ``[k][i]`` rows over requests; stage ``k``'s first
+        ``started[k]`` requests have started."""
         ...
 
 
 class NodeHeat:
-    """The physics of the node that runs stage ``k``, fed with that stage's services."""
+    """The physics of the node that ran stage ``k``, read after the run (``run``: a view of its state)."""
 
-    def __init__(self, k: int, phys: DevicePhysics, end_s: float, rng: np.random.Generator) -> None:
+    def __init__(self, k: int, phys: DevicePhysics, run: NodeRun) -> None:
         self.k = k
         self.phys = phys
-        self.run = NodeRun(phys, end_s, rng)
-        self.first = 0  # the first request whose service may still overlap the next integration
-        self.tick_energy_j = 0.0  # the node's energy at the last controller tick
-
-    def integrate(self, t_s: float, path: Services) -> None:
-        """Advance the node to ``t_s`` over the services that ran since the last call."""
-        start, svc, n = path.services(self.k)
-        spans = [(start[i], start[i] + svc[i]) for i in range(self.first, n)]
-        while self.first < n and not start[self.first] + svc[self.first] > t_s:  # ended (or dropped: NaN)
-            self.first += 1
-        self.run.advance(t_s, spans)
-
-    def reading(self) -> tuple[float, float, bool]:
-        """What the node exposes: temperature, frequency, throttled flag."""
-        state = self.run.state
-        return state.temp_c, self.phys.dvfs.freqs_mhz[state.freq_index], state.freq_index > 0
+        self.run = run
 
     def request_energy_j(self, start_s: np.ndarray, service_s: np.ndarray, end_s: float) -> np.ndarray:
         """Each service's dynamic energy ``∫ (P(busy) - P(idle)) dt`` within the run (NaN where not served).
@@ -78,64 +64,64 @@ class NodeHeat:
 
 
 class Heat:
-    """Every node with physics in one run, stepped by ``sim.control`` at its instants."""
+    """Every node with physics in one run, one :class:`~edgeprune.physics.flat.Nodes` state, stepped by
+    ``sim.control`` at its instants: plain Python, or compiled (numpy state) for the compiled fast path."""
 
     def __init__(
-        self, physics: Sequence[DevicePhysics | None], seeds: Sequence[np.random.SeedSequence], end_s: float
+        self,
+        physics: Sequence[DevicePhysics | None],
+        seeds: Sequence[np.random.SeedSequence],
+        end_s: float,
+        compiled: bool = False,
     ) -> None:
         for k, phys in enumerate(physics):
             if phys is not None and phys.tenant and k >= len(seeds):
                 raise ValueError(f"stage {k}'s node has tenants but no seed was passed to draw them")
-        self.nodes = [
-            NodeHeat(k, phys, end_s, np.random.default_rng(seeds[k] if k < len(seeds) else 0))
-            for k, phys in enumerate(physics)
-            if phys is not None
-        ]
-        self.n_stages = len(physics)
-
-    def next_s(self) -> float:
-        """The earliest next change instant of any node (a governor decision or a tenant change)."""
-        return min(node.run.next_s for node in self.nodes)
+        self.stages = [k for k, phys in enumerate(physics) if phys is not None]
+        self.physics = [p for p in physics if p is not None]
+        tenants = []
+        for k, phys in zip(self.stages, self.physics, strict=True):
+            times, shares, watts = tenant_schedule(
+                phys.tenant, end_s, np.random.default_rng(seeds[k] if k < len(seeds) else 0)
+            )
+            tenants.append((times.tolist(), shares.tolist(), watts.tolist()))
+        self.nd = build_nodes(self.physics, self.stages, tenants, end_s, len(physics), compiled)
+        self.is_numpy = compiled
+        self.step = kernels.compiled_heat(self.nd) if compiled else flat.heat_step
+        self.next_s = min(float(self.nd.small[j][flat.FST][flat.NEXT_S]) for j in range(len(self.stages)))
 
     def factors(self) -> list[tuple[int, float]]:
         """``(stage, factor)`` of every node now."""
-        return [(node.k, node.run.factor) for node in self.nodes]
+        return [(k, float(self.nd.small[j][flat.FST][flat.FACTOR])) for j, k in enumerate(self.stages)]
 
-    def at(self, t_s: float, tick: bool, path: Services) -> list[tuple[int, float]]:
-        """At a control instant: integrate the nodes that need it (their change applies at their instant);
-        the ``(stage, factor)`` that changed."""
-        changed = []
-        for node in self.nodes:
-            run = node.run
-            due = run.next_s == t_s
-            if tick or due:
-                before = run.factor
-                node.integrate(t_s, path)
-                if due and run.factor != before:
-                    changed.append((node.k, run.factor))
-        return changed
+    def at(self, t_s: float, tick: bool, period_s: float, path: Services) -> list[tuple[int, float]]:
+        """At a control instant: integrate the nodes that need it (every node at a tick, and then write their
+        readings); the ``(stage, factor)`` whose change, due at ``t_s``, altered the factor."""
+        start, svc, started = path.services()
+        changed, self.next_s = self.step(self.nd, t_s, tick, period_s, start, svc, started)
+        if not changed:
+            return []
+        nd = self.nd
+        return [
+            (k, float(nd.small[j][flat.FST][flat.FACTOR]))
+            for j, k in enumerate(self.stages)
+            if nd.ints[j][flat.IST][flat.CHANGED]
+        ]
 
-    def readings(self) -> list[tuple[float, float, bool]]:
-        """Per stage: temperature, frequency, throttled (NaN / NaN / False where no physics)."""
-        out = [NO_READING] * self.n_stages
-        for node in self.nodes:
-            out[node.k] = node.reading()
-        return out
-
-    def tick_power(self, period_s: float) -> list[float]:
-        """Per stage: mean power since the last tick (NaN where no physics, or at the start tick)."""
-        out = [math.nan] * self.n_stages
-        for node in self.nodes:
-            energy_j = node.run.totals().energy_j
-            out[node.k] = (energy_j - node.tick_energy_j) / period_s if period_s > 0 else math.nan
-            node.tick_energy_j = energy_j
-        return out
+    def readings(self) -> np.ndarray:
+        """``[stage, 4]``, at the last tick: temperature, frequency, throttled (0/1) and mean power since
+        the tick before (``edgeprune.physics.flat`` ``read``; NaN / NaN / 0 / NaN where no physics)."""
+        read = self.nd.read
+        return read if self.is_numpy else np.array(read, dtype=np.float64)
 
     def finish(self, end_s: float, path: Services) -> dict[int, NodeHeat]:
         """Integrate every node to the end of the run; the nodes by stage."""
-        for node in self.nodes:
-            node.integrate(end_s, path)
-        return {node.k: node for node in self.nodes}
+        start, svc, started = path.services()
+        self.step(self.nd, end_s, True, 0.0, start, svc, started)
+        return {
+            k: NodeHeat(k, phys, NodeRun.of(phys, self.nd, j))
+            for j, (k, phys) in enumerate(zip(self.stages, self.physics, strict=True))
+        }
 
 
 def physics_summary(nodes: Sequence[NodeHeat], completed: int, end_s: float) -> dict[str, Any]:

@@ -24,6 +24,7 @@ the new process alters service times between control instants.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Generator
 from typing import Any
 
@@ -55,8 +56,9 @@ class ReferenceModel:
         self.status = np.full(n, UNFINISHED, dtype=np.uint8)
         self.dropped_at = np.full(n, -1, dtype=np.int8)
         self.levels = np.full((n, k_n), NO_LEVEL, dtype=np.uint8)
-        self.service_s = np.full((n, k_n), np.nan)
-        self.start_s = np.full((n, k_n), np.nan)
+        nan_row = array("d", [math.nan]) * n
+        self.service_rows = [array("d", nan_row) for _ in range(k_n)]  # [k][i] (rows: what sim.physics reads)
+        self.start_rows = [array("d", nan_row) for _ in range(k_n)]
         self.stages = [Stage(self, k, quantiles[k].tolist()) for k in range(k_n)]
         self.links = [Link(self, k) for k in range(k_n - 1)]
 
@@ -93,7 +95,7 @@ class ReferenceModel:
     def read(self, time_s: float) -> ReadOut:
         """Each stage's counters since the last tick and its state now; resets the counters."""
         reads = [stage.read() for stage in self.stages]
-        return [r[0] for r in reads], [r[1] for r in reads]
+        return np.array([r[0] for r in reads], dtype=np.int64), np.array([r[1] for r in reads], dtype=np.float64)
 
     def set_target(self, levels: Levels) -> None:
         """Levels for each stage's next service start."""
@@ -105,9 +107,9 @@ class ReferenceModel:
         self.released.succeed()
         self.released = self.env.event()
 
-    def services(self, k: int) -> tuple[Any, Any, int]:
-        """Stage ``k``'s service starts and times; the first ``n`` requests have started (``sim.physics``)."""
-        return self.start_s[:, k], self.service_s[:, k], self.stages[k].started
+    def services(self) -> tuple[Any, Any, Any]:
+        """Every stage's service starts and times, and how many requests started there (``sim.physics``)."""
+        return self.start_rows, self.service_rows, [stage.started for stage in self.stages]
 
     def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
         """The raw records of the run."""
@@ -116,7 +118,7 @@ class ReferenceModel:
             status=self.status,
             dropped_at=self.dropped_at,
             levels=self.levels,
-            service_s=self.service_s,
+            service_s=np.stack([np.frombuffer(r, dtype=np.float64) for r in self.service_rows], axis=1),
             timeline=timeline,
             switches=self.switches,
         )
@@ -185,8 +187,8 @@ class Stage:
         row = self.samples[self.level]
         service_s = row[int(self.u[i] * len(row))] * m.factor[self.k] + extra
         m.levels[i, self.k] = self.level
-        m.service_s[i, self.k] = service_s
-        m.start_s[i, self.k] = self.env.now
+        m.service_rows[self.k][i] = service_s
+        m.start_rows[self.k][i] = self.env.now
         self.started = i + 1
         return service_s, self.mean[self.level]
 

@@ -141,8 +141,8 @@ class FastPipeline:
     def read(self, time_s: float) -> ReadOut:
         """The read-out :meth:`settle` made at this tick."""
         if self.is_numpy:
-            return self.st.iout.tolist(), self.st.fout.tolist()
-        return self.st.iout, self.st.fout
+            return self.st.iout, self.st.fout
+        return np.array(self.st.iout, dtype=np.int64), np.array(self.st.fout, dtype=np.float64)
 
     def set_target(self, levels: Levels) -> None:
         """Levels for each stage's next service start."""
@@ -153,9 +153,9 @@ class FastPipeline:
     def release(self) -> None:
         """Nothing waits in this path: services at the instant start in the next window."""
 
-    def services(self, k: int) -> tuple[Any, Any, int]:
-        """Stage ``k``'s service starts and times; the first ``n`` requests have started (``sim.physics``)."""
-        return self.st.start[k], self.st.svc[k], int(self.st.ist[kernels.STARTED][k])
+    def services(self) -> tuple[Any, Any, Any]:
+        """Every stage's service starts and times, and how many requests started there (``sim.physics``)."""
+        return self.st.start, self.st.svc, self.st.ist[kernels.STARTED]
 
     def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
         """Finish every service that starts before the end, then the raw records."""

@@ -25,6 +25,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edgeprune.physics.flat import (
+    ambient_part,
+    base_power_w,
+    dyn_power_w,
+    freq_factor,
+    govern_step,
+    rc_pieces,
+    rc_temp,
+)
 from edgeprune.physics.params import DevicePhysics, DvfsParams, TenantParams, ThermalParams
 
 __all__ = [
@@ -78,22 +87,16 @@ def node_power_w(
 ) -> float:
     """Node power: idle + per-core power x busy cores (stage + tenant, capped at the node's cores) + tenant extra."""
     pw = phys.power
-    cores = min(float(pw.cores), (phys.service_cores if busy else 0.0) + tenant_share * pw.cores)
+    if not busy:
+        return base_power_w(pw.idle_w, pw.busy_core_w[freq_index], float(pw.cores), tenant_share, tenant_w)
+    cores = min(float(pw.cores), phys.service_cores + tenant_share * pw.cores)
     return pw.idle_w + pw.busy_core_w[freq_index] * cores + tenant_w
 
 
 def dynamic_power_w(phys: DevicePhysics, freq_index: int, tenant_share: float = 0.0) -> float:
     """What a service adds to the node's power: ``P(busy) - P(idle)`` at this step and tenant load."""
     pw = phys.power
-    base = min(float(pw.cores), tenant_share * pw.cores)
-    busy = min(float(pw.cores), phys.service_cores + tenant_share * pw.cores)
-    return pw.busy_core_w[freq_index] * (busy - base)
-
-
-def freq_factor(phys: DevicePhysics, freq_index: int) -> float:
-    """Service-time multiplier at a frequency step: ``(f_max / f)^alpha`` (1 at the top step)."""
-    f = phys.dvfs.freqs_mhz
-    return float((f[0] / f[freq_index]) ** phys.dvfs.alpha)
+    return dyn_power_w(pw.busy_core_w[freq_index], float(pw.cores), phys.service_cores, tenant_share)
 
 
 def tenant_slowdown(phys: DevicePhysics, tenant_share: float) -> float:
@@ -115,11 +118,8 @@ def govern(dvfs: DvfsParams, freq_index: int, temp_c: float) -> int:
     reached (throttle at once) and at most the number reached by ``temp_c + hysteresis_c`` (relax only once
     the temperature is ``hysteresis_c`` below a threshold).
     """
-    if temp_c >= dvfs.hard_limit_c:
-        return len(dvfs.freqs_mhz) - 1
-    down = bisect_right(dvfs.thresholds_c, temp_c)  # thresholds reached (they are ascending)
-    up = bisect_right(dvfs.thresholds_c, temp_c + dvfs.hysteresis_c)
-    return max(down, min(freq_index, up))
+    thr = dvfs.thresholds_c
+    return govern_step(thr, len(thr), dvfs.hard_limit_c, dvfs.hysteresis_c, len(dvfs.freqs_mhz), freq_index, temp_c)
 
 
 def initial_state(phys: DevicePhysics) -> NodeState:
@@ -173,34 +173,13 @@ def rc_period(
     and numpy's per-call cost would dominate.  The one implementation of the thermal step.
     """
     tau = th.tau_s
-    exp = math.exp
-    busy_s = weight = 0.0
-    for start_s, end_s in pairs:
-        a = t0_s if start_s < t0_s else start_s
-        b = t1_s if end_s > t1_s else end_s
-        if b > a:
-            busy_s += b - a
-            weight += exp((b - t1_s) / tau) - exp((a - t1_s) / tau)
-    decay = exp((t0_s - t1_s) / tau)
-    r = th.resistance_c_per_w
-    heat = r * base_w * (1.0 - decay) + r * dyn_w * weight
-    return temp_c * decay + heat + _ambient_part(th, t0_s, t1_s, decay), busy_s
-
-
-def _ambient_part(th: ThermalParams, t0_s: float, t1_s: float, decay: float) -> float:
-    """Contribution of the ambient (schedule) over ``[t0_s, t1_s)`` to the temperature at ``t1_s``."""
-    times = th.schedule_times_s
-    j = bisect_right(times, t0_s)  # schedule entries at or before t0_s
-    amb = th.ambient_c if j == 0 else th.schedule_ambient_c[j - 1]
-    if j == len(times) or times[j] >= t1_s:  # the common case: no change inside
-        return amb * (1.0 - decay)
-    tau = th.tau_s
-    total, a = 0.0, t0_s
-    while j < len(times) and times[j] < t1_s:
-        total += amb * (math.exp((times[j] - t1_s) / tau) - math.exp((a - t1_s) / tau))
-        a, amb = times[j], th.schedule_ambient_c[j]
-        j += 1
-    return total + amb * (1.0 - math.exp((a - t1_s) / tau))
+    starts = [p[0] for p in pairs]
+    ends = [p[1] for p in pairs]
+    busy_s, weight = rc_pieces(tau, t0_s, t1_s, starts, ends, 0, len(starts), False)
+    amb = ambient_part(
+        th.ambient_c, th.schedule_times_s, th.schedule_ambient_c, len(th.schedule_times_s), tau, t0_s, t1_s
+    )
+    return rc_temp(temp_c, tau, t0_s, t1_s, th.resistance_c_per_w, base_w, dyn_w, weight, amb), busy_s
 
 
 def dynamic_energy_j(

@@ -21,18 +21,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgeprune.physics.model import (
-    NodeState,
-    dynamic_energy_j,
-    dynamic_power_w,
-    freq_factor,
-    govern,
-    initial_state,
-    node_power_w,
-    rc_period,
-    tenant_schedule,
-    tenant_slowdown,
-)
+from edgeprune.physics import flat
+from edgeprune.physics.flat import Nodes, build_nodes
+from edgeprune.physics.model import NodeState, dynamic_energy_j, tenant_schedule
 from edgeprune.physics.params import DevicePhysics
 
 __all__ = ["NodeRun", "NodeTotals"]
@@ -52,104 +43,96 @@ class NodeTotals(NamedTuple):
 class NodeRun:
     """A node's state, change instants and energy over one run (see the module docstring).
 
-    Per-call work is a handful of float operations: the powers and the factor of the current conditions
-    are cached and recomputed only when the step or the tenant load changes (the simulator calls
-    :meth:`advance` once per node per governor period).
+    A view of node ``j`` of a :class:`~edgeprune.physics.flat.Nodes` state, whose functions are the one
+    implementation of the physics: :class:`NodeRun` builds its own one-node state; the simulator builds one
+    state for all its nodes (compiled in its fast path) and reads each node through :meth:`of`.
     """
 
     def __init__(self, phys: DevicePhysics, end_s: float, rng: np.random.Generator) -> None:
-        self.phys = phys
         times, shares, watts = tenant_schedule(phys.tenant, end_s, rng)
+        nodes = build_nodes([phys], [0], [(times.tolist(), shares.tolist(), watts.tolist())], end_s, 1, False)
+        self._bind(phys, nodes, 0)
+
+    @classmethod
+    def of(cls, phys: DevicePhysics, nodes: Nodes, j: int) -> NodeRun:
+        """Node ``j`` of a shared state (lists or numpy arrays)."""
+        run = cls.__new__(cls)
+        run._bind(phys, nodes, j)
+        return run
+
+    def _bind(self, phys: DevicePhysics, nodes: Nodes, j: int) -> None:
+        self.phys = phys
+        self._nd, self._j = nodes, j
+        self._fst, self._ist = nodes.small[j][flat.FST], nodes.ints[j][flat.IST]
+        n_ten = int(nodes.ints[j][flat.NPAR][flat.N_TEN])
+        ten = nodes.ten[j]
         # the tenants' schedule: from tenant_times_s[j] on they take tenant_shares[j] and draw tenant_watts[j]
-        self.tenant_times_s: list[float] = times.tolist()
-        self.tenant_shares: list[float] = shares.tolist()
-        self.tenant_watts: list[float] = watts.tolist()
-        self._th = phys.thermal
-        self._period_s = phys.dvfs.period_s
-        self._soft_c = phys.dvfs.soft_limit_c
-        self._next_tenant = 1  # index of the next tenant change
-        self._share = self.tenant_shares[0]
-        self._watt = self.tenant_watts[0]
-        self._n_gov = 1  # the next governor instant is n x period_s
-        start = initial_state(phys)
-        self._temp_c = start.temp_c
-        self._step = start.freq_index
-        self.t_s = 0.0
-        self._total_j = self._base_j = self._busy_j = 0.0
-        self._peak_c = self._temp_c
-        self._at_step = [0.0] * len(phys.dvfs.freqs_mhz)
-        # conditions by change instant: from edges_s[j] on, step steps[j] and tenant share shares[j]
-        self.edges_s: list[float] = [0.0]
-        self.steps: list[int] = [self._step]
-        self.shares: list[float] = [self._share]
-        self._dyn_memo: dict[tuple[int, float], float] = {}
-        self._conditions()
+        self.tenant_times_s: list[float] = [float(x) for x in ten[flat.TEN_T][:n_ten]]
+        self.tenant_shares: list[float] = [float(x) for x in ten[flat.TEN_SHARE][:n_ten]]
+        self.tenant_watts: list[float] = [float(x) for x in ten[flat.TEN_W][:n_ten]]
 
-    def _conditions(self) -> None:
-        """Cache the powers and the factor of the current conditions, and the next change instant."""
-        phys, step, share = self.phys, self._step, self._share
-        self._base_w = node_power_w(phys, step, False, share, self._watt)
-        self._dyn_w = self._dyn(step, share)
-        # the service-time multiplier now: (f_max / f)^alpha x the tenants' slowdown
-        self.factor = freq_factor(phys, step) * tenant_slowdown(phys, share)
-        self._schedule_next()
+    @property
+    def t_s(self) -> float:
+        """Time advanced to."""
+        return float(self._fst[flat.T_S])
 
-    def _schedule_next(self) -> None:
-        gov = self._n_gov * self._period_s
-        k = self._next_tenant
-        ten = self.tenant_times_s[k] if k < len(self.tenant_times_s) else math.inf
-        self.next_s = gov if gov <= ten else ten  # the next change instant (governor decision or tenant change)
+    @property
+    def next_s(self) -> float:
+        """The next change instant (governor decision or tenant change)."""
+        return float(self._fst[flat.NEXT_S])
+
+    @property
+    def factor(self) -> float:
+        """The service-time multiplier now: ``(f_max / f)^alpha`` x the tenants' slowdown."""
+        return float(self._fst[flat.FACTOR])
 
     @property
     def state(self) -> NodeState:
         """Temperature and frequency step now."""
-        return NodeState(self._temp_c, self._step)
+        return NodeState(float(self._fst[flat.TEMP]), int(self._ist[flat.STEP]))
 
     @property
     def tenant_share(self) -> float:
         """Share of the node's cores the tenants take now."""
-        return self._share
+        return float(self._fst[flat.SHARE])
+
+    @property
+    def edges_s(self) -> list[float]:
+        """The change instants at which the conditions changed (the first is 0)."""
+        return [float(x) for x in self._nd.edges[self._j][flat.EDGE_T][: self._n_edges()]]
+
+    @property
+    def steps(self) -> list[int]:
+        """The frequency step from each of :attr:`edges_s` on."""
+        return [int(x) for x in self._nd.edges[self._j][flat.EDGE_STEP][: self._n_edges()]]
+
+    @property
+    def shares(self) -> list[float]:
+        """The tenants' share from each of :attr:`edges_s` on."""
+        return [float(x) for x in self._nd.edges[self._j][flat.EDGE_SHARE][: self._n_edges()]]
+
+    def _n_edges(self) -> int:
+        return int(self._ist[flat.N_EDGES])
 
     def advance(self, t_s: float, busy: np.ndarray | Sequence[Sequence[float]]) -> float:
-        """Integrate to ``t_s`` (not beyond :attr:`next_s`); at a change instant apply it.  Returns T(t_s)."""
-        t0_s = self.t_s
-        if not t0_s <= t_s <= self.next_s:
-            raise ValueError(f"NodeRun.advance: t_s = {t_s} outside [{t0_s}, next change {self.next_s}]")
+        """Integrate to ``t_s`` (not beyond :attr:`next_s`) over the busy intervals ``busy`` (``[m, 2]``:
+        start, end; clipped to the period); at a change instant apply it.  Returns T(t_s)."""
+        if not self.t_s <= t_s <= self.next_s:
+            raise ValueError(f"NodeRun.advance: t_s = {t_s} outside [{self.t_s}, next change {self.next_s}]")
+        self._room()
         pairs = busy.tolist() if isinstance(busy, np.ndarray) else busy
-        temp_c, busy_s = rc_period(self._th, self._temp_c, t0_s, t_s, pairs, self._base_w, self._dyn_w)
-        h_s = t_s - t0_s
-        base_j = self._base_w * h_s
-        busy_j = self._dyn_w * busy_s
-        self._total_j += base_j + busy_j
-        self._base_j += base_j
-        self._busy_j += busy_j
-        self._at_step[self._step] += h_s
-        self.t_s = t_s
-        self._temp_c = temp_c
-        if temp_c > self._peak_c:
-            self._peak_c = temp_c
-        if t_s == self.next_s:
-            self._change(t_s)
-        return temp_c
+        starts = [float(p[0]) for p in pairs]
+        ends = [float(p[1]) for p in pairs]
+        flat.advance_node(self._nd, self._j, t_s, starts, ends, 0, len(starts), False)
+        return float(self._fst[flat.TEMP])
 
-    def _change(self, t_s: float) -> None:
-        """Apply the governor's decision and / or the tenant change due at ``t_s``; record new conditions."""
-        step, share, watt = self._step, self._share, self._watt
-        if self._n_gov * self._period_s == t_s:
-            if step or self._temp_c >= self._soft_c:  # at the top step below the first threshold: stays
-                self._step = govern(self.phys.dvfs, step, self._temp_c)
-            self._n_gov += 1
-        k = self._next_tenant
-        if k < len(self.tenant_times_s) and self.tenant_times_s[k] == t_s:
-            self._share, self._watt = self.tenant_shares[k], self.tenant_watts[k]
-            self._next_tenant = k + 1
-        if self._step != step or self._share != share or self._watt != watt:
-            self.edges_s.append(t_s)
-            self.steps.append(self._step)
-            self.shares.append(self._share)
-            self._conditions()
-        else:
-            self._schedule_next()
+    def _room(self) -> None:
+        """A one-node state of lists grows its change log when a caller goes on past the run's end."""
+        rows = self._nd.edges[self._j]
+        if self._n_edges() + 1 < len(rows[0]) or not isinstance(rows[0], list):
+            return
+        for row in rows:
+            row.extend([0.0] * len(row))
 
     def request_energy_j(self, start_s: float, end_s: float) -> float:
         """A service's dynamic energy over ``[start_s, end_s)``, split where the conditions changed.
@@ -160,14 +143,16 @@ class NodeRun:
         """
         return dynamic_energy_j(self.phys, start_s, end_s, self.edges_s, self.steps, self.shares)
 
-    def _dyn(self, step: int, share: float) -> float:
-        key = (step, share)
-        w = self._dyn_memo.get(key)
-        if w is None:
-            w = self._dyn_memo[key] = dynamic_power_w(self.phys, step, share)
-        return w
-
     def totals(self) -> NodeTotals:
         """Energy, peak temperature and time per frequency step so far."""
-        at = tuple(self._at_step)
-        return NodeTotals(self._total_j, self._base_j, self._busy_j, self._peak_c, math.fsum(at[1:]), at)
+        f = self._fst
+        n_steps = int(self._nd.ints[self._j][flat.NPAR][flat.N_STEPS])
+        at = tuple(float(x) for x in self._nd.small[self._j][flat.AT_STEP][:n_steps])
+        return NodeTotals(
+            float(f[flat.TOTAL_J]),
+            float(f[flat.BASE_J]),
+            float(f[flat.BUSY_J]),
+            float(f[flat.PEAK]),
+            math.fsum(at[1:]),
+            at,
+        )
