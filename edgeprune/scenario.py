@@ -28,7 +28,7 @@ Top-level keys (see ``ARCHITECTURE.md`` for the full schema with examples)::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -236,10 +236,14 @@ class Scenario:
         return replace(self, policies=tuple(chosen))
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, validate and resolve a scenario file (see the module docstring)."""
+def load_scenario(path: str | Path, *, seed: int | None = None, policies: Sequence[str] | None = None) -> Scenario:
+    """Read, validate and resolve a scenario file (see the module docstring); ``seed`` replaces its root
+    seed and ``policies`` keeps only the named ones (what every CLI's ``--seed`` and ``--policy`` mean)."""
     src = Path(path)
-    return scenario_from_table(load_toml(src), src, src.parent)
+    sc = scenario_from_table(load_toml(src), src, src.parent)
+    if seed is not None:
+        sc = sc.with_seed(seed)
+    return sc.with_policies(list(policies)) if policies else sc
 
 
 def scenario_from_table(table: Mapping[str, Any], source: str | Path, base_dir: Path) -> Scenario:
