@@ -33,27 +33,16 @@ def tiny_cfg(tmp_path: Path) -> Path:
     return write_tiny_config(tmp_path / "cfg")
 
 
+def _tiny_latency(tiny_cfg: Path, out: Path, *extra: str) -> list[str]:
+    """``edgeprune-profile latency`` of the tiny ViT (random weights, 2 stages, levels 0/0.2/0.5) into ``out``."""
+    tiny = ["--model-config", str(tiny_cfg), "--random-init", "--stages", "2", "--levels", "0,0.2,0.5"]
+    return ["latency", *tiny, *extra, "--out", str(out), *FAST]
+
+
 @pytest.fixture
 def profile(tmp_path: Path, tiny_cfg: Path) -> Path:
     out = tmp_path / "out" / "tiny.json"
-    argv = [
-        "latency",
-        "--model-config",
-        str(tiny_cfg),
-        "--random-init",
-        "--stages",
-        "2",
-        "--levels",
-        "0,0.2,0.5",
-        "--device-name",
-        "x1,x2",
-        "--threads",
-        "1,1",
-        "--out",
-        str(out),
-        *FAST,
-    ]
-    assert main(argv) == 0
+    assert main(_tiny_latency(tiny_cfg, out, "--device-name", "x1,x2", "--threads", "1,1")) == 0
     return out
 
 
@@ -88,23 +77,7 @@ def test_latency_writes_a_profile_the_simulator_loads(profile: Path) -> None:
 
 
 def test_append_adds_a_device_to_an_existing_profile(profile: Path, tiny_cfg: Path) -> None:
-    argv = [
-        "latency",
-        "--model-config",
-        str(tiny_cfg),
-        "--random-init",
-        "--stages",
-        "2",
-        "--levels",
-        "0,0.2,0.5",
-        "--device-name",
-        "pi4b",
-        "--append",
-        "--out",
-        str(profile),
-        *FAST,
-    ]
-    assert main(argv) == 0
+    assert main(_tiny_latency(tiny_cfg, profile, "--device-name", "pi4b", "--append")) == 0
     assert list(load_profile(profile).devices) == ["x1", "x2", "pi4b"]
 
 

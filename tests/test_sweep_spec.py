@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simfixtures import BASE_SCENARIO, write_case
+from simfixtures import short_scenario, write_case, write_sweep
 
 from edgeprune.config import load_toml
 from edgeprune.errors import ConfigError
@@ -16,19 +16,11 @@ from edgeprune.scenario import load_scenario, scenario_from_table
 from edgeprune.sweep import load_sweep, run_cell
 from edgeprune.sweep.keys import KeyPathError, parse_key, set_key
 
-SHORT = (
-    BASE_SCENARIO.replace("duration_s = 600", "duration_s = 60")
-    .replace("warmup_s = 30", "warmup_s = 5")
-    .replace("start_s = 200", "start_s = 20")
-    .replace("end_s = 400", "end_s = 40")
-)
+SHORT = short_scenario(60, slowed_s=(20, 40))
 
 
 def _sweep(folder: Path, body: str) -> Path:
-    write_case(folder / "case", SHORT)
-    path = folder / "sweep.toml"
-    path.write_text('base = "case/scenario.toml"\n' + body)
-    return path
+    return write_sweep(folder, 'base = "case/scenario.toml"\n' + body, SHORT)
 
 
 # --- key paths --------------------------------------------------------------------------------------------
