@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tempfile
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from edgeprune.checker import check_policy
+from edgeprune.config import load_toml
 from edgeprune.errors import EdgePruneError
-from edgeprune.scenario import Scenario, load_scenario
+from edgeprune.scenario import Scenario, load_scenario, scenario_from_table
 from sim.runner import curves_for, draw_streams, run_policy
 from traces import PoissonArrivals, ReplayArrivals
 
@@ -58,18 +55,13 @@ class Cell:
     switches: int
 
 
-def load(path: Path, profile: Path | None, tmp: Path) -> Scenario:
-    """Load a scenario, optionally on another profile (written to a temporary copy with absolute paths)."""
+def load(path: Path, profile: Path | None) -> Scenario:
+    """Load a scenario, optionally on another profile (its table changed in memory: no copy is written)."""
     if profile is None:
         return load_scenario(path)
-    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    table = load_toml(path)
     table["profile"] = str(profile.resolve())
-    arr = table.get("arrivals", {})
-    if "path" in arr:
-        arr["path"] = str((path.parent / arr["path"]).resolve())
-    copy = tmp / path.name
-    copy.write_text(tomli_w.dumps(table), encoding="utf-8")
-    return load_scenario(copy)
+    return scenario_from_table(table, path, path.parent)
 
 
 def run_all(sc: Scenario) -> dict[str, Cell]:
@@ -128,14 +120,14 @@ def sustainable_hz(table: Mapping[float, Mapping[str, Cell]], name: str) -> floa
     return best
 
 
-def scenario_set(folder: Path, profile: Path | None, tmp: Path, quick: bool) -> dict[str, dict[str, Cell]]:
+def scenario_set(folder: Path, profile: Path | None, quick: bool) -> dict[str, dict[str, Cell]]:
     """Section 3: every scenario file of the folder."""
     out = {}
     print("\n## Scenario set (SLO attainment % / mean accuracy / switches)\n")
     for path in sorted(folder.glob("*.toml")):
         if path.name == "sweep.toml":  # a sweep spec over fig5-base.toml (edgeprune-sim sweep), not a scenario
             continue
-        sc = load(path, profile, tmp)
+        sc = load(path, profile)
         if quick and sc.duration_s is not None:
             sc = dataclasses.replace(sc, duration_s=min(sc.duration_s, 300.0), arrivals=_quick_arrivals(sc, 300.0))
         cells = out[path.stem] = run_all(sc)
@@ -220,22 +212,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rates and shorter runs")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        try:
-            base = load(args.scenarios / "fig5-base.toml", args.profile, tmp)
-        except EdgePruneError as exc:
-            print(f"bench_policies: {exc}", file=sys.stderr)
-            return 2
-        acc = base.profile.accuracy
-        print(
-            f"# Policies on scenarios/paper (profile {base.profile_path.name}; accuracy "
-            f"{'PROXY: ' + acc.dataset if acc is not None and acc.proxy else (acc.dataset if acc else 'none')})"
-        )
-        decision_times(base)
-        table = sweep(base, QUICK_RATES_HZ if args.quick else SWEEP_RATES_HZ, 300.0 if args.quick else None)
-        scen = scenario_set(args.scenarios, args.profile, tmp, args.quick)
-        ok = must_show(table, scen, floor_of(base))
+    try:
+        base = load(args.scenarios / "fig5-base.toml", args.profile)
+    except EdgePruneError as exc:
+        print(f"bench_policies: {exc}", file=sys.stderr)
+        return 2
+    acc = base.profile.accuracy
+    print(
+        f"# Policies on scenarios/paper (profile {base.profile_path.name}; accuracy "
+        f"{'PROXY: ' + acc.dataset if acc is not None and acc.proxy else (acc.dataset if acc else 'none')})"
+    )
+    decision_times(base)
+    table = sweep(base, QUICK_RATES_HZ if args.quick else SWEEP_RATES_HZ, 300.0 if args.quick else None)
+    scen = scenario_set(args.scenarios, args.profile, args.quick)
+    ok = must_show(table, scen, floor_of(base))
     print(f"\n(wall time {time.perf_counter() - t0:.0f} s)")
     return 0 if ok else 1
 

@@ -27,16 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from simfixtures import BASE_SCENARIO, write_case  # noqa: E402
+from simfixtures import short_scenario, write_case  # noqa: E402
 
 from edgeprune.sweep import load_sweep, run_sweep  # noqa: E402
 
-SCENARIO = (
-    BASE_SCENARIO.replace("duration_s = 600", "duration_s = 60")
-    .replace("warmup_s = 30", "warmup_s = 5")
-    .replace("start_s = 200", "start_s = 20")
-    .replace("end_s = 400", "end_s = 40")
-)
+SCENARIO = short_scenario(60, slowed_s=(20, 40))
 RATES_HZ = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5]
 
 

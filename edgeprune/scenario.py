@@ -1,6 +1,7 @@
 """The scenario: one TOML file saying what to simulate (or run on hardware), validated in one place.
 
-:func:`load_scenario` reads the file, checks every key against the frozen dataclasses below (unknown keys
+:func:`load_scenario` reads the file and :func:`scenario_from_table` (which also serves a document already in
+memory, such as a sweep cell) checks every key against the frozen dataclasses below (unknown keys
 get the closest valid name), loads the profile it names, cross-checks stages, devices, levels and
 policies against that profile, and returns a :class:`Scenario`.  Every problem is one
 :class:`~edgeprune.errors.ConfigError` line naming the file, the dotted key and the value.
@@ -27,7 +28,7 @@ Top-level keys (see ``ARCHITECTURE.md`` for the full schema with examples)::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,7 @@ __all__ = [
     "StageSpec",
     "arrivals_end_s",
     "load_scenario",
+    "scenario_from_table",
     "scenario_to_dict",
 ]
 
@@ -234,20 +236,32 @@ class Scenario:
         return replace(self, policies=tuple(chosen))
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, validate and resolve a scenario file (see the module docstring)."""
+def load_scenario(path: str | Path, *, seed: int | None = None, policies: Sequence[str] | None = None) -> Scenario:
+    """Read, validate and resolve a scenario file (see the module docstring); ``seed`` replaces its root
+    seed and ``policies`` keeps only the named ones (what every CLI's ``--seed`` and ``--policy`` mean)."""
     src = Path(path)
-    table = load_toml(src)
-    ctx = Ctx(str(src))
+    sc = scenario_from_table(load_toml(src), src, src.parent)
+    if seed is not None:
+        sc = sc.with_seed(seed)
+    return sc.with_policies(list(policies)) if policies else sc
+
+
+def scenario_from_table(table: Mapping[str, Any], source: str | Path, base_dir: Path) -> Scenario:
+    """Validate and resolve a scenario document already in memory (a file's table, a sweep cell's).
+
+    ``source`` names the document in every error (``SOURCE: key = value: problem``) and becomes
+    :attr:`Scenario.source` (its stem is the default name); relative paths resolve against ``base_dir``.
+    The table is kept as :attr:`Scenario.raw`, not copied."""
+    src = Path(source)
+    ctx = Ctx(str(source))
     raw = build(_RawScenario, table, ctx)
-    base = src.parent
-    profile_path = (base / raw.profile).resolve() if not Path(raw.profile).is_absolute() else Path(raw.profile)
+    profile_path = (base_dir / raw.profile).resolve() if not Path(raw.profile).is_absolute() else Path(raw.profile)
     try:
         profile = load_profile(profile_path)
     except ProfileError as exc:
-        raise ConfigError(f"{src}: profile = {raw.profile!r}: {exc}") from None
+        raise ConfigError(f"{source}: profile = {raw.profile!r}: {exc}") from None
     _check_placement(raw, profile, ctx)
-    arrivals = arrivals_from_table(raw.arrivals, ctx.child("arrivals"), base)
+    arrivals = arrivals_from_table(raw.arrivals, ctx.child("arrivals"), base_dir)
     has_acc = profile.accuracy is not None
     policies = tuple(
         policy_from_table(

@@ -131,11 +131,7 @@ def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenar
     from edgeprune.scenario import load_scenario
     from hil.compare import with_profile
 
-    sc = load_scenario(args.scenario)
-    if args.seed is not None:
-        sc = sc.with_seed(args.seed)
-    if args.policy:
-        sc = sc.with_policies(args.policy)
+    sc = load_scenario(args.scenario, seed=args.seed, policies=args.policy)
     if args.profile is not None:
         prof = load_profile(args.profile)
         sc = with_profile(sc, prof, cluster.name if cluster.name in prof.devices else None)

@@ -40,9 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 SSHD = "/usr/sbin/sshd"
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
@@ -420,3 +423,25 @@ def no_torch_python(cluster: LocalCluster) -> str:
     wrapper.chmod(0o755)
     d.chmod(0o755)
     return str(wrapper)
+
+
+def cluster_fixtures(n_nodes: int, *, cgroups: bool = False) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """A test module's two fixtures: ``cluster`` (``n_nodes`` "Pis" shared by the module, see
+    :func:`start_local_cluster`; stopping it must find no process left) and the autouse ``no_leftovers`` (fails
+    a test when any process of the nodes' user outlives it).  Use: ``cluster, no_leftovers = cluster_fixtures(2)``."""
+
+    @pytest.fixture(scope="module", name="cluster")
+    def cluster() -> Iterator[LocalCluster]:
+        c = start_local_cluster(n_nodes, cgroups=cgroups)
+        yield c
+        left = c.stop()
+        assert not left, f"processes left on the nodes: {left}"
+
+    @pytest.fixture(autouse=True, name="no_leftovers")
+    def no_leftovers(cluster: LocalCluster) -> Iterator[None]:
+        yield
+        left = cluster.leftovers()
+        if left:
+            pytest.fail(f"processes left on the nodes: {left}")
+
+    return cluster, no_leftovers

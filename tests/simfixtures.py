@@ -111,3 +111,24 @@ def write_case(folder: Path, scenario: str = BASE_SCENARIO, **profile_kw: Any) -
     path = folder / "scenario.toml"
     path.write_text(scenario)
     return path
+
+
+def short_scenario(duration_s: int, *, warmup_s: int = 5, slowed_s: tuple[int, int] | None = None) -> str:
+    """:data:`BASE_SCENARIO` over ``duration_s`` seconds with ``warmup_s`` of warm-up, node pi2's slowdown
+    moved to ``[slowed_s[0], slowed_s[1])`` if given (else it stays at 200-400 s)."""
+    text = BASE_SCENARIO.replace("duration_s = 600", f"duration_s = {duration_s}")
+    text = text.replace("warmup_s = 30", f"warmup_s = {warmup_s}")
+    if slowed_s is not None:
+        text = text.replace("start_s = 200", f"start_s = {slowed_s[0]}").replace(
+            "end_s = 400", f"end_s = {slowed_s[1]}"
+        )
+    return text
+
+
+def write_sweep(folder: Path, spec: str, scenario: str) -> Path:
+    """Write the case (profile and ``scenario``) into ``folder/case`` and ``spec`` as ``folder/sweep.toml``
+    (a spec for it says ``base = "case/scenario.toml"``); return the spec's path."""
+    write_case(folder / "case", scenario)
+    path = folder / "sweep.toml"
+    path.write_text(spec)
+    return path

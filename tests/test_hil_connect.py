@@ -12,11 +12,10 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hil_cluster import LocalCluster, no_torch_python, skip_reason, start_local_cluster
+from hil_cluster import LocalCluster, cluster_fixtures, no_torch_python, skip_reason
 from simfixtures import profile_dict
 
 from edgeprune.errors import HilError
@@ -25,22 +24,7 @@ from hil.cli import main
 pytestmark = [pytest.mark.ssh, pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """Two "Pis" (shared by the tests of this module)."""
-    c = start_local_cluster(2)
-    yield c
-    left = c.stop()
-    assert not left, f"processes left on the nodes: {left}"
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(cluster: LocalCluster) -> Iterator[None]:
-    """Fail the test when any process of the nodes' user outlives it."""
-    yield
-    left = cluster.leftovers()
-    if left:
-        pytest.fail(f"processes left on the nodes: {left}")
+cluster, no_leftovers = cluster_fixtures(2)  # two "Pis" shared by the tests of this module
 
 
 def _cluster_file(tmp_path: Path, cluster: LocalCluster, **kw: object) -> Path:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +27,9 @@ from hil_cluster import (
     RUN_VIT,
     LocalCluster,
     cgroup_skip_reason,
+    cluster_fixtures,
     make_tiny_checkpoint,
     skip_reason,
-    start_local_cluster,
 )
 
 from hil.cli import main
@@ -48,22 +47,7 @@ pytestmark = [
 SCENARIO = Path(__file__).parents[1] / "scenarios" / "hil" / "bursty-4node.toml"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """Four "Pis", each in its own cpu cgroup."""
-    c = start_local_cluster(4, cgroups=True)
-    yield c
-    left = c.stop()
-    assert not left, f"processes left on the nodes: {left}"
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(cluster: LocalCluster) -> Iterator[None]:
-    """Fail the test when any process of the nodes' user outlives it."""
-    yield
-    left = cluster.leftovers()
-    if left:
-        pytest.fail(f"processes left on the nodes: {left}")
+cluster, no_leftovers = cluster_fixtures(4, cgroups=True)  # four "Pis", each in its own cpu cgroup
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from simfixtures import BASE_SCENARIO, write_case
+from simfixtures import short_scenario, write_case
 
 import edgeprune.atomic as atomic
 from edgeprune.atomic import atomic_dir, remove_stale
@@ -270,7 +270,7 @@ def test_real_signals_during_writes_leave_whole_results_and_no_debris(tmp_path: 
 
 # ------------------------------------------------------------------------------------------ edgeprune-sim
 
-SHORT = BASE_SCENARIO.replace("duration_s = 600", "duration_s = 30").replace("warmup_s = 30", "warmup_s = 2")
+SHORT = short_scenario(30, warmup_s=2)
 
 
 @pytest.fixture

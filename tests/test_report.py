@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy import stats
-from simfixtures import BASE_SCENARIO, write_case
+from simfixtures import BASE_SCENARIO, short_scenario, write_case, write_sweep
 
 from edgeprune.cli.report import main as report_main
 from edgeprune.cli.sim import main as sim_main
@@ -24,12 +24,7 @@ from edgeprune.report.stats import mean_ci, t_halfwidth
 from edgeprune.report.tables import headline_table
 from edgeprune.sweep import load_sweep, run_sweep
 
-SHORT = (
-    BASE_SCENARIO.replace("duration_s = 600", "duration_s = 40")
-    .replace("warmup_s = 30", "warmup_s = 5")
-    .replace("start_s = 200", "start_s = 15")
-    .replace("end_s = 400", "end_s = 30")
-)
+SHORT = short_scenario(40, slowed_s=(15, 30))
 SPEC = """\
 name = "fig5"
 base = "case/scenario.toml"
@@ -45,9 +40,8 @@ P95_FACTOR = 1.1  # the fabricated hardware run's p95 is the simulator's times t
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A sweep, a simulator run, its fabricated hardware twin (relabelled, p95 scaled) and the profile."""
     root = tmp_path_factory.mktemp("report")
-    case = write_case(root / "case", SHORT)
-    spec = root / "sweep.toml"
-    spec.write_text(SPEC)
+    spec = write_sweep(root, SPEC, SHORT)
+    case = root / "case" / "scenario.toml"
     run_sweep(load_sweep(spec), root / "sweep", scheduler="none")
     for name in ("sim", "hw"):
         assert sim_main([str(case), "--out", str(root / name), "--no-progress"]) == 0

@@ -6,18 +6,13 @@ import functools
 from pathlib import Path
 
 import pytest
-from simfixtures import BASE_SCENARIO, write_case
+from simfixtures import short_scenario, write_sweep
 
 import edgeprune.cli.sweep as cli_sweep
 from edgeprune.cli.sim import main as sim_main
 from edgeprune.sweep import Cell, CellOutcome, run_cell, run_sweep
 
-SHORT = (
-    BASE_SCENARIO.replace("duration_s = 600", "duration_s = 30")
-    .replace("warmup_s = 30", "warmup_s = 5")
-    .replace("start_s = 200", "start_s = 10")
-    .replace("end_s = 400", "end_s = 20")
-)
+SHORT = short_scenario(30, slowed_s=(10, 20))
 SPEC = """\
 base = "case/scenario.toml"
 seeds = [0, 1]
@@ -30,10 +25,7 @@ values = [0.8, 1.2]
 
 @pytest.fixture
 def spec(tmp_path: Path) -> Path:
-    write_case(tmp_path / "case", SHORT)
-    path = tmp_path / "sweep.toml"
-    path.write_text(SPEC)
-    return path
+    return write_sweep(tmp_path, SPEC, SHORT)
 
 
 def test_sweep_subcommand_prints_counts_and_a_ci_table(

@@ -17,12 +17,12 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
-from simfixtures import BASE_SCENARIO, write_case
+from simfixtures import short_scenario, write_sweep
 
 pytest.importorskip("distributed")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHORT = BASE_SCENARIO.replace("duration_s = 600", "duration_s = 120").replace("warmup_s = 30", "warmup_s = 5")
+SHORT = short_scenario(120)
 SPEC = """\
 base = "case/scenario.toml"
 seeds = [{seeds}]
@@ -53,9 +53,7 @@ def _wait_for_cells(out: Path, proc: subprocess.Popen[str], timeout_s: float = 1
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_local_sweep_stops_cleanly_and_resumes(tmp_path: Path, sig: int) -> None:
-    write_case(tmp_path / "case", SHORT)
-    spec = tmp_path / "sweep.toml"
-    spec.write_text(SPEC.format(seeds=", ".join(str(s) for s in range(12))))
+    spec = write_sweep(tmp_path, SPEC.format(seeds=", ".join(str(s) for s in range(12))), SHORT)
     out = tmp_path / "out"
     proc = _sweep(spec, out, "--workers", "2")
     _wait_for_cells(out, proc)

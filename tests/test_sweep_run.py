@@ -8,18 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from simfixtures import BASE_SCENARIO, write_case
+from simfixtures import short_scenario, write_sweep
 
 from edgeprune.results import SUMMARY_FIELDS, read_run_dir
 from edgeprune.sweep import Cell, CellOutcome, load_sweep, run_cell, run_sweep
 from edgeprune.sweep.execute import assemble_results
 
-SHORT = (
-    BASE_SCENARIO.replace("duration_s = 600", "duration_s = 60")
-    .replace("warmup_s = 30", "warmup_s = 5")
-    .replace("start_s = 200", "start_s = 20")
-    .replace("end_s = 400", "end_s = 40")
-)
+SHORT = short_scenario(60, slowed_s=(20, 40))
 SPEC = """\
 base = "case/scenario.toml"
 seeds = [0, 1, 2]
@@ -36,10 +31,7 @@ values = [1.0, 2.0]
 
 @pytest.fixture
 def spec(tmp_path: Path) -> Path:
-    write_case(tmp_path / "case", SHORT)
-    path = tmp_path / "sweep.toml"
-    path.write_text(SPEC)
-    return path
+    return write_sweep(tmp_path, SPEC, SHORT)
 
 
 class Counting:

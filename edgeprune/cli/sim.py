@@ -48,11 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from sim import run_scenario
 
-    sc = load_scenario(args.scenario)
-    if args.seed is not None:
-        sc = sc.with_seed(args.seed)
-    if args.policy:
-        sc = sc.with_policies(args.policy)
+    sc = load_scenario(args.scenario, seed=args.seed, policies=args.policy)
     if args.out is not None:
         check_out_dir(args.out, args.force)  # before simulating: a bad --out costs nothing
     progress = Progress(enabled=not args.no_progress)

@@ -55,7 +55,7 @@ class BottleneckPolicy:
         self.p = params
         self.c = curves
         n = curves.n_stages
-        self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
+        self._top = params.top_level(curves.n_levels)
         self._factors = FactorEstimator(curves, params.factor_alpha)
         self._factor = self._factors.factor
         self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow, params.rate_z)

@@ -22,6 +22,7 @@ curves), so a slowdown active from time 0 is seen like any other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from edgeprune.config import spec_field
 from edgeprune.controller.contract import Levels, Observation, PipelineCurves
 from edgeprune.controller.estimate import AccuracyTable
+from edgeprune.controller.greedy import GreedyPath
 from edgeprune.controller.params import AdaptiveParams
 from edgeprune.controller.registry import PolicyKind, register
 from edgeprune.errors import PolicyError
@@ -62,7 +64,7 @@ class OraclePolicy:
     def __init__(self, params: OracleParams, curves: PipelineCurves) -> None:
         self.p = params
         self.c = curves
-        self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
+        self._top = params.top_level(curves.n_levels)
         self._horizon_s = params.horizon_s if params.horizon_s is not None else max(curves.slo_s, 10 * params.period_s)
         self._acc = AccuracyTable(curves)
 
@@ -103,60 +105,23 @@ class OraclePolicy:
         return dep - a
 
     def _search(self, known: _Known, factor: list[float]) -> list[int]:
-        """First vector on the greedy pruning path that meets the target (binary search: exact latencies
-        can only fall along the path, so the attainment is monotone)."""
-        path = self._path(factor)
+        """First vector on the greedy pruning path that meets the target (the whole path bisected: exact
+        latencies can only fall along the path, so the attainment is monotone)."""
         lat = self.c.latency_s
         slo = self.c.slo_s
         safety = self.p.safety
-
-        def attainment(lv: list[int]) -> float:
-            s = [safety * f * lat[k][v] for k, (f, v) in enumerate(zip(factor, lv, strict=True))]
-            return float(np.mean(self.latencies(known, s) <= slo))
-
         target = self.p.target_attainment
-        lo, hi = 0, len(path) - 1
-        if attainment(path[hi]) < target:
-            return path[hi]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if attainment(path[mid]) >= target:
-                hi = mid
-            else:
-                lo = mid + 1
-        return path[lo]
 
-    def _path(self, factor: list[float]) -> list[list[int]]:
-        """From no pruning, prune the stage with the longest true service time (the bottleneck sets the
-        pipeline's pace) per accuracy lost, one rung at a time, never below ``min_accuracy``."""
-        lat = self.c.latency_s
-        n = len(factor)
-        levels = [0] * n
-        acc = self._accuracy(levels)
-        floor = self.p.min_accuracy
-        path = [levels.copy()]
-        while True:
-            best_k, best_val, best_acc = -1, -1.0, acc
-            for k in range(n):
-                lv = levels[k]
-                if lv >= self._top:
-                    continue
-                levels[k] = lv + 1
-                cand_acc = self._accuracy(levels)
-                levels[k] = lv
-                if floor is not None and cand_acc < floor:
-                    continue
-                val = factor[k] * lat[k][lv] / max(acc - cand_acc, 1e-6)
-                if val > best_val:
-                    best_k, best_val, best_acc = k, val, cand_acc
-            if best_k < 0:
-                return path
-            levels[best_k] += 1
-            acc = best_acc
-            path.append(levels.copy())
+        def meets(lv: list[int]) -> bool:
+            s = [safety * f * lat[k][v] for k, (f, v) in enumerate(zip(factor, lv, strict=True))]
+            return float(np.mean(self.latencies(known, s) <= slo)) >= target
 
-    def _accuracy(self, levels: list[int]) -> float:
-        return self._acc.of(levels)
+        def gain_of(_levels: list[int]) -> Callable[[int, int], float]:
+            """The rung's true service time: the bottleneck sets the pipeline's pace."""
+            return lambda k, lv: factor[k] * lat[k][lv]
+
+        path = GreedyPath(self.c.n_stages, self._top, self.p.min_accuracy, self._acc, gain_of)
+        return path.first_meeting_whole(meets)
 
 
 def _make(params: OracleParams, curves: PipelineCurves) -> OraclePolicy:

@@ -24,3 +24,7 @@ class AdaptiveParams:
         if self.min_accuracy is not None and not has_accuracy:
             return [("min_accuracy", self.min_accuracy, "the profile has no accuracy curve to enforce it with")]
         return []
+
+    def top_level(self, n_levels: int) -> int:
+        """The highest level the policy may choose: ``max_level`` if set, else the ladder's last level."""
+        return n_levels - 1 if self.max_level is None else self.max_level

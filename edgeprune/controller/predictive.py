@@ -29,11 +29,13 @@ Every period:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgeprune.config import spec_field
 from edgeprune.controller.contract import Levels, Observation, PipelineCurves
 from edgeprune.controller.estimate import AccuracyTable, FactorEstimator, RateEstimator
+from edgeprune.controller.greedy import GreedyPath
 from edgeprune.controller.params import AdaptiveParams
 from edgeprune.controller.registry import PolicyKind, register
 
@@ -83,7 +85,7 @@ class PredictivePolicy:
         self.p = params
         self.c = curves
         n = curves.n_stages
-        self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
+        self._top = params.top_level(curves.n_levels)
         self._factors = FactorEstimator(curves, params.factor_alpha)
         self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow, params.rate_z)
         self._levels: list[int] = [0] * n
@@ -94,6 +96,7 @@ class PredictivePolicy:
         horizon = params.horizon_s if params.horizon_s is not None else curves.slo_s
         m = params.n_points
         self._times_s = [(i + 0.5) * horizon / m for i in range(m)]
+        self._t_mid_s = self._times_s[m // 2]
         self._cs2 = [_service_cv2(curves, k) for k in range(n)]
 
     def decide(self, observation: Observation) -> Levels:
@@ -165,102 +168,42 @@ class PredictivePolicy:
         return hit / m, lat_sum / m + wait
 
     def _search(self, state: _State, target: float) -> list[int]:
-        """The first vector on the greedy pruning path whose forecast meets ``target``.
+        """The first vector on the greedy pruning path whose forecast meets ``target`` (forecast attainment
+        rises along the path; see :meth:`GreedyPath.first_meeting`)."""
+        path = GreedyPath(
+            self.c.n_stages, self._top, self.p.min_accuracy, self._acc, lambda levels: self._gain(state, levels)
+        )
+        return path.first_meeting(lambda levels: self.forecast(state, levels)[0] >= target)
 
-        Gallops along the path (indices 0, 1, 3, 7, ...) and then bisects: a light load costs one forecast,
-        a heavy one ~2 log2(path length), and the path is only built as far as the answer."""
-        path = _Path(self, state)
-        lo, hi = 0, 0
-        while self.forecast(state, path.at(hi))[0] < target:
-            if path.ended_at(hi):
-                return path.at(hi)  # the floor or the top is reached and the target still missed
-            lo, hi = hi + 1, min(2 * hi + 1, path.extend_to(2 * hi + 1))
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.forecast(state, path.at(mid))[0] >= target:
-                hi = mid
-            else:
-                lo = mid + 1
-        return path.at(hi)
+    def _gain(self, state: _State, levels: list[int]) -> Callable[[int, int], float]:
+        """First-order forecast latency gain of pruning stage ``k`` one rung from ``levels``.
 
-    def _accuracy(self, levels: list[int]) -> float:
-        return self._acc.of(levels)
-
-
-class _Path:
-    """The greedy pruning path for one observation, built lazily.
-
-    From no pruning, each step adds the rung with the largest marginal latency gain per accuracy lost —
-    first-order gain: the rung's service-time cut times the forecast latency's sensitivity to that stage
-    (1, plus the Kingman wait's derivative, plus the backlog ahead of an arrival when the stage is the one
-    the backlog forecast is worst at) — never below ``min_accuracy`` nor above the top level.  Every step
-    shortens a service time, so forecast attainment rises along the path.
-    """
-
-    def __init__(self, policy: PredictivePolicy, state: _State) -> None:
-        self._pol = policy
-        self._st = state
-        lat = policy.c.latency_s
-        n = len(state.factor)
-        self._levels = [0] * n
-        self._s = [state.factor[k] * lat[k][0] for k in range(n)]
-        self._acc = policy._accuracy(self._levels)
-        self._t_mid = policy._times_s[len(policy._times_s) // 2]
-        self._vectors = [self._levels.copy()]
-        self._done = False
-
-    def at(self, i: int) -> list[int]:
-        """The ``i``-th vector of the path (the last one if the path is shorter)."""
-        return self._vectors[min(self.extend_to(i), i)]
-
-    def ended_at(self, i: int) -> bool:
-        """Whether ``i`` is (at or past) the path's last vector."""
-        return self.extend_to(i + 1) <= i
-
-    def extend_to(self, i: int) -> int:
-        """Build the path up to index ``i`` if it goes that far; return its last index built."""
-        while len(self._vectors) <= i and not self._done:
-            self._step()
-        return len(self._vectors) - 1
-
-    def _step(self) -> None:
-        pol, st = self._pol, self._st
-        lat, lam, t_mid = pol.c.latency_s, st.rate_hz, self._t_mid
-        factor, ahead, s, levels = st.factor, st.ahead, self._s, self._levels
-        n = len(levels)
+        The rung's service-time cut times the forecast latency's sensitivity to that stage: 1, plus the
+        Kingman wait's derivative, plus the backlog ahead of an arrival when the stage is the one the
+        backlog forecast is worst at (mid-horizon)."""
+        lat, lam, t_mid = self.c.latency_s, state.rate_hz, self._t_mid_s
+        factor, ahead = state.factor, state.ahead
+        s = [factor[k] * lat[k][lv] for k, lv in enumerate(levels)]
         crit, worst, bott = -1, 0.0, 0
-        for k in range(n):
-            b = ahead[k] * s[k] + (lam * s[k] - 1.0) * t_mid
+        for k, sk in enumerate(s):
+            b = ahead[k] * sk + (lam * sk - 1.0) * t_mid
             if b > worst:
                 crit, worst = k, b
-            if s[k] > s[bott]:
+            if sk > s[bott]:
                 bott = k
-        floor, acc = pol.p.min_accuracy, self._acc
-        best_k, best_val, best_acc = -1, -1.0, acc
-        for k in range(n):
-            lv = levels[k]
-            if lv >= pol._top:
-                continue
-            levels[k] = lv + 1
-            cand_acc = pol._accuracy(levels)
-            levels[k] = lv
-            if floor is not None and cand_acc < floor:
-                continue
+
+        def gain(k: int, lv: int) -> float:
             rho = min(lam * s[k], _RHO_CAP)
-            var = pol._cs2[k] + (st.ca2 if k == bott else 0.0)
+            var = self._cs2[k] + (state.ca2 if k == bott else 0.0)
             sens = 1.0 + (rho / (1.0 - rho) + rho / ((1.0 - rho) * (1.0 - rho))) * 0.5 * var
             if k == crit:
                 sens += ahead[k] + lam * t_mid
-            val = factor[k] * (lat[k][lv] - lat[k][lv + 1]) * sens / max(acc - cand_acc, 1e-6)
-            if val > best_val:
-                best_k, best_val, best_acc = k, val, cand_acc
-        if best_k < 0:
-            self._done = True
-            return
-        levels[best_k] += 1
-        s[best_k] = factor[best_k] * lat[best_k][levels[best_k]]
-        self._acc = best_acc
-        self._vectors.append(levels.copy())
+            return factor[k] * (lat[k][lv] - lat[k][lv + 1]) * sens
+
+        return gain
+
+    def _accuracy(self, levels: list[int]) -> float:
+        return self._acc.of(levels)
 
 
 def _service_cv2(curves: PipelineCurves, k: int) -> float:

@@ -54,7 +54,7 @@ class ThresholdPolicy:
         self.p = params
         self.c = curves
         n = curves.n_stages
-        self._top = curves.n_levels - 1 if params.max_level is None else params.max_level
+        self._top = params.top_level(curves.n_levels)
         self._levels = [0] * n
         self._low_since: list[float | None] = [None] * n
         self._relaxed_at: float | None = None

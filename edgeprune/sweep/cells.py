@@ -12,7 +12,7 @@ when a later sweep reaches the same scenario under other axis names.
 
 from __future__ import annotations
 
-import tempfile
+import tomllib
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ import polars as pl
 
 from edgeprune.errors import EdgePruneError
 from edgeprune.results import SUMMARY_FIELDS, RunResult
-from edgeprune.scenario import Scenario, load_scenario
+from edgeprune.scenario import Scenario, scenario_from_table
 from edgeprune.sweep.spec import Cell
 
 __all__ = ["CELL_SCHEMA", "CellOutcome", "cell_rows", "run_cell"]
@@ -91,11 +91,9 @@ def cell_rows(cell: Cell, sc: Scenario, results: Sequence[RunResult]) -> pl.Data
     return pl.DataFrame(records, schema=CELL_SCHEMA)
 
 
-def _load_text(text: str) -> Scenario:
-    with tempfile.TemporaryDirectory(prefix="edgeprune-cell-") as tmp:
-        path = Path(tmp) / "scenario.toml"
-        path.write_text(text, encoding="utf-8")
-        return load_scenario(path)
+def _scenario_of(cell: Cell) -> Scenario:
+    """The cell's resolved scenario, validated in memory (its paths are absolute: no file is written)."""
+    return scenario_from_table(tomllib.loads(cell.scenario_toml), f"cell {cell.cell_id}", Path.cwd())
 
 
 def run_cell(cell: Cell) -> CellOutcome:
@@ -104,7 +102,7 @@ def run_cell(cell: Cell) -> CellOutcome:
     from sim import run_scenario
 
     try:
-        sc = _load_text(cell.scenario_toml)
+        sc = _scenario_of(cell)
         results = run_scenario(sc)
         rows = cell_rows(cell, sc, results)
         runs = tuple(results) if cell.keep_run else None

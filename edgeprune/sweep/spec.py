@@ -1,9 +1,10 @@
 """The sweep spec file: validated, expanded into cells, each cell a fully resolved scenario with a stable id.
 
 See :mod:`edgeprune.sweep` for the file format.  Every cell's scenario is built by applying the axis values
-to the base scenario's TOML document and validating the result through the same loader as
-``edgeprune-sim`` (:func:`edgeprune.scenario.load_scenario`), so a sweep accepts exactly what a scenario
-file accepts and reports problems the same way, prefixed with the sweep file and the offending axis or cell.
+to the base scenario's TOML document and validating the result, in memory, through the same loader as
+``edgeprune-sim`` (:func:`edgeprune.scenario.scenario_from_table`, which ``load_scenario`` calls), so a sweep
+accepts exactly what a scenario file accepts and reports problems the same way, prefixed with the sweep file
+and the offending axis or cell.
 """
 
 from __future__ import annotations
@@ -13,19 +14,16 @@ import hashlib
 import itertools
 import json
 import math
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import tomli_w
-
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.errors import ConfigError, EdgePruneError, did_you_mean
 from edgeprune.results import SCENARIO_PATH_KEYS, SUMMARY_FIELDS
-from edgeprune.scenario import Scenario, load_scenario, scenario_to_dict
+from edgeprune.scenario import Scenario, load_scenario, scenario_from_table, scenario_to_dict
 from edgeprune.sweep.keys import KeyPathError, Token, parse_key, set_key
 
 __all__ = ["RESERVED_COLUMNS", "Axis", "AxisSpec", "Cell", "Sweep", "cell_id_of", "load_sweep"]
@@ -268,17 +266,16 @@ def _apply(base_doc: Mapping[str, Any], axes: Sequence[Axis], values: Sequence[A
     return doc
 
 
-def _load_doc(doc: Mapping[str, Any], where: str) -> Scenario:
-    """Validate a scenario document through the scenario loader; errors are prefixed with ``where``."""
-    with tempfile.TemporaryDirectory(prefix="edgeprune-sweep-") as tmp:
-        path = Path(tmp) / "scenario.toml"
-        path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-        try:
-            return load_scenario(path)
-        except EdgePruneError as exc:
-            text = str(exc)
-            text = text.removeprefix(f"{path}: ")
-            raise ConfigError(f"{where}: {text}") from None
+def _load_doc(doc: Mapping[str, Any], where: str, sweep_dir: Path) -> Scenario:
+    """Validate a scenario document through the scenario loader; errors are prefixed with ``where``.
+
+    The document's paths are absolute already (base paths resolved against the base scenario, axis values
+    against the sweep file), so ``sweep_dir`` only anchors what a future path key might leave relative."""
+    try:
+        return scenario_from_table(doc, where, sweep_dir)
+    except EdgePruneError as exc:
+        text = str(exc).removeprefix(f"{where}: ")
+        raise ConfigError(f"{where}: {text}") from None
 
 
 def _file_digest(path: str) -> str:
@@ -333,12 +330,12 @@ def load_sweep(path: str | Path) -> Sweep:
             doc = _apply(base_doc, [a], [a.values[0]], src.parent)
         except KeyPathError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        _load_doc(doc, where)
+        _load_doc(doc, where, src.parent)
     cells: list[Cell] = []
     for values in _combinations(axes):
         columns = tuple((a.column, a.cell_value(v)) for a, v in zip(axes, values, strict=True))
         label = ", ".join(f"{a.key} = {json.dumps(v)}" for a, v in zip(axes, values, strict=True)) or "the base"
-        sc = _load_doc(_apply(base_doc, axes, values, src.parent), f"{src}: with {label}")
+        sc = _load_doc(_apply(base_doc, axes, values, src.parent), f"{src}: with {label}", src.parent)
         if raw.policies:
             sc = sc.with_policies(list(raw.policies))
         for seed in raw.seeds:
