@@ -38,6 +38,9 @@ from edgeprune.errors import TraceError
 from traces.spec import ArrivalSpec, CameraTrapArrivals, MmppArrivals, _as_table
 
 BurstLaw = Literal["geometric", "poisson", "fixed"]
+TriggerLaw = Literal["auto", "poisson", "mmpp"]
+
+MIN_TRIGGERS = 20  # bursts needed to fit modulated triggers (4 parameters); fewer stay Poisson under "auto"
 
 __all__ = ["MmppFit", "arrivals_toml", "fit_camera_trap", "fit_mmpp", "mmpp_log_likelihood"]
 
@@ -101,13 +104,13 @@ def _unpack(theta: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rates, q
 
 
-def fit_mmpp(times_s: np.ndarray, n_states: int = 2, *, n_starts: int = 4) -> MmppFit:
+def fit_mmpp(times_s: np.ndarray, n_states: int = 2, *, n_starts: int = 4, min_events: int = 50) -> MmppFit:
     """Maximum-likelihood K-state MMPP for sorted arrival ``times_s`` (states by increasing rate)."""
     if n_states not in (2, 3):
         raise TraceError(f"fit: n_states = {n_states}: an MMPP fit supports 2 or 3 states")
     t = np.asarray(times_s, dtype=np.float64)
-    if t.size < 50:
-        raise TraceError(f"fit: {t.size} events are too few to fit an MMPP (need 50 or more)")
+    if t.size < min_events:
+        raise TraceError(f"fit: {t.size} events are too few to fit an MMPP (need {min_events} or more)")
     gaps = np.diff(t)
     span = float(t[-1] - t[0])
     if span <= 0:
@@ -175,18 +178,25 @@ def _sig(value: float, digits: int = 6) -> float:
 
 
 def fit_camera_trap(
-    times_s: np.ndarray, *, sequences: Sequence[str] | np.ndarray | None = None, burst_gap_s: float | None = None
+    times_s: np.ndarray,
+    *,
+    sequences: Sequence[str] | np.ndarray | None = None,
+    burst_gap_s: float | None = None,
+    triggers: TriggerLaw = "auto",
 ) -> CameraTrapArrivals:
-    """Camera-trap model (trigger rate, burst-size law, frame interval) for sorted ``times_s``."""
+    """Camera-trap model (trigger rate and law, burst-size law, frame interval) for sorted ``times_s``."""
     t = np.asarray(times_s, dtype=np.float64)
     if t.size < 2 or t[-1] <= t[0]:
         raise TraceError(f"fit: {t.size} events over {float(t[-1] - t[0]) if t.size else 0:g} s: nothing to fit")
-    sizes, intra = _bursts(t, sequences, burst_gap_s)
+    if triggers not in ("auto", "poisson", "mmpp"):
+        raise TraceError(f"fit: triggers = {triggers!r}: not one of 'auto', 'poisson', 'mmpp'")
+    sizes, intra, starts = _bursts(t, sequences, burst_gap_s)
     span = float(t[-1] - t[0])
     dist, mean = _burst_law(sizes)
     interval, jitter = _frame_interval(intra)
     cap = int(mean) if dist == "fixed" else int(sizes.max())
     n_triggers = t.size / mean if dist == "fixed" else sizes.size  # merged fixed bursts count as several
+    modulation = _trigger_modulation(starts, triggers)
     return CameraTrapArrivals(
         trigger_rate_hz=_sig(n_triggers / span),
         burst_size_mean=float(round(mean)) if dist == "fixed" else _sig(_unclipped_mean(dist, mean, cap)),
@@ -194,7 +204,28 @@ def fit_camera_trap(
         frame_interval_s=_sig(interval),
         burst_size_dist=dist,
         frame_jitter_s=_sig(jitter),
+        trigger_modulation=modulation.rates_hz if modulation else (),
+        trigger_mean_dwell_s=modulation.mean_dwell_s if modulation else (),
     )
+
+
+def _trigger_modulation(starts: np.ndarray, triggers: TriggerLaw) -> MmppArrivals | None:
+    """A 2-state MMPP of the burst starts (rates relative to their mean), or None for Poisson triggers.
+
+    ``auto`` keeps the MMPP when the Bayesian information criterion prefers it to a Poisson process
+    (``2 Δ log-likelihood > 3 ln n``: three more parameters), i.e. when triggers come in clusters.
+    """
+    if triggers == "poisson" or (triggers == "auto" and starts.size < MIN_TRIGGERS):
+        return None
+    fitted = fit_mmpp(starts, 2, min_events=MIN_TRIGGERS)
+    gaps = np.diff(starts)
+    rate = gaps.size / float(gaps.sum())
+    poisson_ll = gaps.size * math.log(rate) - rate * float(gaps.sum())
+    if triggers == "auto" and 2.0 * (fitted.log_likelihood - poisson_ll) <= 3.0 * math.log(gaps.size):
+        return None
+    spec = fitted.spec
+    mean = spec.mean_rate_hz()
+    return MmppArrivals(tuple(_sig(r / mean) for r in spec.rates_hz), spec.mean_dwell_s)
 
 
 def _unclipped_mean(dist: BurstLaw, observed: float, cap: int) -> float:
@@ -213,16 +244,16 @@ def _unclipped_mean(dist: BurstLaw, observed: float, cap: int) -> float:
 
 
 def default_burst_gap_s(times_s: np.ndarray) -> float:
-    """5x the 25th percentile of the positive gaps: above the gaps inside a burst, below those between."""
+    """10x the median positive gap: a gap an order of magnitude over the typical one separates bursts."""
     gaps = np.diff(np.asarray(times_s, dtype=np.float64))
     positive = gaps[gaps > 0]
-    return 5.0 * float(np.percentile(positive, 25)) if positive.size else 1.0
+    return 10.0 * float(np.median(positive)) if positive.size else 1.0
 
 
 def _bursts(
     t: np.ndarray, sequences: Sequence[str] | np.ndarray | None, burst_gap_s: float | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frames per burst and the gaps inside bursts, from sequence ids or from a gap threshold."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames per burst, the gaps inside bursts and the burst starts, from sequence ids or a gap threshold."""
     gaps = np.diff(t)
     if sequences is not None and burst_gap_s is None:
         seq = np.asarray(sequences)
@@ -231,7 +262,7 @@ def _bursts(
         threshold = default_burst_gap_s(t) if burst_gap_s is None else burst_gap_s
         new = np.concatenate([[True], gaps > threshold])
     sizes = np.diff(np.flatnonzero(np.concatenate([new, [True]])))
-    return sizes.astype(np.int64), gaps[~new[1:]]
+    return sizes.astype(np.int64), gaps[~new[1:]], t[new]
 
 
 def _burst_law(sizes: np.ndarray) -> tuple[BurstLaw, float]:
