@@ -63,6 +63,7 @@ def test_fit_prints_and_writes_the_arrivals_block(
     assert main(["fit", str(camera_csv), "--model", "camera-trap", "--out", str(out_file)]) == 0
     printed = capsys.readouterr().out
     assert printed == out_file.read_text(encoding="utf-8")
+    assert "# recorded CV " in printed and "generated (median of 5 seeds over the recorded span) CV " in printed
     table = tomllib.loads(printed)["arrivals"]
     spec = arrivals_from_table(table, Ctx(str(out_file), "arrivals"), tmp_path)
     assert isinstance(spec, CameraTrapArrivals) and spec.burst_size_dist == "fixed" and spec.burst_size_mean == 4
@@ -84,6 +85,9 @@ def test_a_millisecond_trace_is_refused_with_one_line_and_exit_2(
 def test_bad_options_are_one_line_errors(camera_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fit", str(camera_csv), "--model", "camra"]) == 2
     assert "unknown model (did you mean 'camera-trap'?)" in capsys.readouterr().err
+    assert main(["fit", str(camera_csv), "--model", "camera-trap", "--triggers", "mmp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--triggers = 'mmp': unknown trigger law (did you mean 'mmpp'?)" in err
     assert main(["inspect", str(camera_csv), "--outliers", "dorp"]) == 2
     assert "outliers = 'dorp': not one of the valid choices (did you mean 'drop'?)" in capsys.readouterr().err
 

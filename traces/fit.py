@@ -35,14 +35,24 @@ import tomli_w
 from scipy import optimize, special
 
 from edgeprune.errors import TraceError
+from traces.generators import generate
 from traces.spec import ArrivalSpec, CameraTrapArrivals, MmppArrivals, _as_table
+from traces.stats import cv_of_gaps, peak_per_minute
 
 BurstLaw = Literal["geometric", "poisson", "fixed"]
 TriggerLaw = Literal["auto", "poisson", "mmpp"]
 
 MIN_TRIGGERS = 20  # bursts needed to fit modulated triggers (4 parameters); fewer stay Poisson under "auto"
 
-__all__ = ["MmppFit", "arrivals_toml", "fit_camera_trap", "fit_mmpp", "mmpp_log_likelihood"]
+__all__ = [
+    "MmppFit",
+    "Reproduction",
+    "arrivals_toml",
+    "compare_generated",
+    "fit_camera_trap",
+    "fit_mmpp",
+    "mmpp_log_likelihood",
+]
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,56 @@ def _frame_interval(intra: np.ndarray) -> tuple[float, float]:
     q1, q3 = (float(v) for v in np.percentile(intra, [25, 75]))
     iqr = q3 - q1  # uniform jitter U(0, J) on top of I: median I + J/2, IQR J/2 (robust to merged bursts)
     return max(mid - iqr, 0.0), 2.0 * iqr
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A recorded trace's burstiness beside that of traces generated from a model over the recorded span.
+
+    CV of the inter-arrival gaps and peak arrivals per minute (:func:`~traces.stats.peak_per_minute`, the
+    same sliding 60 s window for both), one generated trace per seed.
+    """
+
+    recorded_cv: float
+    recorded_peak_per_min: int
+    generated_cv: tuple[float, ...]
+    generated_peak_per_min: tuple[int, ...]
+
+    @property
+    def median_cv(self) -> float:
+        """Median CV of the generated traces."""
+        return float(np.median(self.generated_cv))
+
+    @property
+    def median_peak_per_min(self) -> float:
+        """Median peak per minute of the generated traces."""
+        return float(np.median(self.generated_peak_per_min))
+
+    def relative_errors(self) -> tuple[float, float]:
+        """(median generated / recorded - 1) for the CV and for the peak per minute."""
+        return (self.median_cv / self.recorded_cv - 1.0, self.median_peak_per_min / self.recorded_peak_per_min - 1.0)
+
+    def describe(self) -> str:
+        """One line: recorded vs median generated CV and peak per minute, with the relative differences."""
+        cv_err, peak_err = self.relative_errors()
+        return (
+            f"recorded CV {self.recorded_cv:.3g}, peak {self.recorded_peak_per_min}/min; generated (median of "
+            f"{len(self.generated_cv)} seeds over the recorded span) CV {self.median_cv:.3g} ({cv_err:+.0%}), "
+            f"peak {self.median_peak_per_min:.0f}/min ({peak_err:+.0%})"
+        )
+
+
+def compare_generated(spec: ArrivalSpec, recorded_s: np.ndarray, seeds: Sequence[int]) -> Reproduction:
+    """Generate ``spec`` over the span of sorted ``recorded_s`` once per seed and compare burstiness."""
+    t = np.asarray(recorded_s, dtype=np.float64)
+    span = float(t[-1] - t[0])
+    runs = [generate(spec, np.random.default_rng(seed), duration_s=span) for seed in seeds]
+    return Reproduction(
+        recorded_cv=cv_of_gaps(t),
+        recorded_peak_per_min=peak_per_minute(t),
+        generated_cv=tuple(cv_of_gaps(run) for run in runs),
+        generated_peak_per_min=tuple(peak_per_minute(run) for run in runs),
+    )
 
 
 def arrivals_toml(spec: ArrivalSpec, comment: str = "") -> str:

@@ -154,7 +154,9 @@ class CameraTrapArrivals:
     )
     frame_jitter_s: float = spec_field(default=0.0, ge=0, doc="each frame gap gets + uniform(0, jitter) s")
     trigger_modulation: tuple[float, ...] = spec_field(
-        default=(), ge=0, doc="relative trigger rate in each hidden state (mean scaled to trigger_rate_hz); [] = Poisson"
+        default=(),
+        ge=0,
+        doc="relative trigger rate in each hidden state (mean scaled to trigger_rate_hz); [] = Poisson",
     )
     trigger_mean_dwell_s: tuple[float, ...] = spec_field(
         default=(), gt=0, doc="mean time per visit to each trigger state (exponential), s; one per trigger_modulation"
