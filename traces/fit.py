@@ -15,9 +15,16 @@
   meant for traces where that is rare: triggers minutes apart, bursts seconds long, as camera traps are).
   Frames are grouped into bursts by their sequence id
   when the trace has one (Camtrap DP ``sequenceID``, COCO ``seq_id``), else by gaps over ``burst_gap_s``
-  (default: 5x the 25th percentile of the positive gaps, i.e. well above the gap between frames of one
-  burst); the trigger rate is bursts per second of span, the frame interval the median gap inside bursts,
-  and the burst-size law the better (by likelihood) of ``fixed``, 1 + geometric and 1 + Poisson.
+  (default: 10x the median positive gap, an order of magnitude over the typical gap, which lies inside
+  bursts when bursts average two frames or more); the trigger rate is bursts per second of span, the frame
+  interval the median gap inside bursts, and the burst-size law the better (by likelihood) of ``fixed``,
+  1 + geometric and 1 + Poisson.  The triggers are Poisson, or (``triggers = "mmpp"``, or ``"auto"`` when
+  the Bayesian information criterion prefers it) a 2-state MMPP fitted to the bursts' starts, written as
+  ``trigger_modulation`` relative to the mean rate.  Clustered triggers are what make the shipped
+  recordings bursty (``bench/bench_traces_fit.py``): the months between the MICA deployments, the idle
+  minutes between the Azure trace's sessions of requests.
+* :func:`compare_generated`: the recording's inter-arrival CV and peak per minute beside those of traces
+  generated from a fitted spec over the recorded span, one per seed.
 
 Both return the scenario's :class:`~traces.spec.MmppArrivals` / :class:`~traces.spec.CameraTrapArrivals`,
 which :func:`arrivals_toml` writes as an ``[arrivals]`` TOML block.
