@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -124,3 +125,35 @@ def test_the_html_report_charts_a_replayed_trace() -> None:
     assert sum(r["count"] for r in rows if r["panel"] == "time") == 6
     assert sum(r["count"] for r in rows if r["panel"] == "gap") == 5
     assert chart.caption == "media.csv: read 9 rows, kept 6, dropped {'before start_s': 3}"
+
+
+def _clone(root: Path) -> Path:
+    """The files the MICA replay scenario needs, laid out as in the repository under ``root``."""
+    import shutil
+
+    profile = "models/profiles/vit-b16_x86-2c_digits-proxy.json"
+    for part in ("scenarios/paper/replay-mica.toml", profile, *map(str, _mica_files())):
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / part, root / part)
+    return root / "scenarios" / "paper" / "replay-mica.toml"
+
+
+def _mica_files() -> list[Path]:
+    return [p.relative_to(ROOT) for p in (ROOT / "traces" / "data" / "mica_camtrapdp").iterdir()]
+
+
+def test_a_replay_summary_is_byte_identical_in_two_clones(tmp_path: Path) -> None:
+    from edgeprune.cli.sim import main as sim_main
+
+    summaries = []
+    for clone in (tmp_path / "a", tmp_path / "elsewhere" / "deeper" / "b"):
+        scenario = _clone(clone)
+        out = clone / "out"
+        assert sim_main([str(scenario), "--policy", "no-pruning", "--no-progress", "--out", str(out)]) == 0
+        summaries.append((out / "summary.json").read_bytes())
+    assert summaries[0] == summaries[1]
+    replay = json.loads(summaries[0])["arrivals"]
+    assert replay["source"].startswith("camtraptor_mica_media.csv [all 4 locations] (window ")
+    assert str(tmp_path) not in summaries[0].decode()
+    digest = hashlib.sha256((ROOT / "traces/data/mica_camtrapdp/camtraptor_mica_media.csv").read_bytes())
+    assert replay["sha256"] == digest.hexdigest()
