@@ -93,6 +93,10 @@ def test_too_few_events_or_states_are_one_line_errors() -> None:
         fit_mmpp(np.arange(10.0))
     with pytest.raises(TraceError, match=r"fit: n_states = 4: an MMPP fit supports 2 or 3 states"):
         fit_mmpp(np.arange(100.0), 4)
+    bursts = np.repeat(np.arange(10) * 600.0, 3) + np.tile([0.0, 0.5, 1.0], 10)
+    with pytest.raises(TraceError, match=r"fit: 10 bursts are too few to fit modulated triggers .*'poisson'$"):
+        fit_camera_trap(bursts, triggers="mmpp")
+    assert fit_camera_trap(bursts).trigger_modulation == ()  # auto: too few to tell, Poisson
 
 
 ON_OFF = CameraTrapArrivals(

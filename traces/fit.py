@@ -234,6 +234,11 @@ def _trigger_modulation(starts: np.ndarray, triggers: TriggerLaw) -> MmppArrival
     """
     if triggers == "poisson" or (triggers == "auto" and starts.size < MIN_TRIGGERS):
         return None
+    if starts.size < MIN_TRIGGERS:
+        raise TraceError(
+            f"fit: {starts.size} bursts are too few to fit modulated triggers (need {MIN_TRIGGERS} or more); "
+            "use triggers = 'poisson'"
+        )
     fitted = fit_mmpp(starts, 2, min_events=MIN_TRIGGERS)
     gaps = np.diff(starts)
     rate = gaps.size / float(gaps.sum())
