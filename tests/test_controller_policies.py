@@ -352,9 +352,11 @@ def test_paper_scenarios_parse(tmp_path: Path) -> None:
     for f in files:
         table = tomllib.loads(f.read_text())
         table["profile"] = str(tmp_path / "p.json")
-        if table["arrivals"]["kind"] == "replay":
-            continue  # the recorded traces live outside the repository
+        replay = table["arrivals"]["kind"] == "replay"
+        if replay:  # the shipped trace, named relative to the scenario's own folder, not the copy's
+            table["arrivals"]["path"] = str((folder / table["arrivals"]["path"]).resolve())
         (tmp_path / f.name).write_text(tomli_w.dumps(table))
         sc = load_scenario(tmp_path / f.name)
+        assert (sc.arrivals.kind == "replay") == replay
         assert {p.kind for p in sc.policies} >= {"static", "threshold", "bottleneck", "predictive", "oracle"}
         assert all(d.speed == 0.4 for d in sc.devices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -63,6 +64,7 @@ def test_fit_prints_and_writes_the_arrivals_block(
     assert main(["fit", str(camera_csv), "--model", "camera-trap", "--out", str(out_file)]) == 0
     printed = capsys.readouterr().out
     assert printed == out_file.read_text(encoding="utf-8")
+    assert "# recorded CV " in printed and "generated (median of 5 seeds over the recorded span) CV " in printed
     table = tomllib.loads(printed)["arrivals"]
     spec = arrivals_from_table(table, Ctx(str(out_file), "arrivals"), tmp_path)
     assert isinstance(spec, CameraTrapArrivals) and spec.burst_size_dist == "fixed" and spec.burst_size_mean == 4
@@ -84,6 +86,9 @@ def test_a_millisecond_trace_is_refused_with_one_line_and_exit_2(
 def test_bad_options_are_one_line_errors(camera_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fit", str(camera_csv), "--model", "camra"]) == 2
     assert "unknown model (did you mean 'camera-trap'?)" in capsys.readouterr().err
+    assert main(["fit", str(camera_csv), "--model", "camera-trap", "--triggers", "mmp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--triggers = 'mmp': unknown trigger law (did you mean 'mmpp'?)" in err
     assert main(["inspect", str(camera_csv), "--outliers", "dorp"]) == 2
     assert "outliers = 'dorp': not one of the valid choices (did you mean 'drop'?)" in capsys.readouterr().err
 
@@ -120,3 +125,35 @@ def test_the_html_report_charts_a_replayed_trace() -> None:
     assert sum(r["count"] for r in rows if r["panel"] == "time") == 6
     assert sum(r["count"] for r in rows if r["panel"] == "gap") == 5
     assert chart.caption == "media.csv: read 9 rows, kept 6, dropped {'before start_s': 3}"
+
+
+def _clone(root: Path) -> Path:
+    """The files the MICA replay scenario needs, laid out as in the repository under ``root``."""
+    import shutil
+
+    profile = "models/profiles/vit-b16_x86-2c_digits-proxy.json"
+    for part in ("scenarios/paper/replay-mica.toml", profile, *map(str, _mica_files())):
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / part, root / part)
+    return root / "scenarios" / "paper" / "replay-mica.toml"
+
+
+def _mica_files() -> list[Path]:
+    return [p.relative_to(ROOT) for p in (ROOT / "traces" / "data" / "mica_camtrapdp").iterdir()]
+
+
+def test_a_replay_summary_is_byte_identical_in_two_clones(tmp_path: Path) -> None:
+    from edgeprune.cli.sim import main as sim_main
+
+    summaries = []
+    for clone in (tmp_path / "a", tmp_path / "elsewhere" / "deeper" / "b"):
+        scenario = _clone(clone)
+        out = clone / "out"
+        assert sim_main([str(scenario), "--policy", "no-pruning", "--no-progress", "--out", str(out)]) == 0
+        summaries.append((out / "summary.json").read_bytes())
+    assert summaries[0] == summaries[1]
+    replay = json.loads(summaries[0])["arrivals"]
+    assert replay["source"].startswith("camtraptor_mica_media.csv [all 4 locations] (window ")
+    assert str(tmp_path) not in summaries[0].decode()
+    digest = hashlib.sha256((ROOT / "traces/data/mica_camtrapdp/camtraptor_mica_media.csv").read_bytes())
+    assert replay["sha256"] == digest.hexdigest()

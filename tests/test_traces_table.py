@@ -21,6 +21,7 @@ from traces import (
 )
 
 CTX = Ctx("scenarios/s.toml", "arrivals")
+CAMERA = 'kind = "camera-trap"\ntrigger_rate_hz = 1\nburst_size_mean = 5\nburst_size_max = 9\nframe_interval_s = 1\n'
 
 
 def table(text: str) -> dict[str, object]:
@@ -92,6 +93,21 @@ def test_mmpp_with_a_transition_matrix() -> None:
         (
             'kind = "camera-trap"\ntrigger_rate_hz = 1\nburst_size_mean = 5\nburst_size_max = 3\nframe_interval_s = 1',
             r"arrivals.burst_size_max = 3: must be >= burst_size_mean \(5.0\)",
+        ),
+        (
+            CAMERA + "trigger_modulation = [0, 1]\ntrigger_mean_dwell_s = [10]",
+            r"arrivals.trigger_mean_dwell_s = \[10.0\]: needs one value per state \(2\)",
+        ),
+        (
+            CAMERA + "trigger_modulation = [0, 0]\ntrigger_mean_dwell_s = [1, 1]",
+            r"trigger_modulation = .*positive rate",
+        ),
+        (CAMERA + "trigger_modulation = [-1, 1]\ntrigger_mean_dwell_s = [1, 1]", r"trigger_modulation.*>= 0"),
+        (CAMERA + "trigger_mean_dwell_s = [1, 1]", r"arrivals.trigger_modulation = \[\]: .* need trigger_modulation"),
+        (
+            CAMERA + "trigger_modulation = [0, 1, 2]\ntrigger_mean_dwell_s = [1, 1, 1]\n"
+            "trigger_transition = [[0, 1, 0], [1, 0, 0], [0.5, 0.5, 0]]",
+            r"arrivals.trigger_transition = .*: every state must be reachable",
         ),
         (
             'kind = "schedule"\ntimes_s = [0, 10]\nrates_hz = [1]',

@@ -4,7 +4,7 @@ Kinds (the ``kind`` key of a scenario's ``[arrivals]`` table):
 
 ``poisson``      homogeneous Poisson (:class:`PoissonArrivals`)
 ``mmpp``         Markov-modulated Poisson, 2+ states (:class:`MmppArrivals`)
-``camera-trap``  Poisson motion triggers x bursts of frames (:class:`CameraTrapArrivals`)
+``camera-trap``  motion triggers (Poisson, or an MMPP: clustered) x bursts of frames (:class:`CameraTrapArrivals`)
 ``schedule``     time-varying rate: change points and/or a diurnal cosine (:class:`RateScheduleArrivals`)
 ``replay``       a recorded trace: CSV, JSON Lines, Parquet, Camtrap DP, COCO Camera Traps or Wildlife
                  Insights (:class:`ReplayArrivals`); what it kept and dropped is a :class:`ReplayReport`

@@ -1,13 +1,16 @@
 """``edgeprune-trace``: look at a recorded trace and fit a synthetic arrival model to it.
 
     edgeprune-trace inspect FILE [--png OUT.png] [--json] [trace options]
-    edgeprune-trace fit FILE --model mmpp|camera-trap [--states 2|3] [--out arrivals.toml] [trace options]
+    edgeprune-trace fit FILE --model mmpp|camera-trap [--states 2|3] [--triggers auto|poisson|mmpp]
+                        [--out arrivals.toml] [trace options]
 
 The trace options are the keys of a replay's ``[arrivals]`` table (``--column`` once, or twice for a
 date and a time column; ``--unit``, ``--timezone``, ``--deployment``, ``--location``, ``--camera``,
 ``--outliers``, ``--start-s``, ``--end-s``), so what is inspected is what a scenario would replay.  ``fit``
-prints the ``[arrivals]`` TOML block (and writes it atomically with ``--out``); paste it into a scenario
-and change ``seed`` or the rates to generate many days like the recorded one.  Bad input is one line
+prints the ``[arrivals]`` TOML block (and writes it atomically with ``--out``), headed by a comment that
+compares the recording's inter-arrival CV and peak per minute with those of traces generated from the fit
+(seeds 0-4, over the recorded span); paste it into a scenario and change ``seed`` or the rates to generate
+many days like the recorded one.  Bad input is one line
 ``edgeprune-trace: error: ...`` and exit status 2.
 """
 
@@ -25,6 +28,7 @@ from edgeprune.cli.common import ArgumentParser, guarded
 __all__ = ["main"]
 
 PROG = "edgeprune-trace"
+CHECK_SEEDS = range(5)  # fit's comment compares the recording with traces generated from these seeds
 
 
 def _trace_options(p: argparse.ArgumentParser) -> None:
@@ -54,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", required=True, help="mmpp or camera-trap")
     fit.add_argument("--states", type=int, default=2, help="MMPP states (2 or 3)")
     fit.add_argument("--burst-gap-s", type=float, help="camera-trap: a gap over this starts a new burst")
+    fit.add_argument(
+        "--triggers", default="auto", help="camera-trap triggers: auto (MMPP when BIC prefers it), poisson or mmpp"
+    )
     fit.add_argument("--out", type=Path, help="write the [arrivals] block to this TOML file")
     return p
 
@@ -108,20 +115,29 @@ def _inspect(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     from edgeprune.errors import ConfigError, did_you_mean
     from edgeprune.results import atomic_write_text
-    from traces.fit import arrivals_toml, fit_camera_trap, fit_mmpp
+    from traces.fit import arrivals_toml, compare_generated, fit_camera_trap, fit_mmpp
 
     models = ("mmpp", "camera-trap")
     if args.model not in models:
         raise ConfigError(f"--model = {args.model!r}: unknown model" + did_you_mean(args.model, models))
+    laws = ("auto", "poisson", "mmpp")
+    if args.triggers not in laws:
+        raise ConfigError(f"--triggers = {args.triggers!r}: unknown trigger law" + did_you_mean(args.triggers, laws))
     info = _load(args)
     if args.model == "mmpp":
         fitted = fit_mmpp(info.times_s, args.states)
         spec: Any = fitted.spec
         how = f"{args.states}-state MMPP, maximum likelihood, log-likelihood {fitted.log_likelihood:.6g}"
     else:
-        spec = fit_camera_trap(info.times_s, sequences=info.sequences, burst_gap_s=args.burst_gap_s)
-        how = "camera-trap model (bursts from " + ("sequence ids" if info.sequences is not None else "gaps") + ")"
-    text = arrivals_toml(spec, f"fitted by {PROG} to {info.source}\n{how}, {info.n_events} events")
+        spec = fit_camera_trap(
+            info.times_s, sequences=info.sequences, burst_gap_s=args.burst_gap_s, triggers=args.triggers
+        )
+        bursts = "sequence ids" if info.sequences is not None and args.burst_gap_s is None else "gaps"
+        triggers = "MMPP" if spec.trigger_modulation else "Poisson"
+        how = f"camera-trap model (bursts from {bursts}, {triggers} triggers)"
+    check = compare_generated(spec, info.times_s, CHECK_SEEDS)
+    comment = f"fitted by {PROG} to {info.source}\n{how}, {info.n_events} events\n{check.describe()}"
+    text = arrivals_toml(spec, comment)
     if args.out is not None:
         atomic_write_text(args.out, text)
     sys.stdout.write(text)

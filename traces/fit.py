@@ -15,9 +15,16 @@
   meant for traces where that is rare: triggers minutes apart, bursts seconds long, as camera traps are).
   Frames are grouped into bursts by their sequence id
   when the trace has one (Camtrap DP ``sequenceID``, COCO ``seq_id``), else by gaps over ``burst_gap_s``
-  (default: 5x the 25th percentile of the positive gaps, i.e. well above the gap between frames of one
-  burst); the trigger rate is bursts per second of span, the frame interval the median gap inside bursts,
-  and the burst-size law the better (by likelihood) of ``fixed``, 1 + geometric and 1 + Poisson.
+  (default: 10x the median positive gap, an order of magnitude over the typical gap, which lies inside
+  bursts when bursts average two frames or more); the trigger rate is bursts per second of span, the frame
+  interval the median gap inside bursts, and the burst-size law the better (by likelihood) of ``fixed``,
+  1 + geometric and 1 + Poisson.  The triggers are Poisson, or (``triggers = "mmpp"``, or ``"auto"`` when
+  the Bayesian information criterion prefers it) a 2-state MMPP fitted to the bursts' starts, written as
+  ``trigger_modulation`` relative to the mean rate.  Clustered triggers are what make the shipped
+  recordings bursty (``bench/bench_traces_fit.py``): the months between the MICA deployments, the idle
+  minutes between the Azure trace's sessions of requests.
+* :func:`compare_generated`: the recording's inter-arrival CV and peak per minute beside those of traces
+  generated from a fitted spec over the recorded span, one per seed.
 
 Both return the scenario's :class:`~traces.spec.MmppArrivals` / :class:`~traces.spec.CameraTrapArrivals`,
 which :func:`arrivals_toml` writes as an ``[arrivals]`` TOML block.
@@ -35,11 +42,24 @@ import tomli_w
 from scipy import optimize, special
 
 from edgeprune.errors import TraceError
+from traces.generators import generate
 from traces.spec import ArrivalSpec, CameraTrapArrivals, MmppArrivals, _as_table
+from traces.stats import cv_of_gaps, peak_per_minute
 
 BurstLaw = Literal["geometric", "poisson", "fixed"]
+TriggerLaw = Literal["auto", "poisson", "mmpp"]
 
-__all__ = ["MmppFit", "arrivals_toml", "fit_camera_trap", "fit_mmpp", "mmpp_log_likelihood"]
+MIN_TRIGGERS = 20  # bursts needed to fit modulated triggers (4 parameters); fewer stay Poisson under "auto"
+
+__all__ = [
+    "MmppFit",
+    "Reproduction",
+    "arrivals_toml",
+    "compare_generated",
+    "fit_camera_trap",
+    "fit_mmpp",
+    "mmpp_log_likelihood",
+]
 
 
 @dataclass(frozen=True)
@@ -101,13 +121,13 @@ def _unpack(theta: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rates, q
 
 
-def fit_mmpp(times_s: np.ndarray, n_states: int = 2, *, n_starts: int = 4) -> MmppFit:
+def fit_mmpp(times_s: np.ndarray, n_states: int = 2, *, n_starts: int = 4, min_events: int = 50) -> MmppFit:
     """Maximum-likelihood K-state MMPP for sorted arrival ``times_s`` (states by increasing rate)."""
     if n_states not in (2, 3):
         raise TraceError(f"fit: n_states = {n_states}: an MMPP fit supports 2 or 3 states")
     t = np.asarray(times_s, dtype=np.float64)
-    if t.size < 50:
-        raise TraceError(f"fit: {t.size} events are too few to fit an MMPP (need 50 or more)")
+    if t.size < min_events:
+        raise TraceError(f"fit: {t.size} events are too few to fit an MMPP (need {min_events} or more)")
     gaps = np.diff(t)
     span = float(t[-1] - t[0])
     if span <= 0:
@@ -175,18 +195,25 @@ def _sig(value: float, digits: int = 6) -> float:
 
 
 def fit_camera_trap(
-    times_s: np.ndarray, *, sequences: Sequence[str] | np.ndarray | None = None, burst_gap_s: float | None = None
+    times_s: np.ndarray,
+    *,
+    sequences: Sequence[str] | np.ndarray | None = None,
+    burst_gap_s: float | None = None,
+    triggers: TriggerLaw = "auto",
 ) -> CameraTrapArrivals:
-    """Camera-trap model (trigger rate, burst-size law, frame interval) for sorted ``times_s``."""
+    """Camera-trap model (trigger rate and law, burst-size law, frame interval) for sorted ``times_s``."""
     t = np.asarray(times_s, dtype=np.float64)
     if t.size < 2 or t[-1] <= t[0]:
         raise TraceError(f"fit: {t.size} events over {float(t[-1] - t[0]) if t.size else 0:g} s: nothing to fit")
-    sizes, intra = _bursts(t, sequences, burst_gap_s)
+    if triggers not in ("auto", "poisson", "mmpp"):
+        raise TraceError(f"fit: triggers = {triggers!r}: not one of 'auto', 'poisson', 'mmpp'")
+    sizes, intra, starts = _bursts(t, sequences, burst_gap_s)
     span = float(t[-1] - t[0])
     dist, mean = _burst_law(sizes)
     interval, jitter = _frame_interval(intra)
     cap = int(mean) if dist == "fixed" else int(sizes.max())
     n_triggers = t.size / mean if dist == "fixed" else sizes.size  # merged fixed bursts count as several
+    modulation = _trigger_modulation(starts, triggers)
     return CameraTrapArrivals(
         trigger_rate_hz=_sig(n_triggers / span),
         burst_size_mean=float(round(mean)) if dist == "fixed" else _sig(_unclipped_mean(dist, mean, cap)),
@@ -194,7 +221,33 @@ def fit_camera_trap(
         frame_interval_s=_sig(interval),
         burst_size_dist=dist,
         frame_jitter_s=_sig(jitter),
+        trigger_modulation=modulation.rates_hz if modulation else (),
+        trigger_mean_dwell_s=modulation.mean_dwell_s if modulation else (),
     )
+
+
+def _trigger_modulation(starts: np.ndarray, triggers: TriggerLaw) -> MmppArrivals | None:
+    """A 2-state MMPP of the burst starts (rates relative to their mean), or None for Poisson triggers.
+
+    ``auto`` keeps the MMPP when the Bayesian information criterion prefers it to a Poisson process
+    (``2 Δ log-likelihood > 3 ln n``: three more parameters), i.e. when triggers come in clusters.
+    """
+    if triggers == "poisson" or (triggers == "auto" and starts.size < MIN_TRIGGERS):
+        return None
+    if starts.size < MIN_TRIGGERS:
+        raise TraceError(
+            f"fit: {starts.size} bursts are too few to fit modulated triggers (need {MIN_TRIGGERS} or more); "
+            "use triggers = 'poisson'"
+        )
+    fitted = fit_mmpp(starts, 2, min_events=MIN_TRIGGERS)
+    gaps = np.diff(starts)
+    rate = gaps.size / float(gaps.sum())
+    poisson_ll = gaps.size * math.log(rate) - rate * float(gaps.sum())
+    if triggers == "auto" and 2.0 * (fitted.log_likelihood - poisson_ll) <= 3.0 * math.log(gaps.size):
+        return None
+    spec = fitted.spec
+    mean = spec.mean_rate_hz()
+    return MmppArrivals(tuple(_sig(r / mean) for r in spec.rates_hz), spec.mean_dwell_s)
 
 
 def _unclipped_mean(dist: BurstLaw, observed: float, cap: int) -> float:
@@ -213,16 +266,16 @@ def _unclipped_mean(dist: BurstLaw, observed: float, cap: int) -> float:
 
 
 def default_burst_gap_s(times_s: np.ndarray) -> float:
-    """5x the 25th percentile of the positive gaps: above the gaps inside a burst, below those between."""
+    """10x the median positive gap: a gap an order of magnitude over the typical one separates bursts."""
     gaps = np.diff(np.asarray(times_s, dtype=np.float64))
     positive = gaps[gaps > 0]
-    return 5.0 * float(np.percentile(positive, 25)) if positive.size else 1.0
+    return 10.0 * float(np.median(positive)) if positive.size else 1.0
 
 
 def _bursts(
     t: np.ndarray, sequences: Sequence[str] | np.ndarray | None, burst_gap_s: float | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frames per burst and the gaps inside bursts, from sequence ids or from a gap threshold."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames per burst, the gaps inside bursts and the burst starts, from sequence ids or a gap threshold."""
     gaps = np.diff(t)
     if sequences is not None and burst_gap_s is None:
         seq = np.asarray(sequences)
@@ -231,7 +284,7 @@ def _bursts(
         threshold = default_burst_gap_s(t) if burst_gap_s is None else burst_gap_s
         new = np.concatenate([[True], gaps > threshold])
     sizes = np.diff(np.flatnonzero(np.concatenate([new, [True]])))
-    return sizes.astype(np.int64), gaps[~new[1:]]
+    return sizes.astype(np.int64), gaps[~new[1:]], t[new]
 
 
 def _burst_law(sizes: np.ndarray) -> tuple[BurstLaw, float]:
@@ -259,6 +312,56 @@ def _frame_interval(intra: np.ndarray) -> tuple[float, float]:
     q1, q3 = (float(v) for v in np.percentile(intra, [25, 75]))
     iqr = q3 - q1  # uniform jitter U(0, J) on top of I: median I + J/2, IQR J/2 (robust to merged bursts)
     return max(mid - iqr, 0.0), 2.0 * iqr
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A recorded trace's burstiness beside that of traces generated from a model over the recorded span.
+
+    CV of the inter-arrival gaps and peak arrivals per minute (:func:`~traces.stats.peak_per_minute`, the
+    same sliding 60 s window for both), one generated trace per seed.
+    """
+
+    recorded_cv: float
+    recorded_peak_per_min: int
+    generated_cv: tuple[float, ...]
+    generated_peak_per_min: tuple[int, ...]
+
+    @property
+    def median_cv(self) -> float:
+        """Median CV of the generated traces."""
+        return float(np.median(self.generated_cv))
+
+    @property
+    def median_peak_per_min(self) -> float:
+        """Median peak per minute of the generated traces."""
+        return float(np.median(self.generated_peak_per_min))
+
+    def relative_errors(self) -> tuple[float, float]:
+        """(median generated / recorded - 1) for the CV and for the peak per minute."""
+        return (self.median_cv / self.recorded_cv - 1.0, self.median_peak_per_min / self.recorded_peak_per_min - 1.0)
+
+    def describe(self) -> str:
+        """One line: recorded vs median generated CV and peak per minute, with the relative differences."""
+        cv_err, peak_err = self.relative_errors()
+        return (
+            f"recorded CV {self.recorded_cv:.3g}, peak {self.recorded_peak_per_min}/min; generated (median of "
+            f"{len(self.generated_cv)} seeds over the recorded span) CV {self.median_cv:.3g} ({cv_err:+.0%}), "
+            f"peak {self.median_peak_per_min:.0f}/min ({peak_err:+.0%})"
+        )
+
+
+def compare_generated(spec: ArrivalSpec, recorded_s: np.ndarray, seeds: Sequence[int]) -> Reproduction:
+    """Generate ``spec`` over the span of sorted ``recorded_s`` once per seed and compare burstiness."""
+    t = np.asarray(recorded_s, dtype=np.float64)
+    span = float(t[-1] - t[0])
+    runs = [generate(spec, np.random.default_rng(seed), duration_s=span) for seed in seeds]
+    return Reproduction(
+        recorded_cv=cv_of_gaps(t),
+        recorded_peak_per_min=peak_per_minute(t),
+        generated_cv=tuple(cv_of_gaps(run) for run in runs),
+        generated_peak_per_min=tuple(peak_per_minute(run) for run in runs),
+    )
 
 
 def arrivals_toml(spec: ArrivalSpec, comment: str = "") -> str:

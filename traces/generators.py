@@ -198,10 +198,14 @@ class _MmppDrawer:
 
 
 class _CameraTrapDrawer:
-    """Poisson triggers in ``[t0, t1)``; each burst is returned whole (frames may fall after ``t1``)."""
+    """Triggers in ``[t0, t1)`` (Poisson, or an MMPP with ``trigger_modulation``); bursts returned whole."""
 
     def __init__(self, spec: CameraTrapArrivals) -> None:
         self.spec = spec
+        modulated = spec.trigger_process()
+        self.triggers: _Drawer = (
+            _PoissonDrawer(PoissonArrivals(spec.trigger_rate_hz)) if modulated is None else _MmppDrawer(modulated)
+        )
 
     def mean_rate_hz(self) -> float:
         return self.spec.mean_rate_hz()
@@ -211,7 +215,7 @@ class _CameraTrapDrawer:
 
     def draw(self, rng: np.random.Generator, t0: float, t1: float) -> np.ndarray:
         spec = self.spec
-        triggers = np.sort(_scatter(rng, np.array([t0]), np.array([t1 - t0]), np.array([spec.trigger_rate_hz])))
+        triggers = np.sort(self.triggers.draw(rng, t0, t1))
         sizes = self._burst_sizes(rng, triggers.size)
         total = int(sizes.sum())
         first = np.cumsum(sizes) - sizes  # index of each burst's first frame

@@ -25,6 +25,7 @@ import numpy as np
 
 from traces.fit import default_burst_gap_s
 from traces.replay import TraceInfo
+from traces.stats import cv_of_gaps, peak_per_minute
 
 __all__ = ["BurstSummary", "TraceSummary", "arrivals_chart", "inspect_trace", "write_png"]
 
@@ -91,10 +92,9 @@ def inspect_trace(info: TraceInfo, *, burst_gap_s: float | None = None) -> Trace
     """Summarise a loaded trace (see the module docstring)."""
     t = info.times_s
     span = info.span_s
-    gaps = np.diff(t)
     nan = float("nan")
-    cv = float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else nan
-    peak = int((np.searchsorted(t, t + 60.0, side="left") - np.arange(t.size)).max()) if t.size else 0
+    cv = cv_of_gaps(t)
+    peak = peak_per_minute(t)
     counts = _counts_per_minute(t)
     mean_per_min = float(counts.mean()) if counts.size else nan
     dispersion = float(counts.var() / mean_per_min) if counts.size > 1 and mean_per_min > 0 else nan

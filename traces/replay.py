@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import math
 import types
 from collections.abc import Mapping, Sequence
@@ -58,7 +59,9 @@ class TraceInfo:
     file was already in time order; ``outliers`` are the clock-reset clusters found (dropped or not, see
     ``outliers_dropped``), with times on the clock of the loaded trace before any drop.  ``groups`` /
     ``sequences`` are the location (or deployment) and sequence id of each kept event, when the file has
-    them.  Equality is identity (the arrays are not compared).
+    them.  ``file`` is the file read (``source`` starts with it) and ``sha256`` the digest of its bytes, so
+    a result can name the trace in a way that is the same in every clone (:attr:`portable_source`).
+    Equality is identity (the arrays are not compared).
     """
 
     times_s: np.ndarray
@@ -75,6 +78,8 @@ class TraceInfo:
     groups: np.ndarray | None = None
     group_column: str = ""
     sequences: np.ndarray | None = None
+    file: str = ""
+    sha256: str = ""
 
     @property
     def n_events(self) -> int:
@@ -85,6 +90,11 @@ class TraceInfo:
     def n_dropped(self) -> int:
         """The number of rows dropped, all reasons together."""
         return sum(self.dropped.values())
+
+    @property
+    def portable_source(self) -> str:
+        """``source`` with the file's name instead of its path: what a result records (same in any clone)."""
+        return Path(self.file).name + self.source.removeprefix(self.file) if self.file else self.source
 
     @property
     def span_s(self) -> float:
@@ -199,7 +209,15 @@ def _load_cached(key: _LoadKey) -> TraceInfo:
         groups=_aligned(raw.groups, order, keep),
         group_column=raw.group_column,
         sequences=_aligned(raw.sequences, order, keep),
+        file=raw.file,
+        sha256=_sha256(Path(raw.file)),
     )
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (streamed: traces can be large)."""
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _aligned(labels: pl.Series | None, order: np.ndarray, keep: np.ndarray) -> np.ndarray | None:
@@ -303,6 +321,8 @@ def loop_period_s(spec: ReplayArrivals, info: TraceInfo) -> float:
 class ReplayReport:
     """What a replay read, kept and dropped, and why: the terminal line and the ``arrivals`` of ``summary.json``.
 
+    ``source`` names the trace by its file's name (with the selection and window), never its path, and
+    ``sha256`` is the digest of the file's bytes, so that ``summary.json`` is the same in any clone;
     ``rows_read`` are the rows of the file; ``kept`` the distinct trace rows replayed; ``dropped`` maps each
     reason to a row count (blank lines, filters, clock-reset outliers, outside the window, after
     ``duration_s`` / ``n_requests``), so that ``rows_read == kept + sum(dropped)``; ``arrivals`` is how many
@@ -310,6 +330,7 @@ class ReplayReport:
     """
 
     source: str
+    sha256: str
     format: str
     column: str
     unit: str
@@ -336,6 +357,7 @@ class ReplayReport:
         return {
             "kind": "replay",
             "source": self.source,
+            "sha256": self.sha256,
             "format": self.format,
             "column": self.column,
             "unit": self.unit,
@@ -388,7 +410,8 @@ def replay_with_report(
         why = "after n_requests" if n_requests is not None and kept == n_requests else "after duration_s"
         dropped[why] = info.n_events - kept
     report = ReplayReport(
-        source=info.source,
+        source=info.portable_source,
+        sha256=info.sha256,
         format=info.format,
         column=info.column,
         unit=info.unit,

@@ -17,7 +17,12 @@ Design choices (documented here because the simulator's results depend on them):
   (``"poisson"``) or exactly ``burst_size_mean`` (``"fixed"``, like a camera set to N pictures per
   trigger: the MICA Camtrap DP sequences are mostly 10 frames); any draw above ``burst_size_max`` is
   clipped to it, so the realised mean is :meth:`CameraTrapArrivals.mean_burst_size`.  Bursts of close
-  triggers may overlap (no dead time).
+  triggers may overlap (no dead time).  With ``trigger_modulation`` the triggers are themselves an MMPP
+  (hidden states with relative rates ``trigger_modulation``, exponential visits of ``trigger_mean_dwell_s``,
+  cyclic or ``trigger_transition`` jumps), scaled so that the long-run trigger rate is still
+  ``trigger_rate_hz`` (change it alone to get the same clustering at another rate), starting in the busiest
+  state (a recording starts with a trigger): triggers in clusters, as in deployments separated by months or
+  user sessions separated by idle minutes.
 * ``schedule``: a piecewise-constant rate (change points ``times_s`` / ``rates_hz``, optionally repeating
   every ``repeat_s``) and/or a diurnal cosine ``1 + amplitude·cos(2π (t - peak_s) / period_s)`` multiplying
   it (or multiplying ``mean_rate_hz``); drawn exactly (Poisson per piece, then thinning for the cosine).
@@ -140,7 +145,7 @@ def _check_transition(matrix: tuple[tuple[float, ...], ...], k: int) -> Problems
 class CameraTrapArrivals:
     """Motion-triggered bursts: Poisson triggers, each a burst of frames ``frame_interval_s`` apart."""
 
-    trigger_rate_hz: float = spec_field(gt=0, doc="mean rate of motion triggers (bursts), per second")
+    trigger_rate_hz: float = spec_field(gt=0, doc="long-run mean rate of motion triggers (bursts), per second")
     burst_size_mean: float = spec_field(ge=1, doc="mean frames per trigger before clipping at burst_size_max")
     burst_size_max: int = spec_field(ge=1, doc="most frames per trigger (larger draws are clipped)")
     frame_interval_s: float = spec_field(ge=0, doc="time between frames of one burst, s")
@@ -148,15 +153,50 @@ class CameraTrapArrivals:
         default="geometric", doc="burst size law: 1 + geometric, 1 + Poisson(mean - 1), or fixed = mean"
     )
     frame_jitter_s: float = spec_field(default=0.0, ge=0, doc="each frame gap gets + uniform(0, jitter) s")
+    trigger_modulation: tuple[float, ...] = spec_field(
+        default=(),
+        ge=0,
+        doc="relative trigger rate in each hidden state (mean scaled to trigger_rate_hz); [] = Poisson",
+    )
+    trigger_mean_dwell_s: tuple[float, ...] = spec_field(
+        default=(), gt=0, doc="mean time per visit to each trigger state (exponential), s; one per trigger_modulation"
+    )
+    trigger_transition: tuple[tuple[float, ...], ...] | None = spec_field(
+        default=None, doc="optional K x K jump matrix of the trigger states (default cyclic: 0 -> 1 -> ... -> 0)"
+    )
     kind: Literal["camera-trap"] = spec_field(default="camera-trap", doc="'camera-trap'")
 
     def check(self) -> Problems:
-        """The cap must allow the mean; a fixed burst size must be a whole number."""
+        """The cap must allow the mean; a fixed burst size must be a whole number; a valid trigger modulation."""
         if self.burst_size_max < self.burst_size_mean:
             return [("burst_size_max", self.burst_size_max, f"must be >= burst_size_mean ({self.burst_size_mean})")]
         if self.burst_size_dist == "fixed" and not float(self.burst_size_mean).is_integer():
             return [("burst_size_mean", self.burst_size_mean, "must be a whole number with burst_size_dist = 'fixed'")]
-        return []
+        if not self.trigger_modulation:
+            if self.trigger_mean_dwell_s or self.trigger_transition is not None:
+                return [("trigger_modulation", [], "trigger_mean_dwell_s / trigger_transition need trigger_modulation")]
+            return []
+        names = {"rates_hz": "trigger_modulation", "mean_dwell_s": "trigger_mean_dwell_s"}
+        names["transition"] = "trigger_transition"
+        problems = self._trigger_mmpp(1.0).check()
+        return [(names.get(key, key), value, why) for key, value, why in problems]
+
+    def _trigger_mmpp(self, scale: float) -> MmppArrivals:
+        """The trigger states as an MMPP with rates ``scale`` x ``trigger_modulation``, starting in the busiest."""
+        weights = self.trigger_modulation
+        return MmppArrivals(
+            rates_hz=tuple(scale * w for w in weights),
+            mean_dwell_s=self.trigger_mean_dwell_s,
+            start_state=int(np.argmax(weights)),
+            transition=self.trigger_transition,
+        )
+
+    def trigger_process(self) -> MmppArrivals | None:
+        """The MMPP of the triggers (long-run mean ``trigger_rate_hz``), or None for Poisson triggers."""
+        if not self.trigger_modulation:
+            return None
+        relative = self._trigger_mmpp(1.0).mean_rate_hz()
+        return self._trigger_mmpp(self.trigger_rate_hz / relative)
 
     def mean_burst_size(self) -> float:
         """The expected frames per trigger after clipping: sum over k < max of P(size > k)."""

@@ -10,7 +10,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ArrivalStats", "BurstStats", "arrival_stats", "burst_stats"]
+__all__ = ["ArrivalStats", "BurstStats", "arrival_stats", "burst_stats", "cv_of_gaps", "peak_per_minute"]
+
+
+def peak_per_minute(times_s: np.ndarray) -> int:
+    """The most arrivals in any 60 s window ``[t, t + 60)`` starting at an arrival (0 for no arrivals).
+
+    Sliding rather than fixed clock minutes, so that recorded and generated traces are binned alike
+    whatever their phase.
+    """
+    t = np.asarray(times_s, dtype=np.float64)
+    if t.size == 0:
+        return 0
+    return int((np.searchsorted(t, t + 60.0, side="left") - np.arange(t.size)).max())
+
+
+def cv_of_gaps(times_s: np.ndarray) -> float:
+    """Coefficient of variation of the inter-arrival gaps of sorted ``times_s`` (NaN without a gap)."""
+    gaps = np.diff(np.asarray(times_s, dtype=np.float64))
+    if gaps.size == 0 or gaps.mean() <= 0:
+        return float("nan")
+    return float(gaps.std() / gaps.mean())
 
 
 @dataclass(frozen=True)
