@@ -120,6 +120,7 @@ class _Outcome:
     error: BaseException | None = None
     nodes_info: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    emulation: dict[str, str] = field(default_factory=dict)  # policy -> thermal_emulator.csv text
     cleanup: list[str] = field(default_factory=list)
     inputs: str = ""  # what was fed: synthetic tensors or N images from a folder
     probe: RunResult | None = None  # the idle-chain requests sent before the policies (hil.coordinator)
@@ -209,6 +210,8 @@ async def _run(cluster: ClusterSpec, sc: Scenario, probe: bool = True) -> _Outco
             pr = await run_policy(session, sc, spec, curves, streams.arrivals_s, source, env, changes, i)
             out.results.append(pr.result)
             out.environment[spec.name] = pr.environment_log
+            if pr.emulation_csv:
+                out.emulation[spec.name] = pr.emulation_csv
             if pr.error is not None:
                 out.error = pr.error
                 break
@@ -318,6 +321,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
             table, files = _sim_vs_hw(sc, out.results, out.probe)
         except Exception as exc:  # the hardware results are published all the same, then the error is raised
             cmp_error = exc
+    files.update({f"{policy}/thermal_emulator.csv": text for policy, text in out.emulation.items()})
     if out.results:
         header = _header(cluster, sc, out)
         if cmp_error is not None:

@@ -175,21 +175,34 @@ class LocalIO:
             + " or ".join(usage_files(self.host.cpu_cgroup))
         )
 
+    def _failed(self, exc: OSError | ValueError, what: str) -> HilError:
+        return HilError(f"{where(self.host)}: thermal emulator: {what}: {type(exc).__name__}: {exc}")
+
     async def period_us(self) -> int:
         """``cpu.cfs_period_us`` of the node's cgroup."""
-        return int((Path(self.host.cpu_cgroup) / "cpu.cfs_period_us").read_text())
+        try:
+            return int((Path(self.host.cpu_cgroup) / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError) as exc:
+            raise self._failed(exc, "cannot read the CFS period") from None
 
     async def usage_s(self) -> float:
         """``cpuacct.usage`` in seconds."""
-        return int(self._usage_path().read_text()) / 1e9
+        path = self._usage_path()
+        try:
+            return int(path.read_text()) / 1e9
+        except (OSError, ValueError) as exc:
+            raise self._failed(exc, f"cannot read {path}") from None
 
     async def publish(self, quota_us: int, temp_c: float, freq_mhz: float) -> None:
         """Write the quota; rename the readings into place."""
-        (Path(self.host.cpu_cgroup) / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
         temp, freq = _readings_text(temp_c, freq_mhz)
-        for path, text in ((self.host.thermal_zone_file, temp), (self.host.cpu_freq_file, freq)):
-            if path:
-                atomic_write_text(path, text, clean_stale=False)
+        try:
+            (Path(self.host.cpu_cgroup) / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+            for path, text in ((self.host.thermal_zone_file, temp), (self.host.cpu_freq_file, freq)):
+                if path:
+                    atomic_write_text(path, text, clean_stale=False)
+        except OSError as exc:
+            raise self._failed(exc, "cannot apply the emulated frequency") from None
 
 
 @dataclass
