@@ -258,9 +258,9 @@ def _user_files(root: Path, node: LocalNode, uid: int) -> tuple[Path, Path]:
 
 def _make_cgroup(name: str, uid: int, period_us: int) -> Path:
     cg = CGROUP_CPU / name
+    cg.mkdir()
     if CGROUP_CPUACCT.is_dir():
         (CGROUP_CPUACCT / name).mkdir()
-    cg.mkdir()
     (cg / "cpu.cfs_period_us").write_text(f"{period_us}\n")
     os.chown(cg / "cpu.cfs_quota_us", uid, uid)  # the coordinator, logged in as pi, changes the quota
     return cg
