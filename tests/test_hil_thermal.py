@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgeprune.config import Ctx
-from edgeprune.errors import ConfigError
+from edgeprune.errors import ConfigError, HilError
 from edgeprune.physics import device_physics_from_table, govern
 from hil.cluster import HostSpec, load_cluster
 from hil.thermal_emulator import EmulatorState, LocalIO, NodeEmulator, emulation_csv, usage_files
@@ -194,3 +194,54 @@ def test_emulated_host_slows_down_by_stress_not_by_its_quota(tmp_path: Path) -> 
     host = load_cluster(path).hosts[0]
     assert host.emulate_physics is not None and host.emulate_physics.preset == "rpi4b"
     assert host.slowdown_method == "stress"
+
+
+class _BrokenIO:
+    """A node whose cgroup vanished after the start: the usage read fails at the first governor instant."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def period_us(self) -> int:
+        return PERIOD_US
+
+    async def usage_s(self) -> float:
+        self.reads += 1
+        if self.reads > 1:
+            raise HilError("pi2: thermal emulator: cannot read cpuacct.usage")
+        return 0.0
+
+    async def publish(self, quota_us: int, temp_c: float, freq_mhz: float) -> None:
+        return None
+
+
+def test_an_emulator_failure_ends_the_run_and_stops_the_other_emulators(tmp_path: Path) -> None:
+    from hil.cluster import CoordinatorSpec
+    from hil.coordinator import _unless_failed
+    from hil.environment import Environment
+
+    host = _fake_node(tmp_path)
+    assert host.emulate_physics is not None
+    env = Environment([], CoordinatorSpec(), "t")
+    healthy = NodeEmulator("pi1", EmulatorState(host.emulate_physics, BASE_CPUS), LocalIO(host))
+    broken = NodeEmulator("pi2", EmulatorState(host.emulate_physics, BASE_CPUS), _BrokenIO())
+    env.emulators = [healthy, broken]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def sleep_until(t_s: float) -> None:
+            await asyncio.sleep(max(0.0, t0 + t_s * 0.01 - loop.time()))  # governor periods of 10 ms
+
+        guard = asyncio.create_task(env.emulate(lambda: loop.time() - t0, sleep_until))
+        never = asyncio.get_running_loop().create_future()  # the feeder of a run that would not end by itself
+        with pytest.raises(HilError, match="pi2: thermal emulator"):
+            await asyncio.wait_for(_unless_failed(never, guard), 10)
+        assert never.cancelled()
+        n = len(healthy.records)
+        await asyncio.sleep(0.05)
+        assert len(healthy.records) == n  # the healthy node's emulator was stopped with it
+
+    asyncio.run(scenario())
+    assert {e["node"] for e in env.log if e["how"] == "thermal emulator"} == {"pi1", "pi2"}
