@@ -3,6 +3,7 @@
 edgeprune-hil --cluster pis.toml check
 edgeprune-hil --cluster pis.toml profile --out models/profiles/mycluster.json
 edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--profile P] [--policy NAME]
+edgeprune-hil calibrate runs/hil1 [--out calibrated.toml] [--holdout runs/hil2]
 
 ``check``   connect to every node (host keys verified), report Python / edgeprune / torch versions, clock
             offset and what is missing; ``--upload`` also installs the wheel / uploads the checkpoint.
@@ -10,6 +11,9 @@ edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--pr
 ``run``     every policy of the scenario on the cluster; results in the simulator's run-dir layout (plus
             ``"backend": "hil"`` and the nodes in ``summary.json``), and ``sim_vs_hw.json`` /
             ``sim_vs_hw.txt``: the simulator's prediction with the profile measured on the same nodes.
+``calibrate`` fit thermal R / tau / ambient, the frequency exponent, the hop overhead and interference factors
+            from a run folder (:mod:`hil.calibrate`); ``--out`` writes them as a scenario fragment, ``--holdout``
+            reports the error predicting a second run.
 
 Errors are one line, ``edgeprune-hil: error: ...``, exit status 2 (configuration, unreachable node,
 node failure — each names the node and the cause); Ctrl-C stops the run, keeps partial results, exit 130.
@@ -41,8 +45,8 @@ PROG = "edgeprune-hil"
 
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Run EdgePrune pipelines on a real cluster over SSH.")
-    p.add_argument("--cluster", type=Path, required=True, help="cluster TOML file")
-    sub = p.add_subparsers(dest="command", metavar="{check,profile,run}")
+    p.add_argument("--cluster", type=Path, help="cluster TOML file (check, profile, run)")
+    sub = p.add_subparsers(dest="command", metavar="{check,profile,run,calibrate}")
     check = sub.add_parser("check", help="reachability, host keys, versions, torch, clocks")
     check.add_argument("--upload", action="store_true", help="also install the wheel / upload the checkpoint")
     prof = sub.add_parser("profile", help="offline benchmark on every node")
@@ -57,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=seed_arg, help="override the scenario's seed")
     run.add_argument("--force", action="store_true", help="replace an existing --out directory")
     run.add_argument("--no-sim", action="store_true", help="skip the simulator's prediction")
+    cal = sub.add_parser("calibrate", help="fit the simulator's environment and overhead parameters from a run")
+    cal.add_argument("run_dir", type=Path, help="a run folder (edgeprune-hil run or edgeprune-sim --out)")
+    cal.add_argument("--out", type=Path, help="scenario fragment (TOML) to write the fitted values to")
+    cal.add_argument("--holdout", type=Path, help="a second run folder: report the fit's error predicting it")
     return p
 
 
@@ -120,6 +128,7 @@ class _Outcome:
     error: BaseException | None = None
     nodes_info: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    emulation: dict[str, str] = field(default_factory=dict)  # policy -> thermal_emulator.csv text
     cleanup: list[str] = field(default_factory=list)
     inputs: str = ""  # what was fed: synthetic tensors or N images from a folder
     probe: RunResult | None = None  # the idle-chain requests sent before the policies (hil.coordinator)
@@ -205,6 +214,8 @@ async def _run(cluster: ClusterSpec, sc: Scenario, probe: bool = True) -> _Outco
             pr = await run_policy(session, sc, spec, curves, streams.arrivals_s, source, env, changes, i)
             out.results.append(pr.result)
             out.environment[spec.name] = pr.environment_log
+            if pr.emulation_csv:
+                out.emulation[spec.name] = pr.emulation_csv
             if pr.error is not None:
                 out.error = pr.error
                 break
@@ -314,6 +325,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
             table, files = _sim_vs_hw(sc, out.results, out.probe)
         except Exception as exc:  # the hardware results are published all the same, then the error is raised
             cmp_error = exc
+    files.update({f"{policy}/thermal_emulator.csv": text for policy, text in out.emulation.items()})
     if out.results:
         header = _header(cluster, sc, out)
         if cmp_error is not None:
@@ -346,10 +358,27 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_cmd(args: argparse.Namespace) -> int:
+    from edgeprune.atomic import atomic_write_text
+    from hil.calibrate import calibrate, calibration_toml, format_calibration, holdout_errors
+
+    cal = calibrate(args.run_dir)
+    held = holdout_errors(cal, args.holdout) if args.holdout is not None else None
+    print(format_calibration(cal, held))
+    if args.out is not None:
+        atomic_write_text(args.out, calibration_toml(cal, held))
+        print(f"scenario fragment written to {args.out}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.command == "calibrate":
+        return _calibrate_cmd(args)
+    if args.cluster is None:
+        raise ConfigError("--cluster is required (the cluster TOML file) for check, profile and run")
     cluster = load_cluster(args.cluster)  # a missing or bad cluster file is named before a missing command
     if args.command is None:
-        raise ConfigError("no command given: check, profile or run (see `edgeprune-hil --help`)")
+        raise ConfigError("no command given: check, profile or run (or calibrate; see `edgeprune-hil --help`)")
     if args.command == "check":
         return asyncio.run(_check(cluster, args.upload))
     if args.command == "profile":

@@ -38,6 +38,9 @@ Schema (``examples/pis.toml`` is a documented example)::
     cpu_quota = 0.0                       # > 0: cap the node at this many CPUs during runs and profiles
     slowdown = "auto"                     # how environment slowdowns are realised: auto | cgroup | stress | cpufreq
     cpufreq_dir = "/sys/devices/system/cpu"   # holds cpu*/cpufreq (cpufreq slowdowns)
+    thermal_zone_file = ""                # the node's temperature, millidegrees C as integer text
+    cpu_freq_file = ""                    # the node's current frequency, kHz as integer text
+    emulate_physics = { preset = "rpi4b" }    # optional: the coordinator's thermal emulator heats this node
     [[stage]]                             # stage k of the checkpoint's partition, in pipeline order
     name = "s0"
     host = "pi1"
@@ -52,6 +55,7 @@ from typing import Literal
 
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.errors import ConfigError, did_you_mean
+from edgeprune.physics import DevicePhysics
 
 __all__ = ["ClusterSpec", "CoordinatorSpec", "DeploySpec", "HostSpec", "ModelSpec", "StagePlacement", "load_cluster"]
 
@@ -112,6 +116,13 @@ class HostSpec:
     cpufreq_dir: str = spec_field(
         default="/sys/devices/system/cpu", doc="folder holding cpu*/cpufreq (cpufreq slowdowns)"
     )
+    thermal_zone_file: str = spec_field(default="", doc="file with the node's temperature (millidegrees C)")
+    cpu_freq_file: str = spec_field(default="", doc="file with the node's current CPU frequency (kHz)")
+    emulate_physics: DevicePhysics | None = spec_field(
+        default=None,
+        doc="device physics the coordinator's thermal emulator runs for this node (hil.thermal_emulator): "
+        "heat from its measured CPU use, the emulated frequency applied as its CPU quota",
+    )
 
     @property
     def login(self) -> str:
@@ -128,14 +139,30 @@ class HostSpec:
         """The concrete realisation: ``auto`` is ``cgroup`` where a cgroup is configured, else ``stress``."""
         if self.slowdown != "auto":
             return self.slowdown
-        return "cgroup" if self.cpu_cgroup else "stress"
+        return "cgroup" if self.cpu_cgroup and self.emulate_physics is None else "stress"
 
     def check(self) -> list[tuple[str, object, str]]:
-        """A cgroup slowdown needs a cgroup; so does a CPU quota."""
+        """A cgroup slowdown needs a cgroup; so does a CPU quota; so does the thermal emulator (it owns the quota)."""
+        if self.emulate_physics is not None:
+            return self._check_emulated(self.emulate_physics)
         if self.slowdown == "cgroup" and not self.cpu_cgroup:
             return [("slowdown", self.slowdown, "needs cpu_cgroup (a cgroup v1 cpu folder the user may write)")]
         if self.cpu_quota > 0 and not self.cpu_cgroup:
             return [("cpu_quota", self.cpu_quota, "needs cpu_cgroup (a cgroup v1 cpu folder the user may write)")]
+        return []
+
+    def _check_emulated(self, phys: DevicePhysics) -> list[tuple[str, object, str]]:
+        """The emulator scales the node's base quota and measures the cgroup's CPU use; tenants are sim-only."""
+        if not self.cpu_cgroup:
+            return [("emulate_physics", "{...}", "needs cpu_cgroup (the emulator applies the frequency as its quota)")]
+        if self.cpu_quota <= 0:
+            return [("cpu_quota", self.cpu_quota, "must be > 0 with emulate_physics (the quota at the top frequency)")]
+        if self.slowdown == "cgroup":
+            return [("slowdown", self.slowdown, 'the thermal emulator owns the CPU quota: use slowdown = "stress"')]
+        if phys.tenant:
+            return [
+                ("emulate_physics.tenant", "[...]", 'simulated tenants cannot be emulated: use slowdown = "stress"')
+            ]
         return []
 
 

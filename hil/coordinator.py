@@ -82,6 +82,7 @@ class PolicyRun:
     result: RunResult
     error: BaseException | None
     environment_log: list[dict[str, Any]]
+    emulation_csv: str = ""  # the thermal emulator's per-period records (hil.thermal_emulator), if any node had one
 
 
 def _start_observation(n_stages: int, levels: Sequence[int]) -> Observation:
@@ -220,8 +221,10 @@ class _Run:
             asyncio.create_task(self.controller(policy, self.spec.period_s)),
             asyncio.create_task(self.environment(env, changes)),
         ]
+        emulation = asyncio.create_task(env.emulate(self.now_s, self._sleep_until)) if env.emulators else None
+        tasks += [emulation] if emulation is not None else []
         try:
-            await self.session._race(self._until_end(end_s, tasks[0]))
+            await self.session._race(self._until_end(end_s, tasks[0], emulation))
             await self._final_report()
         finally:
             for t in tasks:
@@ -229,11 +232,12 @@ class _Run:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.session.on_result = None
 
-    async def _until_end(self, end_s: float, feeder: asyncio.Task[None]) -> None:
-        """Wait for the feeder, then for every request to be accounted for or the drain deadline."""
-        await feeder
+    async def _until_end(self, end_s: float, feeder: asyncio.Task[None], guard: asyncio.Task[None] | None) -> None:
+        """Wait for the feeder, then for every request to be accounted for or the drain deadline; a failure of
+        ``guard`` (the thermal emulation) ends the wait with its error."""
+        await _unless_failed(feeder, guard)
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.all_accounted.wait(), max(end_s - self.now_s(), 0.0))
+            await asyncio.wait_for(_unless_failed(self.all_accounted.wait(), guard), max(end_s - self.now_s(), 0.0))
 
     async def _final_report(self) -> None:
         """Collect drops reported after the last control period."""
@@ -248,6 +252,21 @@ class _Run:
         last_s = float(self.arrivals_s[-1]) if self.arrivals_s.size else 0.0
         window_end = self.sc.duration_s if self.sc.duration_s is not None else last_s
         return self.rec.result(slo_s=self.sc.slo_s, window_end_s=window_end)
+
+
+async def _unless_failed(aw: Any, guard: asyncio.Task[None] | None) -> None:
+    """Await ``aw``; if ``guard`` fails first, cancel ``aw`` and raise ``guard``'s error."""
+    if guard is None:
+        await aw
+        return
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task, guard}, return_when=asyncio.FIRST_COMPLETED)
+    if task not in done and guard.exception() is not None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise guard.exception()  # type: ignore[misc]
+    await task
 
 
 async def run_policy(
@@ -280,7 +299,7 @@ async def run_policy(
             error = HilError(restore)
         elif isinstance(error, HilError):
             error = HilError(f"{error}; {restore}")
-    return PolicyRun(run.result(), error, list(env.log))
+    return PolicyRun(run.result(), error, list(env.log), env.emulation_csv())
 
 
 PROBE_REQUESTS = 8

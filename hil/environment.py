@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from edgeprune.scenario import Scenario
 from hil.cluster import ClusterSpec, CoordinatorSpec, HostSpec
 from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
+from hil.thermal_emulator import NodeEmulator, emulate, emulation_csv
 
 __all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "QuotaTracker", "node_schedule"]
 
@@ -145,6 +146,7 @@ class Environment:
         self.hosts = {n.name: _HostState(n) for n in nodes}
         self.log: list[dict[str, Any]] = []
         self.trackers: dict[str, QuotaTracker] = {}  # node -> its active cgroup slowdown's tracker
+        self.emulators: list[NodeEmulator] = emulate(nodes, MIN_QUOTA_US)  # hosts with emulate_physics
 
     async def _sh(self, node: Node, cmd: str, what: str) -> str:
         try:
@@ -276,6 +278,25 @@ class Environment:
         script = "; ".join(f"d={shlex.quote(d)}; v={v}; {{ {_WRITE_FREQ}; }} || exit 1" for d, v in st.original_freq)
         await self._sh(st.node, script, "cannot restore the CPU frequency caps")
         st.original_freq = None
+
+    async def emulate(self, now_s: Callable[[], float], sleep_until: Callable[[float], Awaitable[None]]) -> None:
+        """Run every emulated node's thermal emulator on the run clock (``hil.thermal_emulator``) until cancelled;
+        each node's figures go into the log when it ends."""
+        tasks = [asyncio.create_task(e.run(now_s, sleep_until)) for e in self.emulators]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()  # the first node's failure, one HilError
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for e in self.emulators:
+                self.log.append({"time_s": e.state.t_s, "node": e.name, "how": "thermal emulator", **e.summary()})
+
+    def emulation_csv(self) -> str:
+        """The emulators' per-period records as CSV (empty without emulated nodes)."""
+        return emulation_csv(self.emulators)
 
     async def revert(self) -> list[str]:
         """Undo everything; returns problems (empty when all was restored)."""

@@ -49,6 +49,7 @@ import pytest
 
 SSHD = "/usr/sbin/sshd"
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+CGROUP_CPUACCT = Path("/sys/fs/cgroup/cpuacct")  # a folder of the same name counts the node's CPU time (emulator)
 CFS_PERIOD_US = 10_000  # short CFS period: a capped node is throttled in 10 ms slices (quota >= 1 ms: >= 0.1 CPU)
 
 
@@ -197,6 +198,7 @@ class LocalCluster:
         for n in self.nodes:
             if n.cgroup is not None:
                 _remove_cgroup(n.cgroup)
+                _remove_cgroup(CGROUP_CPUACCT / n.cgroup.name)
         shutil.rmtree(self.root, ignore_errors=True)
         return left
 
@@ -260,6 +262,8 @@ def _user_files(root: Path, node: LocalNode, uid: int) -> tuple[Path, Path]:
 def _make_cgroup(name: str, uid: int, period_us: int) -> Path:
     cg = CGROUP_CPU / name
     cg.mkdir()
+    if CGROUP_CPUACCT.is_dir():
+        (CGROUP_CPUACCT / name).mkdir()
     (cg / "cpu.cfs_period_us").write_text(f"{period_us}\n")
     os.chown(cg / "cpu.cfs_quota_us", uid, uid)  # the coordinator, logged in as pi, changes the quota
     return cg
@@ -299,6 +303,8 @@ def _launch(node: LocalNode, root: Path, passwd: Path, group: Path) -> None:
         f"exec {SSHD} -D -e -f {node.dir / 'sshd_config'}"
     )
     enter_cg = f"echo $$ > {node.cgroup / 'cgroup.procs'} && " if node.cgroup is not None else ""
+    if node.cgroup is not None and (CGROUP_CPUACCT / node.cgroup.name).is_dir():
+        enter_cg += f"echo $$ > {CGROUP_CPUACCT / node.cgroup.name / 'cgroup.procs'} && "
     script = f"{enter_cg}exec unshare --mount --propagation private sh -c '{mounts}'"
     node.proc = subprocess.Popen(
         ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -1,0 +1,481 @@
+"""``edgeprune-hil calibrate``: the simulator's environment and overhead parameters fitted from a run's results.
+
+The result schema is the same for the simulator and the cluster, so a run folder of either works (a simulated
+run with known parameters is how the fits are tested).  From ``DIR/scenario.toml`` (stages, devices, the
+profile) and every policy's ``timeline.parquet`` / ``requests.parquet``:
+
+* **Thermal resistance, time constant, ambient** per node: nonlinear least squares
+  (``scipy.optimize.least_squares``) of the exact RC step (``edgeprune.physics.rc_step``) from one timeline
+  row to the next, ``temp_c[k] = rc_step(temp_c[k-1], ambient_c, power_w[k], R, h, tau)``, with ``power_w[k]``
+  the node's mean power over the period (as both backends record it).  Started from the linear regression
+  ``T[k] = a T[k-1] + b P[k] + c`` (exact for a constant period: ``a = exp(-h/tau)``, ``b = R (1 - a)``).
+  The ambient is taken as constant over the run (a run under an ambient schedule is outside this fit).
+* **Frequency exponent** ``alpha`` per node: weighted regression of ``log env_factor`` (measured / profiled
+  service time) on ``log(f_max / f)`` over the periods whose frequency did not change since the previous
+  two readings (services of the period ran at that frequency), outside scripted slowdowns.
+* **Hop overhead**: over the requests that found the pipeline empty (arrived after every earlier request had
+  left), latency minus the expected services (profiled mean at the levels served x the stage's measured
+  service-time factor in that period); the mean per request, its standard error, and the per-hop latency
+  that leaves after the scenario's transfer times (the ``[network] latency_s`` that reproduces it).
+* **Interference factors**: per scripted slowdown window of a node, the measured / profiled service time
+  divided by the frequency's share ``(f_max / f)^alpha``, against the stated factor.
+
+Standard errors: the least-squares covariance ``s^2 (J^T J)^-1`` for the thermal fit and alpha, ``sd / sqrt(n)``
+for means.  The result is a scenario fragment (TOML, written atomically): a ``[[device]]`` per fitted node with
+its ``physics`` (the run's physics with the fitted keys replaced, or only the fitted keys where the run's
+scenario had none), ``[network] latency_s``, and a ``[calibration]`` table naming the source run and every
+number's standard error and sample size.  ``--holdout DIR2`` simulates the held-out run's scenario with the
+fitted parameters and reports predicted vs measured temperature, time throttled and latency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import tomli_w
+from scipy.optimize import least_squares
+
+from edgeprune.environment import merged_schedule
+from edgeprune.errors import ResultError
+from edgeprune.physics import DevicePhysics, rc_step
+from edgeprune.results import RunResult, read_run_dir
+from edgeprune.scenario import Scenario, hop_time_s, load_scenario
+
+__all__ = ["Calibration", "Fit", "calibrate", "calibration_toml", "holdout_errors"]
+
+_THERMAL_COLUMNS = ("time_s", "stage", "temp_c", "power_w")
+_ALPHA_COLUMNS = ("time_s", "stage", "served", "env_factor", "freq_mhz")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted number, its standard error and the number of observations it rests on."""
+
+    value: float
+    stderr: float
+    n: int
+
+    def doc(self) -> dict[str, float | int]:
+        """For the TOML's ``[calibration]`` table."""
+        return {"value": self.value, "stderr": self.stderr, "n": self.n}
+
+
+@dataclass
+class Calibration:
+    """Everything fitted from one run."""
+
+    source: str
+    policies: list[str]
+    thermal: dict[str, dict[str, Fit]] = field(default_factory=dict)  # device -> R, tau, ambient
+    alpha: dict[str, Fit] = field(default_factory=dict)  # device -> alpha
+    hop: Fit | None = None  # time per request outside the services
+    hop_latency_s: float | None = None  # per hop, after the scenario's transfer times
+    interference: list[dict[str, Any]] = field(default_factory=list)
+    base_physics: dict[str, DevicePhysics] = field(default_factory=dict)  # the run's physics per device
+    notes: list[str] = field(default_factory=list)
+
+
+def load_run(run_dir: Path) -> tuple[Scenario, dict[str, RunResult]]:
+    """The run's resolved scenario and every policy's results (one-line errors when they are not there)."""
+    _, results = read_run_dir(run_dir)
+    if not (run_dir / "scenario.toml").is_file():
+        raise ResultError(f"{run_dir}: not a run directory (no scenario.toml)")
+    return load_scenario(run_dir / "scenario.toml"), results
+
+
+def _need(run_dir: Path, policy: str, table: pl.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ResultError(
+            f"{run_dir}/{policy}/timeline.parquet: no column {missing[0]!r}, needed to fit {what} "
+            "(a run with device physics: the simulator's, or a cluster whose nodes report temp_c / power_w)"
+        )
+
+
+def _stage_names(sc: Scenario, device: str) -> list[str]:
+    return [s.name for s in sc.stages if s.device == device]
+
+
+def _physics_devices(sc: Scenario, results: Mapping[str, RunResult]) -> list[str]:
+    """Devices with any temperature reading in the run."""
+    found = set()
+    for r in results.values():
+        if "temp_c" in r.timeline.columns:
+            rows = r.timeline.filter(pl.col("temp_c").is_not_null())
+            found |= set(rows["stage"].unique().to_list())
+    return sorted({s.device for s in sc.stages if s.name in found})
+
+
+def _rc_residuals(
+    theta: np.ndarray, prev: np.ndarray, power: np.ndarray, h: np.ndarray, temp: np.ndarray
+) -> np.ndarray:
+    r_c_per_w, tau_s, ambient_c = (float(v) for v in theta)
+    pred = [rc_step(t0, ambient_c, p, r_c_per_w, dt, tau_s) for t0, p, dt in zip(prev, power, h, strict=True)]
+    return np.asarray(pred) - temp
+
+
+def _steps(rows: pl.DataFrame) -> tuple[np.ndarray, ...]:
+    """(T[k-1], P[k], h[k], T[k]) over consecutive rows with readings on both ends."""
+    t = rows["time_s"].to_numpy()
+    temp = rows["temp_c"].to_numpy()
+    power = rows["power_w"].to_numpy()
+    ok = np.isfinite(temp[1:]) & np.isfinite(temp[:-1]) & np.isfinite(power[1:]) & (np.diff(t) > 0)
+    return temp[:-1][ok], power[1:][ok], np.diff(t)[ok], temp[1:][ok]
+
+
+def _covariance_se(jac: np.ndarray, resid: np.ndarray) -> np.ndarray:
+    n, p = jac.shape
+    s2 = float(resid @ resid) / max(n - p, 1)
+    cov = np.linalg.pinv(jac.T @ jac) * s2
+    return np.sqrt(np.maximum(np.diag(cov), 0.0))
+
+
+def fit_thermal(series: Sequence[pl.DataFrame]) -> dict[str, Fit]:
+    """R, tau and ambient of one node from its timeline rows (one frame per policy, sorted by time)."""
+    parts = [_steps(rows) for rows in series]
+    prev, power, h, temp = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    n = temp.size
+    if n < 4 or np.ptp(power) <= 0:
+        raise ResultError("not enough varying power readings to fit the thermal RC")
+    design = np.column_stack([prev, power, np.ones(n)])
+    (a, b, c), *_ = np.linalg.lstsq(design, temp, rcond=None)
+    a = min(max(a, 1e-6), 1 - 1e-9)
+    h_mean = float(np.mean(h))
+    start = np.array([max(b / (1 - a), 1e-3), -h_mean / math.log(a), c / (1 - a)])
+    res = least_squares(
+        _rc_residuals, start, args=(prev, power, h, temp), bounds=([1e-6, 1e-6, -100.0], [np.inf, np.inf, 200.0])
+    )
+    se = _covariance_se(res.jac, res.fun)
+    names = ("resistance_c_per_w", "time_constant_s", "ambient_c")
+    return {k: Fit(float(v), float(e), n) for k, v, e in zip(names, res.x, se, strict=True)}
+
+
+def _stable_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """Periods whose frequency reading equals the previous two (the services ran at it)."""
+    f = pl.col("freq_mhz")
+    return rows.filter((f == f.shift(1)) & (f == f.shift(2)))
+
+
+def _outside_slowdowns(sc: Scenario, device: str, rows: pl.DataFrame) -> pl.DataFrame:
+    points = merged_schedule([ev for ev in sc.environment if ev.device == device])
+    ends = [p[0] for p in points[1:]] + [math.inf]
+    keep = pl.lit(False)
+    for (t, factor), end in zip(points, ends, strict=True):
+        if factor == 1.0:
+            keep = keep | ((pl.col("time_s") > t) & (pl.col("time_s") <= end))
+    return rows.filter(keep)
+
+
+def fit_alpha(sc: Scenario, device: str, series: Sequence[pl.DataFrame], f_max_mhz: float) -> Fit | None:
+    """``alpha`` of one node (``None`` when it never ran below the top frequency in a usable period)."""
+    frames = [_outside_slowdowns(sc, device, _stable_rows(rows)) for rows in series]
+    use = pl.concat(frames).filter((pl.col("served") > 0) & (pl.col("env_factor") > 0))
+    x = np.log(f_max_mhz / use["freq_mhz"].to_numpy())
+    if use.height < 4 or np.ptp(x) <= 0:
+        return None
+    y = np.log(use["env_factor"].to_numpy())
+    w = np.sqrt(use["served"].to_numpy().astype(np.float64))
+    coef, cov = np.polyfit(x, y, 1, w=w, cov="unscaled")
+    resid = (y - np.polyval(coef, x)) * w
+    s2 = float(resid @ resid) / max(use.height - 2, 1)
+    return Fit(float(coef[0]), float(math.sqrt(max(cov[0, 0] * s2, 0.0))), use.height)
+
+
+def _factor_at(tl: pl.DataFrame, stage: str, times: np.ndarray) -> np.ndarray:
+    """The stage's measured service-time factor in the period containing each time (a period without a
+    service carries the last measured one; 1 before any)."""
+    rows = tl.filter(pl.col("stage") == stage).sort("time_s")
+    t = rows["time_s"].to_numpy()
+    f = rows["env_factor"].forward_fill().fill_null(np.nan).to_numpy()
+    j = np.clip(np.searchsorted(t, times, side="left"), 0, max(t.size - 1, 0))
+    out = f[j] if t.size else np.full(times.size, np.nan)
+    return np.where(np.isfinite(out), out, 1.0)
+
+
+def hop_residuals(sc: Scenario, result: RunResult) -> np.ndarray:
+    """Per request that found the pipeline empty: latency minus its expected services."""
+    from sim.runner import curves_for
+
+    req = result.requests.sort("arrival_s")
+    dep = req["departure_s"].fill_null(np.nan).to_numpy()
+    arr = req["arrival_s"].to_numpy()
+    left_before = np.concatenate([[-np.inf], np.fmax.accumulate(np.nan_to_num(dep, nan=-np.inf))[:-1]])
+    alone = (req["status"] == "done").to_numpy() & ~req["in_warmup"].to_numpy() & (arr > left_before)
+    curves = curves_for(sc)
+    expected = np.zeros(int(alone.sum()))
+    for k, st in enumerate(sc.stages):
+        levels = req[f"level_{st.name}"].to_numpy()[alone].astype(int)
+        mean_s = np.asarray(curves.latency_s[k])[levels]
+        expected += mean_s * _factor_at(result.timeline, st.name, arr[alone])
+    return np.asarray(req["latency_s"].to_numpy()[alone] - expected)
+
+
+def fit_hop(sc: Scenario, results: Mapping[str, RunResult]) -> tuple[Fit, float] | None:
+    """The mean time per request outside the services and the per-hop latency after transfer times."""
+    values = np.concatenate([hop_residuals(sc, r) for r in results.values()])
+    if values.size < 2 or len(sc.stages) < 2:
+        return None
+    mean = float(values.mean())
+    fit = Fit(mean, float(values.std(ddof=1) / math.sqrt(values.size)), int(values.size))
+    transfer_s = sum(hop_time_s(sc, k)[0] for k in range(len(sc.stages) - 1))
+    return fit, (mean - transfer_s) / (len(sc.stages) - 1)
+
+
+def fit_interference(
+    sc: Scenario, results: Mapping[str, RunResult], alpha: Mapping[str, Fit], f_max: Mapping[str, float]
+) -> list[dict[str, Any]]:
+    """Per scripted slowdown window of a node: measured factor (frequency's share divided out) vs stated."""
+    out = []
+    for device in sorted({ev.device for ev in sc.environment}):
+        points = merged_schedule([ev for ev in sc.environment if ev.device == device])
+        ends = [p[0] for p in points[1:]] + [math.inf]
+        stages = _stage_names(sc, device)
+        for (t, stated), end in zip(points, ends, strict=True):
+            ratios, weights = _window_ratios(results, stages, t, end, alpha.get(device), f_max.get(device))
+            if ratios.size == 0:
+                continue
+            mean = float(np.average(ratios, weights=weights))
+            se = float(np.std(ratios) / math.sqrt(ratios.size)) if ratios.size > 1 else math.nan
+            out.append({"device": device, "start_s": t, "end_s": end, "stated": stated, "factor": mean, "stderr": se})
+    return out
+
+
+def _window_ratios(
+    results: Mapping[str, RunResult],
+    stages: Sequence[str],
+    t: float,
+    end: float,
+    alpha: Fit | None,
+    f_max: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    ratios: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for r in results.values():
+        tl = r.timeline.sort("time_s")
+        period_s = float(np.median(np.diff(np.unique(tl["time_s"].to_numpy())))) if tl.height > 1 else 0.0
+        w = tl.filter(
+            pl.col("stage").is_in(stages)
+            & (pl.col("served") > 0)
+            & (pl.col("env_factor") > 0)
+            & (pl.col("time_s") > (t + period_s if t > 0 else -math.inf))
+            & (pl.col("time_s") <= end)
+        )
+        factor = w["env_factor"].to_numpy()
+        if alpha is not None and f_max is not None and "freq_mhz" in w.columns:
+            factor = factor / (f_max / w["freq_mhz"].fill_null(f_max).to_numpy()) ** alpha.value
+        ratios.append(factor)
+        weights.append(w["served"].to_numpy().astype(np.float64))
+    return np.concatenate(ratios), np.concatenate(weights)
+
+
+def calibrate(run_dir: Path) -> Calibration:
+    """Every fit the run supports (see the module docstring)."""
+    sc, results = load_run(run_dir)
+    cal = Calibration(source=str(run_dir.resolve()), policies=list(results))
+    for policy, r in results.items():
+        _need(run_dir, policy, r.timeline, _THERMAL_COLUMNS, "the thermal RC")
+    f_max: dict[str, float] = {}
+    for device in _physics_devices(sc, results):
+        stages = _stage_names(sc, device)
+        series = [r.timeline.filter(pl.col("stage").is_in(stages)).sort("time_s") for r in results.values()]
+        try:
+            cal.thermal[device] = fit_thermal(series)
+        except ResultError as exc:
+            cal.notes.append(f"{device}: {exc}")
+        phys = next((d.physics for d in sc.devices if d.name == device), None)
+        if phys is not None:
+            cal.base_physics[device] = phys
+        f_max[device] = (
+            phys.dvfs.freqs_mhz[0]
+            if phys is not None
+            else max(float(s["freq_mhz"].drop_nulls().to_numpy().max()) for s in series)
+        )
+        for policy, r in results.items():
+            _need(run_dir, policy, r.timeline, _ALPHA_COLUMNS, "the frequency exponent")
+        a = fit_alpha(sc, device, series, f_max[device])
+        if a is None:
+            cal.notes.append(f"{device}: never ran below its top frequency in a usable period: alpha not fitted")
+        else:
+            cal.alpha[device] = a
+    if not cal.thermal:
+        raise ResultError(f"{run_dir}: no node with temperature and power readings (temp_c / power_w all empty)")
+    hop = fit_hop(sc, results)
+    if hop is not None:
+        cal.hop, cal.hop_latency_s = hop
+    cal.interference = fit_interference(sc, results, cal.alpha, f_max)
+    return cal
+
+
+def fitted_physics(cal: Calibration, device: str, base: DevicePhysics) -> DevicePhysics:
+    """``base`` with the fitted thermal constants (and alpha, where fitted) in place."""
+    th = cal.thermal[device]
+    thermal = replace(
+        base.thermal,
+        resistance_c_per_w=th["resistance_c_per_w"].value,
+        time_constant_s=th["time_constant_s"].value,
+        capacitance_j_per_c=None,
+        ambient_c=th["ambient_c"].value,
+    )
+    dvfs = replace(base.dvfs, alpha=min(1.0, max(0.0, cal.alpha[device].value))) if device in cal.alpha else base.dvfs
+    return replace(base, thermal=thermal, dvfs=dvfs)
+
+
+def _physics_table(cal: Calibration, device: str) -> dict[str, Any]:
+    """The device's physics table: the run's physics with the fitted keys replaced, or only the fitted keys."""
+    base = cal.base_physics.get(device)
+    if base is not None:
+        return dict(_drop_none(asdict(fitted_physics(cal, device, base))))
+    table: dict[str, Any] = {"thermal": {k: f.value for k, f in cal.thermal[device].items()}}
+    if device in cal.alpha:
+        table["dvfs"] = {"alpha": cal.alpha[device].value}
+    return table
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None and v != ()}
+    if isinstance(value, (list, tuple)):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def calibration_toml(cal: Calibration, holdout: Mapping[str, Any] | None = None) -> str:
+    """The scenario fragment with the fitted values and their standard errors (see the module docstring)."""
+    doc: dict[str, Any] = {"device": [{"name": d, "physics": _physics_table(cal, d)} for d in sorted(cal.thermal)]}
+    if cal.hop_latency_s is not None:
+        doc["network"] = {"latency_s": max(cal.hop_latency_s, 0.0)}
+    calib: dict[str, Any] = {"source_run": cal.source, "policies": cal.policies}
+    for d in sorted(cal.thermal):
+        calib[d] = {k: f.doc() for k, f in cal.thermal[d].items()}
+        if d in cal.alpha:
+            calib[d]["alpha"] = cal.alpha[d].doc()
+    if cal.hop is not None:
+        calib["hop"] = {"overhead_per_request_s": cal.hop.doc(), "latency_per_hop_s": cal.hop_latency_s}
+    if cal.interference:
+        calib["interference"] = [{k: v for k, v in i.items() if not _is_inf(v)} for i in cal.interference]
+    if cal.notes:
+        calib["notes"] = cal.notes
+    if holdout is not None:
+        calib["holdout"] = dict(holdout)
+    doc["calibration"] = calib
+    head = (
+        f"# edgeprune-hil calibrate: fitted from {cal.source} (policies {', '.join(cal.policies)}).\n"
+        "# Merge each [[device]]'s physics into the scenario device of the same name (the keys override its\n"
+        "# preset) and [network] latency_s into the scenario's hops; [calibration] holds every fitted value with\n"
+        "# its standard error (stderr) and number of observations (n), and the held-out run's errors.\n"
+    )
+    return head + tomli_w.dumps(_nan_free(doc))
+
+
+def _is_inf(v: object) -> bool:
+    return isinstance(v, float) and math.isinf(v)
+
+
+def _nan_free(value: Any) -> Any:
+    """TOML has nan, but a reader should not have to handle it: NaN entries are left out."""
+    if isinstance(value, Mapping):
+        return {k: _nan_free(v) for k, v in value.items() if not (isinstance(v, float) and math.isnan(v))}
+    if isinstance(value, list):
+        return [_nan_free(v) for v in value]
+    return value
+
+
+def predicted_scenario(cal: Calibration, sc: Scenario) -> Scenario:
+    """``sc`` with the fitted physics on its devices of the same name and the fitted hop latency."""
+    devices = []
+    for d in sc.devices:
+        base = d.physics or cal.base_physics.get(d.name)
+        if d.name in cal.thermal and base is not None:
+            d = replace(d, physics=fitted_physics(cal, d.name, base))
+        devices.append(d)
+    out = replace(sc, devices=tuple(devices))
+    if cal.hop_latency_s is not None:
+        out = replace(out, network=replace(sc.network, latency_s=max(cal.hop_latency_s, 0.0)), links=())
+    return out
+
+
+def holdout_errors(cal: Calibration, run_dir: Path) -> dict[str, Any]:
+    """Predicted (the simulator with the fitted parameters) vs measured on a held-out run, per policy."""
+    from hil.compare import compare, predict
+
+    sc, results = load_run(run_dir)
+    pred = predict(predicted_scenario(cal, sc), list(results))
+    doc = compare(results, pred, sc.slo_s)
+    out: dict[str, Any] = {"run": str(run_dir.resolve()), "policies": {}}
+    for policy, hw in results.items():
+        rows = doc["policies"].get(policy, {})
+        entry = {m: rows[m]["error"] for m in ("p50_latency_s", "p95_latency_s", "slo_attainment") if m in rows}
+        entry.update(_physics_errors(sc, hw.timeline, pred[policy].timeline))
+        out["policies"][policy] = entry
+    return out
+
+
+def _physics_errors(sc: Scenario, hw: pl.DataFrame, sim: pl.DataFrame) -> dict[str, float]:
+    """Temperature RMSE and time throttled (measured vs predicted) over the ticks both have."""
+    if "temp_c" not in hw.columns or "temp_c" not in sim.columns:
+        return {}
+    cols = ["time_s", "stage", "temp_c", "freq_mhz"]
+    both = hw.select(cols).join(sim.select(cols), on=["time_s", "stage"], suffix="_sim").drop_nulls()
+    if both.is_empty():
+        return {}
+    period_s = float(np.median(np.diff(np.unique(both["time_s"].to_numpy())))) if both.height > 1 else 0.0
+    top = both.group_by("stage").agg(
+        pl.col("freq_mhz").max().alias("top"), pl.col("freq_mhz_sim").max().alias("top_sim")
+    )
+    both = both.join(top, on="stage")
+    hw_s = float((both["freq_mhz"] < both["top"]).sum()) * period_s
+    sim_s = float((both["freq_mhz_sim"] < both["top_sim"]).sum()) * period_s
+    err = (both["temp_c"] - both["temp_c_sim"]).to_numpy()
+    return {
+        "temp_rmse_c": float(np.sqrt(np.mean(err**2))),
+        "throttled_s": hw_s,
+        "throttled_s_predicted": sim_s,
+        "throttled_error_pct": (hw_s - sim_s) / sim_s * 100.0 if sim_s > 0 else (0.0 if hw_s == 0 else math.inf),
+    }
+
+
+def format_calibration(cal: Calibration, holdout: Mapping[str, Any] | None = None) -> str:
+    """The fitted values (± standard error) and the held-out run's errors as text."""
+    lines = [f"calibrated from {cal.source} (policies {', '.join(cal.policies)}):"]
+    for d in sorted(cal.thermal):
+        th = cal.thermal[d]
+        alpha = cal.alpha.get(d)
+        shown = "-" if alpha is None else f"{alpha.value:.3f} ± {alpha.stderr:.3f}"
+        lines.append(
+            f"  {d:<8} R {th['resistance_c_per_w'].value:.3f} ± {th['resistance_c_per_w'].stderr:.3f} C/W  "
+            f"tau {th['time_constant_s'].value:.2f} ± {th['time_constant_s'].stderr:.2f} s  "
+            f"ambient {th['ambient_c'].value:.2f} ± {th['ambient_c'].stderr:.2f} C  alpha {shown}"
+        )
+    if cal.hop is not None and cal.hop_latency_s is not None:
+        lines.append(
+            f"  outside the services: {cal.hop.value * 1000:.1f} ± {cal.hop.stderr * 1000:.1f} ms per request "
+            f"({cal.hop.n} requests that found the pipeline empty); latency per hop {cal.hop_latency_s * 1000:.1f} ms"
+        )
+    for i in cal.interference:
+        lines.append(
+            f"  {i['device']} from {i['start_s']:g} s: service-time factor {i['factor']:.3f} ± {i['stderr']:.3f} "
+            f"(stated {i['stated']:g})"
+        )
+    lines += [f"  note: {n}" for n in cal.notes]
+    if holdout is not None:
+        lines.append(f"held-out run {holdout['run']}: predicted with the fitted values vs measured")
+        for policy, e in holdout["policies"].items():
+            parts = [f"{k} {_fmt_err(k, v)}" for k, v in e.items()]
+            lines.append(f"  {policy:<14}" + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def _fmt_err(key: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if key == "slo_attainment":
+        return f"{v:+.1f} pt"
+    if key.endswith("_pct") or key.endswith("latency_s"):
+        return f"{v:+.1f}%"
+    return f"{v:.2f}"

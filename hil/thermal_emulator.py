@@ -1,0 +1,323 @@
+"""A Pi you can heat on one machine: the device-physics model run from a node's *measured* CPU use.
+
+For every host with ``emulate_physics`` in the cluster file, the coordinator runs one emulator task per
+policy run.  Every governor period (``dvfs.period_s`` on the run's clock) it
+
+1. reads the CPU time the node's cgroup used since the last period (cgroup v1 ``cpuacct.usage``, in
+   nanoseconds: the cpuacct folder of the same name as ``cpu_cgroup``, or ``cpu_cgroup`` itself where the two
+   controllers are mounted together) — the stage worker, its sockets, a co-located ``stress-ng``, all of it;
+2. turns it into the busy fraction of the emulated node, ``u = cpu_s / (elapsed_s x quota_cpus)`` (capped at
+   1), and the node's mean power over the period, ``P = P(idle) + u x (P(busy) - P(idle))`` at the current
+   frequency step (``edgeprune.physics.node_power_w`` / ``dynamic_power_w``);
+3. integrates the temperature over the period at that constant power (``edgeprune.physics.model.rc_period``,
+   the one RC implementation; the ambient schedule is followed) and asks the governor for the next step
+   (``edgeprune.physics.govern``);
+4. applies the step as DVFS would slow the CPU: the node's CPU quota becomes ``cpu_quota x (f / f_max)^alpha``
+   (a service of fixed CPU work then takes ``(f_max / f)^alpha`` times as long, the simulator's
+   ``freq_factor``), and writes the emulated temperature (millidegrees C) and frequency (kHz) as integer text
+   to the host's ``thermal_zone_file`` / ``cpu_freq_file`` (renamed into place, so a reader never sees a
+   partial value), where the stage worker reads them as it would read ``/sys/class/thermal``.
+
+So throttling follows from the load the run itself puts on the node — the arrivals, the policy's pruning, a
+co-located load — not from a script.  The model is the simulator's, with one approximation: the emulator
+sees CPU time per period, not the service intervals inside it, so the power is the period's mean (exact for
+the temperature at period ends to first order in ``period_s / tau``).
+
+Where the node is this machine (a loopback address whose cgroup folder exists here: the local test cluster)
+the files are read and written directly; elsewhere over the node's SSH connection (two short commands per
+period; their CPU time is then counted in the node's use).  Each period's figures are kept
+(:attr:`NodeEmulator.records`) and written into the run folder as ``<policy>/thermal_emulator.csv``.
+
+*Assumption*: emulated thermal constants are usually scaled (e.g. ``time_constant_s = 20`` instead of the
+Pi's ~120 s) so that a run of a few minutes heats up; say so in the cluster file that does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import polars as pl
+
+from edgeprune.atomic import atomic_write_text
+from edgeprune.errors import HilError
+from edgeprune.physics import DevicePhysics, dynamic_power_w, freq_factor, govern, initial_state, node_power_w
+from edgeprune.physics.model import rc_period
+from hil.cluster import HostSpec
+from hil.connect import Node, where
+
+__all__ = [
+    "EmulatorState",
+    "NodeEmulator",
+    "NodeIO",
+    "PeriodRecord",
+    "emulate",
+    "emulated_quota_cpus",
+    "emulation_csv",
+    "io_for",
+    "usage_files",
+]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class PeriodRecord(NamedTuple):
+    """One governor period of one emulated node (a row of ``thermal_emulator.csv``)."""
+
+    time_s: float  # end of the period on the run clock (a governor decision instant)
+    node: str
+    cpu_s: float  # CPU time the node's cgroup used in the period
+    util: float  # busy fraction of the emulated node: cpu_s / (elapsed x quota), capped at 1
+    power_w: float  # the emulated node's mean power over the period
+    temp_c: float  # temperature at time_s
+    freq_mhz: float  # the step the governor chose at time_s (in effect for the next period)
+    quota_cpus: float  # the CPU quota applied for the next period
+
+
+def emulated_quota_cpus(phys: DevicePhysics, base_cpus: float, freq_index: int) -> float:
+    """The CPU quota that slows the node as frequency step ``freq_index`` would: ``base x (f / f_max)^alpha``."""
+    return base_cpus / freq_factor(phys, freq_index)
+
+
+@dataclass
+class EmulatorState:
+    """One emulated node's physics between governor instants (pure: no clock, no I/O)."""
+
+    phys: DevicePhysics
+    base_cpus: float  # the node's quota at the top frequency (the host's cpu_quota)
+    temp_c: float = field(init=False)
+    step: int = field(init=False)
+    t_s: float = 0.0
+    throttled_s: float = 0.0
+    energy_j: float = 0.0
+    peak_temp_c: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        start = initial_state(self.phys)
+        self.temp_c, self.step = start.temp_c, start.freq_index
+        self.peak_temp_c = self.temp_c
+
+    @property
+    def freq_mhz(self) -> float:
+        """The frequency now."""
+        return self.phys.dvfs.freqs_mhz[self.step]
+
+    @property
+    def quota_cpus(self) -> float:
+        """The CPU quota for the current step."""
+        return emulated_quota_cpus(self.phys, self.base_cpus, self.step)
+
+    def advance(self, t_s: float, cpu_s: float, elapsed_s: float) -> tuple[float, float]:
+        """Integrate to governor instant ``t_s`` given ``cpu_s`` of CPU used over ``elapsed_s`` (wall), then
+        take the governor's decision; returns ``(util, mean power_w)`` of the period."""
+        h_s = t_s - self.t_s
+        capacity_s = elapsed_s * self.quota_cpus
+        util = min(1.0, max(0.0, cpu_s / capacity_s)) if capacity_s > 0 else 0.0
+        power_w = node_power_w(self.phys, self.step, False) + util * dynamic_power_w(self.phys, self.step)
+        self.temp_c, _ = rc_period(self.phys.thermal, self.temp_c, self.t_s, t_s, [], power_w, 0.0)
+        self.energy_j += power_w * h_s
+        if self.step > 0:
+            self.throttled_s += h_s
+        self.peak_temp_c = max(self.peak_temp_c, self.temp_c)
+        self.t_s = t_s
+        self.step = govern(self.phys.dvfs, self.step, self.temp_c)
+        return util, power_w
+
+
+class NodeIO(Protocol):
+    """Where an emulator reads the node's CPU use and writes its quota and readings."""
+
+    async def period_us(self) -> int:
+        """The cgroup's CFS period (``cpu.cfs_period_us``)."""
+        ...
+
+    async def usage_s(self) -> float:
+        """CPU seconds the node's cgroup used so far (a counter)."""
+        ...
+
+    async def publish(self, quota_us: int, temp_c: float, freq_mhz: float) -> None:
+        """Apply the quota and expose the readings."""
+        ...
+
+
+def usage_files(cpu_cgroup: str) -> tuple[str, ...]:
+    """Where the cgroup's ``cpuacct.usage`` may be: in ``cpu_cgroup`` itself (controllers mounted together),
+    or in the cpuacct hierarchy's folder of the same name (``/sys/fs/cgroup/cpu/X`` -> ``.../cpuacct/X``)."""
+    here = f"{cpu_cgroup.rstrip('/')}/cpuacct.usage"
+    parts = Path(cpu_cgroup).parts
+    for i, part in enumerate(parts):
+        if "cpu" in part.split(",") and "cpuacct" not in part.split(","):
+            return (here, str(Path(*parts[:i], "cpuacct", *parts[i + 1 :], "cpuacct.usage")))
+    return (here,)
+
+
+def _readings_text(temp_c: float, freq_mhz: float) -> tuple[str, str]:
+    """The files' contents: millidegrees C and kHz as integer text (as ``/sys`` shows them)."""
+    return f"{round(temp_c * 1000)}\n", f"{round(freq_mhz * 1000)}\n"
+
+
+@dataclass
+class LocalIO:
+    """The node's cgroup and reading files on this machine (the local test cluster)."""
+
+    host: HostSpec
+
+    def _usage_path(self) -> Path:
+        for p in usage_files(self.host.cpu_cgroup):
+            if Path(p).exists():
+                return Path(p)
+        raise HilError(
+            f"{where(self.host)}: thermal emulator: no cgroup v1 cpuacct.usage at "
+            + " or ".join(usage_files(self.host.cpu_cgroup))
+        )
+
+    def _failed(self, exc: OSError | ValueError, what: str) -> HilError:
+        return HilError(f"{where(self.host)}: thermal emulator: {what}: {type(exc).__name__}: {exc}")
+
+    async def period_us(self) -> int:
+        """``cpu.cfs_period_us`` of the node's cgroup."""
+        try:
+            return int((Path(self.host.cpu_cgroup) / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError) as exc:
+            raise self._failed(exc, "cannot read the CFS period") from None
+
+    async def usage_s(self) -> float:
+        """``cpuacct.usage`` in seconds."""
+        path = self._usage_path()
+        try:
+            return int(path.read_text()) / 1e9
+        except (OSError, ValueError) as exc:
+            raise self._failed(exc, f"cannot read {path}") from None
+
+    async def publish(self, quota_us: int, temp_c: float, freq_mhz: float) -> None:
+        """Write the quota; rename the readings into place."""
+        temp, freq = _readings_text(temp_c, freq_mhz)
+        try:
+            (Path(self.host.cpu_cgroup) / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+            for path, text in ((self.host.thermal_zone_file, temp), (self.host.cpu_freq_file, freq)):
+                if path:
+                    atomic_write_text(path, text, clean_stale=False)
+        except OSError as exc:
+            raise self._failed(exc, "cannot apply the emulated frequency") from None
+
+
+@dataclass
+class SshIO:
+    """The same over the node's SSH connection (a remote node)."""
+
+    node: Node
+
+    async def _sh(self, cmd: str, what: str) -> str:
+        try:
+            result = await asyncio.wait_for(self.node.conn.run(cmd, check=False), 15)
+        except (OSError, TimeoutError) as exc:
+            raise HilError(f"{where(self.node.spec)}: thermal emulator: {what}: {type(exc).__name__}: {exc}") from None
+        if result.exit_status != 0:
+            err = str(result.stderr or "").strip().splitlines()
+            raise HilError(
+                f"{where(self.node.spec)}: thermal emulator: {what}: {err[-1] if err else result.exit_status}"
+            )
+        return str(result.stdout or "")
+
+    async def period_us(self) -> int:
+        """``cpu.cfs_period_us`` of the node's cgroup."""
+        cg = shlex.quote(self.node.spec.cpu_cgroup)
+        return int(await self._sh(f"cat {cg}/cpu.cfs_period_us", "cannot read the CFS period"))
+
+    async def usage_s(self) -> float:
+        """``cpuacct.usage`` in seconds (the first of :func:`usage_files` that exists)."""
+        cmd = " || ".join(f"cat {shlex.quote(p)} 2>/dev/null" for p in usage_files(self.node.spec.cpu_cgroup))
+        return int(await self._sh(cmd, "cannot read cpuacct.usage (cgroup v1 cpuacct)")) / 1e9
+
+    async def publish(self, quota_us: int, temp_c: float, freq_mhz: float) -> None:
+        """Write the quota and the readings (each written to a temporary and renamed into place)."""
+        spec = self.node.spec
+        cmds = [f"echo {quota_us} > {shlex.quote(spec.cpu_cgroup + '/cpu.cfs_quota_us')}"]
+        for path, text in zip(
+            (spec.thermal_zone_file, spec.cpu_freq_file), _readings_text(temp_c, freq_mhz), strict=True
+        ):
+            if path:
+                tmp = shlex.quote(path + ".tmp")
+                cmds.append(f"printf %s {text.strip()} > {tmp} && mv -f {tmp} {shlex.quote(path)}")
+        await self._sh(" && ".join(cmds), "cannot apply the emulated frequency")
+
+
+def io_for(node: Node) -> NodeIO:
+    """Direct file access where the node is this machine (loopback, cgroup folder here), else SSH."""
+    spec = node.spec
+    if spec.address in LOOPBACK and Path(spec.cpu_cgroup).is_dir():
+        return LocalIO(spec)
+    return SshIO(node)
+
+
+@dataclass
+class NodeEmulator:
+    """One node's emulator over one policy run: its state, its I/O and its records."""
+
+    name: str
+    state: EmulatorState
+    io: NodeIO
+    min_quota_us: int = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
+    records: list[PeriodRecord] = field(default_factory=list)
+    _period_us: int = field(default=0, init=False)
+
+    async def _publish(self) -> float:
+        cpus = self.state.quota_cpus
+        await self.io.publish(
+            max(self.min_quota_us, round(cpus * self._period_us)), self.state.temp_c, self.state.freq_mhz
+        )
+        return cpus
+
+    async def run(self, now_s: Callable[[], float], sleep_until: Callable[[float], Awaitable[None]]) -> None:
+        """Publish the start state, then one :meth:`EmulatorState.advance` per governor instant ``n x period_s``
+        on the run clock ``now_s`` (until cancelled)."""
+        self._period_us = await self.io.period_us()
+        await self._publish()
+        period_s = self.state.phys.dvfs.period_s
+        used_s, wall_s = await self.io.usage_s(), now_s()
+        n = 1
+        while True:
+            t_s = n * period_s
+            await sleep_until(t_s)
+            used, wall = await self.io.usage_s(), now_s()
+            cpu_s = used - used_s
+            util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s)
+            used_s, wall_s = used, wall
+            cpus = await self._publish()
+            st = self.state
+            self.records.append(PeriodRecord(t_s, self.name, cpu_s, util, power_w, st.temp_c, st.freq_mhz, cpus))
+            n += 1
+
+    def summary(self) -> dict[str, Any]:
+        """The node's figures over the run (for ``summary.json``)."""
+        st = self.state
+        return {
+            "throttled_s": st.throttled_s,
+            "peak_temp_c": st.peak_temp_c,
+            "energy_j": st.energy_j,
+            "emulated_s": st.t_s,
+            "preset": st.phys.preset,
+        }
+
+
+def emulate(nodes: Sequence[Node], min_quota_us: int) -> list[NodeEmulator]:
+    """An emulator for every node whose host has ``emulate_physics`` (fresh state: each run starts cold)."""
+    return [
+        NodeEmulator(n.name, EmulatorState(n.spec.emulate_physics, n.spec.cpu_quota), io_for(n), min_quota_us)
+        for n in nodes
+        if n.spec.emulate_physics is not None
+    ]
+
+
+def emulation_csv(emulators: Sequence[NodeEmulator]) -> str:
+    """Every node's period records as CSV text (``thermal_emulator.csv``); empty without emulated nodes."""
+    rows = [r for e in emulators for r in e.records]
+    if not emulators:
+        return ""
+    cols = {name: [getattr(r, name) for r in rows] for name in PeriodRecord._fields}
+    schema = {name: (pl.String if name == "node" else pl.Float64) for name in PeriodRecord._fields}
+    return pl.DataFrame(cols, schema=schema).sort(["time_s", "node"]).write_csv(float_precision=6)

@@ -1,0 +1,167 @@
+"""``edgeprune-hil calibrate`` recovers known parameters from simulated runs and predicts a held-out run.
+
+The result schema is the same for the simulator and the cluster, so two simulated runs with known physics
+stand in for two cluster runs: run A (camera-trap bursts, a scripted 1.5x slowdown on pi2) is calibrated,
+run B (a different scenario: MMPP arrivals, another seed, no slowdown) is the held-out run.  True values:
+R = 12 C/W, tau = 90 s, ambient 30 C, alpha = 0.9, hop latency 40 ms (+ 4.8 ms transfer) per hop.
+Tolerances: R and tau within 1 % (the fit's only error is the power's placement within a period), ambient
+within 0.1 C, alpha within 0.05 (service times are random: its standard error is ~0.015), the overhead per
+request within 20 % (the same noise, ~5 % standard error), the interference factor within 5 %.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from edgeprune.cli.sim import main as sim_main
+from edgeprune.config import Ctx
+from edgeprune.physics import device_physics_from_table
+from hil.calibrate import calibrate, holdout_errors
+from hil.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+R, TAU, AMBIENT, ALPHA, LATENCY_S = 12.0, 90.0, 30.0, 0.9, 0.04
+PHYSICS = (
+    f'{{ preset = "rpi4b", thermal = {{ resistance_c_per_w = {R}, time_constant_s = {TAU}, ambient_c = {AMBIENT}, '
+    f"initial_c = 50.0 }}, dvfs = {{ alpha = {ALPHA} }} }}"
+)
+CAMERA_TRAP = """[arrivals]
+kind = "camera-trap"
+trigger_rate_hz = 0.25
+burst_size_mean = 5
+burst_size_max = 10
+frame_interval_s = 0.45
+frame_jitter_s = 0.1
+[[environment]]
+device = "pi2"
+start_s = 600.0
+end_s = 900.0
+slowdown = 1.5
+"""
+MMPP = """[arrivals]
+kind = "mmpp"
+rates_hz = [0.6, 2.2]
+mean_dwell_s = [60.0, 40.0]
+"""
+
+
+def _scenario(name: str, seed: int, tail: str, physics: bool = True) -> str:
+    phys = f"physics = {PHYSICS}" if physics else ""
+    devices = "\n".join(
+        f'[[device]]\nname = "pi{k + 1}"\nprofile_device = "x86-1thr"\nspeed = 0.5\n{phys}' for k in range(4)
+    )
+    stages = "\n".join(f'[[stage]]\nname = "slice{k}"\ndevice = "pi{k + 1}"' for k in range(4))
+    return f"""name = "{name}"
+seed = {seed}
+duration_s = 1500
+warmup_s = 60
+slo_s = 3.0
+profile = "{REPO}/models/profiles/vit-b16_x86-2c_digits-proxy.json"
+{devices}
+{stages}
+[network]
+bandwidth_mbit_s = 1000
+latency_s = {LATENCY_S}
+{tail}
+[[policy]]
+name = "no-pruning"
+kind = "static"
+levels = [0, 0, 0, 0]
+[[policy]]
+name = "thermal"
+kind = "thermal"
+min_accuracy = 0.99
+"""
+
+
+def _simulate(folder: Path, name: str, text: str) -> Path:
+    sc = folder / f"{name}.toml"
+    sc.write_text(text)
+    out = folder / name
+    assert sim_main([str(sc), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Run A (calibrated) and run B (held out), simulated with the true parameters."""
+    folder = tmp_path_factory.mktemp("calib")
+    return (
+        _simulate(folder, "run-a", _scenario("calib-a", 3, CAMERA_TRAP)),
+        _simulate(folder, "run-b", _scenario("calib-b", 8, MMPP)),
+    )
+
+
+def test_recovers_the_true_parameters(runs: tuple[Path, Path]) -> None:
+    cal = calibrate(runs[0])
+    assert sorted(cal.thermal) == ["pi1", "pi2", "pi3", "pi4"]
+    for device, th in cal.thermal.items():
+        assert th["resistance_c_per_w"].value == pytest.approx(R, rel=0.01), device
+        assert th["time_constant_s"].value == pytest.approx(TAU, rel=0.01), device
+        assert th["ambient_c"].value == pytest.approx(AMBIENT, abs=0.1), device
+        assert 0 < th["resistance_c_per_w"].stderr < 0.1 * R
+        assert cal.alpha[device].value == pytest.approx(ALPHA, abs=0.05), device
+        assert 0 < cal.alpha[device].stderr < 0.05
+    transfer_s = 605184 * 8 / 1e9  # the profile's activation bytes at 1000 Mbit/s, per hop
+    assert cal.hop is not None and cal.hop_latency_s is not None
+    assert cal.hop.value == pytest.approx(3 * (LATENCY_S + transfer_s), rel=0.2)
+    assert cal.hop_latency_s == pytest.approx(LATENCY_S, rel=0.3)
+    (slowed,) = [i for i in cal.interference if i["stated"] != 1.0]
+    assert (slowed["device"], slowed["start_s"], slowed["end_s"]) == ("pi2", 600.0, 900.0)
+    assert slowed["factor"] == pytest.approx(1.5, rel=0.05)
+    normal = [i for i in cal.interference if i["stated"] == 1.0]
+    assert normal and all(i["factor"] == pytest.approx(1.0, rel=0.05) for i in normal)
+
+
+def test_predicts_the_held_out_run_within_the_bounds(runs: tuple[Path, Path]) -> None:
+    held = holdout_errors(calibrate(runs[0]), runs[1])
+    assert set(held["policies"]) == {"no-pruning", "thermal"}
+    for policy, e in held["policies"].items():
+        assert abs(e["p50_latency_s"]) <= 5.0, policy
+        assert abs(e["p95_latency_s"]) <= 10.0, policy
+        assert abs(e["slo_attainment"]) <= 3.0, policy
+        assert abs(e["throttled_error_pct"]) <= 10.0, policy
+        assert e["temp_rmse_c"] < 0.5, policy
+    assert held["policies"]["no-pruning"]["throttled_s"] > 0  # the held-out run did throttle
+
+
+def test_cli_writes_a_loadable_fragment(
+    runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "calibrated.toml"
+    assert main(["calibrate", str(runs[0]), "--out", str(out), "--holdout", str(runs[1])]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out run" in printed and f"scenario fragment written to {out}" in printed
+    doc = tomllib.loads(out.read_text())
+    assert [d["name"] for d in doc["device"]] == ["pi1", "pi2", "pi3", "pi4"]
+    for d in doc["device"]:
+        phys = device_physics_from_table(d["physics"], Ctx(str(out)))  # a valid physics table
+        fit = doc["calibration"][d["name"]]
+        assert phys.thermal.resistance_c_per_w == fit["resistance_c_per_w"]["value"]
+        assert phys.thermal.tau_s == fit["time_constant_s"]["value"]
+        assert phys.dvfs.alpha == fit["alpha"]["value"]
+        assert fit["time_constant_s"]["stderr"] > 0 and fit["time_constant_s"]["n"] > 100
+    assert doc["network"]["latency_s"] == doc["calibration"]["hop"]["latency_per_hop_s"]
+    assert doc["calibration"]["source_run"] == str(runs[0].resolve())
+    assert doc["calibration"]["holdout"]["run"] == str(runs[1].resolve())
+    assert not [p for p in tmp_path.iterdir() if p.name != "calibrated.toml"]  # no temporary left
+
+
+def test_a_run_without_physics_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = _scenario("plain", 1, MMPP, physics=False).replace("duration_s = 1500", "duration_s = 120")
+    run = _simulate(tmp_path, "plain", text)
+    capsys.readouterr()
+    out = tmp_path / "x.toml"
+    assert main(["calibrate", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"edgeprune-hil: error: {run}/no-pruning/timeline.parquet: no column 'temp_c'")
+    assert not out.exists()
+
+
+def test_not_a_run_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"edgeprune-hil: error: {tmp_path}: not a run directory (no summary.json)\n"

@@ -1,0 +1,132 @@
+"""The thermal emulator on the local cluster: a loaded node heats and throttles, an idle one does not.
+
+Four "Pis" at 0.4 CPU each run the tiny model's stages at 2 requests/s (a few ms of CPU per request: the
+nodes stay nearly idle).  From t = 1 s a co-located ``stress-ng --cpu 1`` (the scenario's ``stress``
+slowdown on pi1) keeps pi1's whole quota busy, so its emulated temperature rises from 57.4 C (idle steady
+state) towards 25 + 12 x 6.4 = 101.8 C: it crosses the 80 C threshold after ~0.7 tau and the emulator cuts
+its quota to the 1000 MHz step's 0.4 x (1000/1500)^0.95 = 0.272 CPU.  Nobody scripted when: the emulator
+only saw pi1's CPU use.  pi2-pi4 stay near 57 C at full quota.  The thermal constants are the ``rpi4b``
+preset with R = 12 C/W (an enclosure) and tau = 8 s so that the run heats up in seconds (assumption).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hil_cluster import LocalCluster, cgroup_skip_reason, make_tiny_checkpoint, skip_reason, start_local_cluster
+
+from hil.cli import main
+
+pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytestmark = [
+    pytest.mark.ssh,
+    pytest.mark.torch,
+    pytest.mark.slow,
+    pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
+    pytest.mark.skipif(cgroup_skip_reason() is not None, reason=str(cgroup_skip_reason())),
+    pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed"),
+]
+
+BASE_CPUS = 0.4
+PHYSICS = '{ preset = "rpi4b", thermal = { resistance_c_per_w = 12.0, time_constant_s = 8.0, initial_c = 57.4 } }'
+SCENARIO = """\
+name = "hil-heat"
+seed = 3
+duration_s = 24.0
+warmup_s = 1.0
+slo_s = 1.0
+drain_s = 3.0
+profile = "local-cluster.json"
+[[device]]
+name = "local"
+profile_device = "local"
+[[device]]
+name = "pi1"
+profile_device = "local"
+{stages}
+[arrivals]
+kind = "poisson"
+rate_hz = 2.0
+[[environment]]
+device = "pi1"
+start_s = 1.0
+slowdown = 2.0
+[[policy]]
+name = "no-pruning"
+kind = "static"
+levels = [0, 0, 0, 0]
+period_s = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """Four "Pis", each in its own cpu and cpuacct cgroups."""
+    c = start_local_cluster(4, cgroups=True)
+    yield c
+    left = c.stop()
+    assert not left, f"processes left on the nodes: {left}"
+
+
+def _cluster_file(cluster: LocalCluster) -> Path:
+    """Every node emulated; its readings in files in its own folder."""
+    ckpt = make_tiny_checkpoint(cluster.root / "model")
+    text = cluster.cluster_toml(ckpt, cpu_quota=BASE_CPUS, slowdown="stress")
+    for n in cluster.nodes:
+        extra = (
+            f'thermal_zone_file = "{n.dir / "temp"}"\ncpu_freq_file = "{n.dir / "freq"}"\nemulate_physics = {PHYSICS}\n'
+        )
+        text = text.replace(f'name = "{n.name}"\n', f'name = "{n.name}"\n{extra}', 1)
+    path = cluster.root / "pis.toml"
+    path.write_text(text)
+    return path
+
+
+def test_loaded_node_heats_and_throttles_idle_nodes_do_not(cluster: LocalCluster, tmp_path: Path) -> None:
+    cluster_file = _cluster_file(cluster)
+    prof = cluster.root / "local-cluster.json"
+    assert main(["--cluster", str(cluster_file), "profile", "--out", str(prof), "--samples", "5", "--warmup", "2"]) == 0
+    folder = tmp_path / "sc"
+    folder.mkdir()
+    shutil.copy(prof, folder / "local-cluster.json")
+    stages = "\n".join(f'[[stage]]\nname = "s{k}"\ndevice = "{"pi1" if k == 0 else "local"}"' for k in range(4))
+    sc = folder / "heat.toml"
+    sc.write_text(SCENARIO.format(stages=stages))
+    out = tmp_path / "run"
+    cmd = ["--cluster", str(cluster_file), "run", str(sc), "--out", str(out), "--profile", str(prof), "--no-sim"]
+    assert main(cmd) == 0
+    log = pl.read_csv(out / "no-pruning" / "thermal_emulator.csv")
+    assert set(log["node"]) == {"pi1", "pi2", "pi3", "pi4"}
+    hot = log.filter(pl.col("node") == "pi1").sort("time_s")
+    assert hot["temp_c"].max() >= 80.0 and hot["freq_mhz"].min() < 1500.0
+    ladder = {round(BASE_CPUS * (f / 1500) ** 0.95, 5) for f in (1500, 1000, 750, 600)}  # rpi4b steps, alpha
+    assert {round(q, 5) for q in hot["quota_cpus"]} <= ladder
+    assert hot["quota_cpus"].min() < BASE_CPUS
+    # the quota was enforced: in a period after a throttling decision pi1 used at most the cut quota
+    after = hot.with_columns(pl.col("quota_cpus").shift(1).alias("applied")).filter(pl.col("applied") < BASE_CPUS)
+    assert after.height > 0
+    assert (after["cpu_s"] <= after["applied"] * 1.15).all()  # period 1 s; CFS slack <= 15 %
+    assert hot.filter(pl.col("time_s") > 2.0)["util"].min() > 0.8  # stress-ng kept its quota busy
+    for node in ("pi2", "pi3", "pi4"):
+        cool = log.filter(pl.col("node") == node)
+        assert cool["freq_mhz"].min() == 1500.0 and cool["temp_c"].max() < 75.0
+        assert (cool["quota_cpus"] == BASE_CPUS).all()
+    doc = json.loads((out / "summary.json").read_text())
+    emulated = {e["node"]: e for e in doc["environment_applied"]["no-pruning"] if e["how"] == "thermal emulator"}
+    assert emulated["pi1"]["throttled_s"] > 0 and emulated["pi2"]["throttled_s"] == 0
+    # the node exposes what the emulator computed last, as /sys would: integer millidegrees and kHz
+    last = hot.row(-1, named=True)
+    node1 = cluster.nodes[0]
+    assert re.fullmatch(r"\d+\n", (node1.dir / "temp").read_text())
+    assert int((node1.dir / "temp").read_text()) == round(last["temp_c"] * 1000)
+    assert int((node1.dir / "freq").read_text()) == round(last["freq_mhz"] * 1000)
+    # the run restored every node's quota (the cgroups had none)
+    for n in cluster.nodes:
+        assert n.cgroup is not None and int((n.cgroup / "cpu.cfs_quota_us").read_text()) == -1
