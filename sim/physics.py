@@ -1,13 +1,15 @@
 """Device physics in the simulator: each node's temperature, DVFS step, tenants and energy, advanced at
 control instants by ``sim.control`` — the same code for the reference model and the fast path.
 
-The physics itself is ``edgeprune.physics`` (:class:`~edgeprune.physics.NodeRun`: the node's change
-instants, service-time factor and exact RC integration); this module hands it what the simulated requests
-did.  Power only changes at the edges of a node's busy intervals and frequencies only at the governor's
-decision instants (``n × dvfs.period_s``), so the fast path stays exact: it advances the requests to an
-instant, and only then is the node's heat integrated over the busy intervals the requests left.  A node
-is also integrated to every controller tick, so an observation's temperature and a period's energy are
-exact there.
+The physics itself is ``edgeprune.physics``: every node of the run lives in one flat state
+(:class:`~edgeprune.physics.flat.Nodes`) stepped by :func:`~edgeprune.physics.flat.heat_step`, the one
+implementation of a node's run (``NodeRun`` reads the same state).  It runs as plain Python for the
+reference model and short runs, and compiled by numba with the compiled fast path, where a Python step per
+node and instant would cost more than the requests between instants.  Power only changes at the edges of a
+node's busy intervals and frequencies only at the governor's decision instants (``n × dvfs.period_s``), so
+the fast path stays exact: it advances the requests to an instant, and only then is the node's heat
+integrated over the busy intervals the requests left.  A node is also integrated to every controller tick,
+so an observation's temperature and a period's energy are exact there.
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ def test_the_simulator_takes_only_integer_levels(answer: object) -> None:
             simulate(ladder_setup(), Answers(), np.array([0.0]), np.full((1, 1), 0.5), path=path)  # type: ignore[arg-type]
 
 
-def _curves(setup: SimSetup, slo_s: float) -> PipelineCurves:
+def curves_of(setup: SimSetup, slo_s: float) -> PipelineCurves:
+    """The policies' view of a test setup: its nominal times, hops and physics (no accuracy curve)."""
     return PipelineCurves(
         ratios=tuple(0.1 * i for i in range(setup.n_levels)),
         latency_s=setup.mean_s,
@@ -121,6 +122,7 @@ def _curves(setup: SimSetup, slo_s: float) -> PipelineCurves:
         switch_s=setup.switch_s,
         slo_s=slo_s,
         accuracy=None,
+        physics=setup.physics,
     )
 
 
@@ -178,7 +180,7 @@ def test_reference_and_fast_paths_agree_under_a_dynamic_policy() -> None:
         (10**6, "auto", None),
     ):
         setup = dataclasses.replace(base, queue_capacity=cap)
-        policy = BottleneckPolicy(BottleneckParams(cooldown_s=5.0), _curves(setup, slo_s=2.0))
+        policy = BottleneckPolicy(BottleneckParams(cooldown_s=5.0), curves_of(setup, slo_s=2.0))
         outs.append(simulate(setup, policy, arrivals, q, path=path, compiled=compiled))  # type: ignore[arg-type]
     plain = outs[0]
     assert plain.switches > 0
@@ -262,7 +264,7 @@ def test_fast_path_equals_reference_property(
     q = rng.random((k_n, arrivals.size))
     outs = []
     for path, compiled in (("reference", None), ("fast", False), ("fast", True)):
-        curves = _curves(setup, slo_s=1.0)
+        curves = curves_of(setup, slo_s=1.0)
         policy: object = (
             BottleneckPolicy(BottleneckParams(cooldown_s=3.0), curves)
             if policy_kind == "bottleneck"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_sim_engine import _random_setup
+from test_sim_engine import _random_setup, curves_of
 
 from edgeprune.config import Ctx
 from edgeprune.controller.bottleneck import BottleneckParams, BottleneckPolicy
-from edgeprune.controller.contract import Observation, PipelineCurves
+from edgeprune.controller.contract import Observation
 from edgeprune.controller.static import StaticPolicy
 from edgeprune.controller.thermal import ThermalPolicy, ThermalPolicyParams
 from edgeprune.physics import DevicePhysics, device_physics_from_table, node_power_w
@@ -59,19 +59,6 @@ def _setup(rng: np.random.Generator, k_n: int, n_levels: int) -> SimSetup:
     )
 
 
-def _curves(s: SimSetup) -> PipelineCurves:
-    return PipelineCurves(
-        ratios=tuple(0.1 * i for i in range(s.n_levels)),
-        latency_s=s.mean_s,
-        latency_p95_s=s.mean_s,
-        hop_s=tuple(a + b for a, b in zip(s.hop_tx_s, s.hop_latency_s, strict=True)),
-        switch_s=s.switch_s,
-        slo_s=1.0,
-        accuracy=None,
-        physics=s.physics,
-    )
-
-
 def _assert_same(a: EngineOutput, b: EngineOutput) -> None:
     for name in ("departure_s", "status", "levels", "service_s", "start_s"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -104,7 +91,7 @@ def test_fast_path_equals_reference_with_physics_property(
     q = rng.random((k_n, arrivals.size))
     outs = []
     for path, compiled in (("reference", None), ("fast", False), ("fast", True)):
-        curves = _curves(setup)
+        curves = curves_of(setup, slo_s=1.0)
         if policy_kind == "bottleneck":
             policy: object = BottleneckPolicy(BottleneckParams(cooldown_s=3.0), curves)
         else:

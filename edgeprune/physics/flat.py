@@ -133,20 +133,10 @@ def rc_pieces(tau_s: float, t0_s: float, t1_s: float, start: Any, end: Any, lo: 
     return busy_s, weight
 
 
-def rc_temp(
-    temp_c: float,
-    tau_s: float,
-    t0_s: float,
-    t1_s: float,
-    r: float,
-    base_w: float,
-    dyn_w: float,
-    weight: float,
-    amb: float,
-) -> float:
-    """Temperature at ``t1_s`` from ``temp_c`` at ``t0_s``: decay, plus the heat of ``base_w`` throughout and
-    ``dyn_w`` over the busy intervals (their :func:`rc_pieces` ``weight``), plus the ambient's part ``amb``."""
-    decay = math.exp((t0_s - t1_s) / tau_s)
+def rc_temp(temp_c: float, decay: float, r: float, base_w: float, dyn_w: float, weight: float, amb: float) -> float:
+    """Temperature at the end of a period from ``temp_c`` at its start (``decay = exp(-h / tau)``): decay,
+    plus the heat of ``base_w`` throughout and ``dyn_w`` over the busy intervals (their :func:`rc_pieces`
+    ``weight``), plus the ambient's part ``amb`` (:func:`ambient_part`)."""
     heat = r * base_w * (1.0 - decay) + r * dyn_w * weight
     return temp_c * decay + heat + amb
 
@@ -211,7 +201,7 @@ def advance_node(nd: Nodes, j: int, t_s: float, start: Any, end: Any, lo: int, h
     t0_s, tau_s = fst[T_S], par[P_TAU]
     busy_s, weight = rc_pieces(tau_s, t0_s, t_s, start, end, lo, hi, add)
     amb = ambient_part(par[P_AMB0], nd.small[j][AMB_T], nd.small[j][AMB_V], nd.ints[j][NPAR][N_AMB], tau_s, t0_s, t_s)
-    temp_c = rc_temp(fst[TEMP], tau_s, t0_s, t_s, par[P_R], fst[BASE_W], fst[DYN_W], weight, amb)
+    temp_c = rc_temp(fst[TEMP], math.exp((t0_s - t_s) / tau_s), par[P_R], fst[BASE_W], fst[DYN_W], weight, amb)
     h_s = t_s - t0_s
     base_j = fst[BASE_W] * h_s
     busy_j = fst[DYN_W] * busy_s

@@ -179,7 +179,7 @@ def rc_period(
     amb = ambient_part(
         th.ambient_c, th.schedule_times_s, th.schedule_ambient_c, len(th.schedule_times_s), tau, t0_s, t1_s
     )
-    return rc_temp(temp_c, tau, t0_s, t1_s, th.resistance_c_per_w, base_w, dyn_w, weight, amb), busy_s
+    return rc_temp(temp_c, math.exp((t0_s - t1_s) / tau), th.resistance_c_per_w, base_w, dyn_w, weight, amb), busy_s
 
 
 def dynamic_energy_j(
