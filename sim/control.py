@@ -133,8 +133,9 @@ class Controller:
         self.floats.extend(chain.from_iterable(floats))
         if self.heat is not None:
             power = self.heat.tick_power(period_s)
-            for (temp_c, freq_mhz, _), power_w in zip(readings, power, strict=True):
-                self.physics.extend((temp_c, freq_mhz, power_w))
+            for (temp_c, freq_mhz, throttled), power_w in zip(readings, power, strict=True):
+                unknown = math.isnan(freq_mhz)  # a stage without physics: no throttle state either
+                self.physics.extend((temp_c, freq_mhz, power_w, math.nan if unknown else float(throttled)))
         self.ticks += 1
         return levels
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from edgeprune.physics import DevicePhysics, NodeRun, dynamic_power_w
+from edgeprune.physics import DevicePhysics, NodeFigures, NodeRun, dynamic_power_w, run_figures
 
-__all__ = ["NO_READING", "Heat", "NodeHeat", "Services", "physics_summary"]
+__all__ = ["NO_READING", "Heat", "NodeHeat", "Services"]
 
 NO_READING = (math.nan, math.nan, False)  # temp_c, freq_mhz, throttled of a stage without physics
 
@@ -55,6 +55,10 @@ class NodeHeat:
         """What the node exposes: temperature, frequency, throttled flag."""
         state = self.run.state
         return state.temp_c, self.phys.dvfs.freqs_mhz[state.freq_index], state.freq_index > 0
+
+    def figures(self) -> NodeFigures:
+        """The node's figures so far (``edgeprune.physics.physics_summary`` sums them over the nodes)."""
+        return run_figures(self.phys, self.run)
 
     def request_energy_j(self, start_s: np.ndarray, service_s: np.ndarray, end_s: float) -> np.ndarray:
         """Each service's dynamic energy ``∫ (P(busy) - P(idle)) dt`` within the run (NaN where not served).
@@ -136,23 +140,3 @@ class Heat:
         for node in self.nodes:
             node.integrate(end_s, path)
         return {node.k: node for node in self.nodes}
-
-
-def physics_summary(nodes: Sequence[NodeHeat], completed: int, end_s: float) -> dict[str, Any]:
-    """The run's physics figures (``summary.json``) over ``[0, end_s)`` and every node with physics: total
-    energy (idle included), energy per completed inference, mean power, the peak temperature (at the
-    change instants and ticks), and node-seconds below the top frequency and at each frequency."""
-    totals = [node.run.totals() for node in nodes]
-    energy_j = math.fsum(t.energy_j for t in totals)
-    at_freq: dict[str, float] = {}
-    for node, t in zip(nodes, totals, strict=True):
-        for f_mhz, seconds in zip(node.phys.dvfs.freqs_mhz, t.time_at_step_s, strict=True):
-            at_freq[f"{f_mhz:g}"] = at_freq.get(f"{f_mhz:g}", 0.0) + seconds
-    return {
-        "energy_j": energy_j,
-        "energy_per_inference_j": energy_j / completed if completed else None,
-        "mean_power_w": energy_j / end_s if end_s > 0 else None,
-        "peak_temp_c": max(t.peak_temp_c for t in totals),
-        "throttled_s": math.fsum(t.throttled_s for t in totals),
-        "time_at_freq_s": dict(sorted(at_freq.items(), key=lambda kv: -float(kv[0]))),
-    }
