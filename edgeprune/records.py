@@ -116,7 +116,8 @@ def timeline_table(raw: Mapping[str, Sequence[Any]], stage_names: Sequence[str],
     tl = pl.DataFrame({c: raw[c] for c in RAW_TIMELINE}, schema=_RAW_SCHEMA)
     physics = [c for c in (*PHYSICS_TIMELINE, *CPU_TIMELINE) if c in raw]
     if physics:
-        tl = tl.with_columns(pl.Series(c, raw[c], dtype=pl.Float64, nan_to_null=True) for c in physics)
+        # through numpy: polars' nan_to_null does not apply to a Python list
+        tl = tl.with_columns(pl.Series(c, np.asarray(raw[c], dtype=np.float64), nan_to_null=True) for c in physics)
     return tl.select(
         pl.col("time_s").cast(pl.Float64),
         pl.col("stage").replace_strict(dict(enumerate(stage_names)), return_dtype=pl.String),

@@ -38,6 +38,10 @@ Schema (``examples/pis.toml`` is a documented example)::
     cpu_quota = 0.0                       # > 0: cap the node at this many CPUs during runs and profiles
     slowdown = "auto"                     # how environment slowdowns are realised: auto | cgroup | stress | cpufreq
     cpufreq_dir = "/sys/devices/system/cpu"   # holds cpu*/cpufreq (cpufreq slowdowns)
+    thermal_zone_file = "/sys/class/thermal/thermal_zone0/temp"   # read every period (millidegrees C)
+    cpu_freq_file = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"   # read every period (kHz)
+    physics = { preset = "rpi4b" }        # optional: the node's power model (energy estimate), as [[device]] physics
+    power_meter_command = ""              # optional: a shell command on the node printing watts (replaces the estimate)
     [[stage]]                             # stage k of the checkpoint's partition, in pipeline order
     name = "s0"
     host = "pi1"
@@ -52,6 +56,7 @@ from typing import Literal
 
 from edgeprune.config import Ctx, build, load_toml, spec_field
 from edgeprune.errors import ConfigError, did_you_mean
+from edgeprune.physics import DevicePhysics
 
 __all__ = ["ClusterSpec", "CoordinatorSpec", "DeploySpec", "HostSpec", "ModelSpec", "StagePlacement", "load_cluster"]
 
@@ -112,6 +117,20 @@ class HostSpec:
     cpufreq_dir: str = spec_field(
         default="/sys/devices/system/cpu", doc="folder holding cpu*/cpufreq (cpufreq slowdowns)"
     )
+    thermal_zone_file: str = spec_field(
+        default="/sys/class/thermal/thermal_zone0/temp",
+        doc="file on the node read every period: temperature in millidegrees C (an emulator's file on emulated nodes)",
+    )
+    cpu_freq_file: str = spec_field(
+        default="/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq",
+        doc="file on the node read every period: the current CPU frequency in kHz",
+    )
+    physics: DevicePhysics | None = spec_field(
+        default=None, doc="the node's device physics (preset + overrides, as [[device]] physics): its power model"
+    )
+    power_meter_command: str = spec_field(
+        default="", doc="shell command on the node printing its power in watts (replaces the model's estimate)"
+    )
 
     @property
     def login(self) -> str:
@@ -131,7 +150,14 @@ class HostSpec:
         return "cgroup" if self.cpu_cgroup else "stress"
 
     def check(self) -> list[tuple[str, object, str]]:
-        """A cgroup slowdown needs a cgroup; so does a CPU quota."""
+        """A cgroup slowdown needs a cgroup; so does a CPU quota; the node's reading files are absolute paths;
+        the power meter is one command line."""
+        for key in ("thermal_zone_file", "cpu_freq_file"):
+            value = getattr(self, key)
+            if not value.startswith("/"):
+                return [(key, value, "must be an absolute path on the node")]
+        if "\n" in self.power_meter_command or "\0" in self.power_meter_command:
+            return [("power_meter_command", self.power_meter_command, "must be one command line")]
         if self.slowdown == "cgroup" and not self.cpu_cgroup:
             return [("slowdown", self.slowdown, "needs cpu_cgroup (a cgroup v1 cpu folder the user may write)")]
         if self.cpu_quota > 0 and not self.cpu_cgroup:

@@ -93,6 +93,7 @@ class MeasuredNode:
 
     def __init__(self, phys: DevicePhysics | None) -> None:
         self.phys = phys
+        self.periods = 0
         self.energy_j = 0.0
         self.peak_temp_c = math.nan
         self.throttled_s = math.nan
@@ -120,6 +121,7 @@ class MeasuredNode:
         """Account one period of ``period_s`` ending with these readings; returns ``(power_w, throttled)``."""
         power_w = self.power_w(freq_mhz, busy_cores, meter_w)
         throttled = self.throttled(flag, freq_mhz)
+        self.periods += 1
         self.energy_j += power_w * period_s
         if not math.isnan(temp_c) and not temp_c <= self.peak_temp_c:
             self.peak_temp_c = temp_c
@@ -130,5 +132,6 @@ class MeasuredNode:
         return power_w, throttled
 
     def figures(self) -> NodeFigures:
-        """The node's figures so far."""
-        return NodeFigures(self.energy_j, self.peak_temp_c, self.throttled_s, dict(self.time_at_freq_s))
+        """The node's figures so far (energy unknown before the first period)."""
+        energy_j = self.energy_j if self.periods else math.nan
+        return NodeFigures(energy_j, self.peak_temp_c, self.throttled_s, dict(self.time_at_freq_s))
