@@ -3,6 +3,7 @@
 edgeprune-hil --cluster pis.toml check
 edgeprune-hil --cluster pis.toml profile --out models/profiles/mycluster.json
 edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--profile P] [--policy NAME]
+edgeprune-hil local up --nodes 4 --out DIR        (root) ... edgeprune-hil local down DIR
 
 ``check``   connect to every node (host keys verified), report Python / edgeprune / torch versions, clock
             offset and what is missing; ``--upload`` also installs the wheel / uploads the checkpoint.
@@ -10,6 +11,9 @@ edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--pr
 ``run``     every policy of the scenario on the cluster; results in the simulator's run-dir layout (plus
             ``"backend": "hil"`` and the nodes in ``summary.json``), and ``sim_vs_hw.json`` /
             ``sim_vs_hw.txt``: the simulator's prediction with the profile measured on the same nodes.
+``local``   ``up``: an emulated cluster of real OpenSSH servers on this machine (:mod:`hil.local`), its
+            cluster file, a small checkpoint, a profile measured on it and a short scenario, and the
+            commands to run; ``down``: every sshd and node process stopped, cgroups and runtime files gone.
 
 Errors are one line, ``edgeprune-hil: error: ...``, exit status 2 (configuration, unreachable node,
 node failure — each names the node and the cause); Ctrl-C stops the run, keeps partial results, exit 130.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -41,8 +46,8 @@ PROG = "edgeprune-hil"
 
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Run EdgePrune pipelines on a real cluster over SSH.")
-    p.add_argument("--cluster", type=Path, required=True, help="cluster TOML file")
-    sub = p.add_subparsers(dest="command", metavar="{check,profile,run}")
+    p.add_argument("--cluster", type=Path, help="cluster TOML file (check, profile, run)")
+    sub = p.add_subparsers(dest="command", metavar="{check,profile,run,local}")
     check = sub.add_parser("check", help="reachability, host keys, versions, torch, clocks")
     check.add_argument("--upload", action="store_true", help="also install the wheel / upload the checkpoint")
     prof = sub.add_parser("profile", help="offline benchmark on every node")
@@ -57,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=seed_arg, help="override the scenario's seed")
     run.add_argument("--force", action="store_true", help="replace an existing --out directory")
     run.add_argument("--no-sim", action="store_true", help="skip the simulator's prediction")
+    local = sub.add_parser("local", help="an emulated cluster of OpenSSH servers on this machine (root only)")
+    lsub = local.add_subparsers(dest="local_command", metavar="{up,down}")
+    up = lsub.add_parser("up", help="start it; write its cluster file, a small checkpoint, a profile, a scenario")
+    up.add_argument("--nodes", type=int, default=4, help="nodes (one stage each; 1 to 8)")
+    up.add_argument("--out", type=Path, required=True, help="folder for the cluster (its state, files and runs)")
+    up.add_argument("--duration-s", type=float, default=20.0, help="arrivals per policy in the scenario written")
+    down = lsub.add_parser("down", help="stop it: every sshd and worker, its cgroups and runtime files")
+    down.add_argument("dir", type=Path, help="the folder given to `local up --out`")
     return p
 
 
@@ -350,7 +363,67 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- local -----------------------------------------------------------------------------------------------------
+def _local_up(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Start the local cluster (:mod:`hil.local`), write what the README's commands need, print them."""
+    from edgeprune.atomic import atomic_write_text
+    from hil.local import RUN_VIT, cgroup_missing, local_scenario, make_tiny_checkpoint, missing, start_local_cluster
+
+    reason = missing()
+    if reason is not None:
+        raise HilError(f"local up: {reason}")
+    if not 1 <= args.nodes <= 8:
+        raise ConfigError(f"local up: --nodes = {args.nodes}: must be 1 to 8 (the model has 8 blocks)")
+    if not args.duration_s > 0:
+        raise ConfigError(f"local up: --duration-s = {args.duration_s}: must be > 0")
+    out = args.out.resolve()
+    cgroups = cgroup_missing() is None
+    cluster = start_local_cluster(args.nodes, cgroups=cgroups, out=out)
+    try:
+        ckpt = make_tiny_checkpoint(out / "model", RUN_VIT, args.nodes)
+        quota = round(min(0.4, 0.8 * (os.cpu_count() or 1) / args.nodes), 2) if cgroups else 0.0
+        cluster_file, scenario, profile = out / "cluster.toml", out / "scenario.toml", out / "profile.json"
+        atomic_write_text(cluster_file, cluster.cluster_toml(ckpt, cpu_quota=quota))
+        atomic_write_text(scenario, local_scenario(args.nodes, args.duration_s))
+        asyncio.run(_profile(load_cluster(cluster_file), profile, 5, 2, argv))
+    except BaseException:
+        cluster.stop()
+        raise
+    where = f"{args.nodes} nodes on 127.0.0.1 ports {', '.join(str(n.port) for n in cluster.nodes)}"
+    quota_text = f"each capped at {quota:g} CPU" if quota else "no CPU quotas (no cgroup v1 cpu controller)"
+    print(f"local cluster up: {where}, {quota_text}; state in {out}")
+    print("next:")
+    c = f"{PROG} --cluster {cluster_file}"
+    print(f"  {c} check")
+    print(f"  {c} profile --out {profile}")
+    print(f"  {c} run {scenario} --out {out / 'runs' / 'run1'} --profile {profile}")
+    print(f"  {PROG} local down {out}")
+    return 0
+
+
+def _local_down(args: argparse.Namespace) -> int:
+    """Stop the local cluster saved in ``args.dir`` (every ``pi`` process, every sshd, the cgroups)."""
+    from hil.local import load_local_cluster
+
+    if os.geteuid() != 0:
+        raise HilError("local down: needs root (the nodes' processes and cgroups belong to root)")
+    cluster = load_local_cluster(args.dir)
+    left = cluster.stop()
+    still = cluster.pi_processes() + [str(p) for p in cluster.sshd_pids()]
+    if still:
+        raise HilError(f"local down: still running after the teardown: {'; '.join(still)}")
+    killed = f"; killed {len(left)} leftover process(es) of the nodes" if left else ""
+    print(f"local cluster down: {len(cluster.nodes)} sshd stopped, cgroups and runtime files removed{killed}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.command == "local":
+        if args.local_command is None:
+            raise ConfigError("local: no command given: up or down (see `edgeprune-hil local --help`)")
+        return _local_up(args, argv) if args.local_command == "up" else _local_down(args)
+    if args.cluster is None:
+        raise ConfigError("--cluster FILE is required (check, profile and run work on a cluster file)")
     cluster = load_cluster(args.cluster)  # a missing or bad cluster file is named before a missing command
     if args.command is None:
         raise ConfigError("no command given: check, profile or run (see `edgeprune-hil --help`)")
