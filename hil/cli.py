@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     up = lsub.add_parser("up", help="start it; write its cluster file, a small checkpoint, a profile, a scenario")
     up.add_argument("--nodes", type=int, default=4, help="nodes (one stage each; 1 to 8)")
     up.add_argument("--out", type=Path, required=True, help="folder for the cluster (its state, files and runs)")
-    up.add_argument("--duration-s", type=float, default=20.0, help="arrivals per policy in the scenario written")
+    up.add_argument("--duration-s", type=float, default=10.0, help="arrivals per policy in the scenario written")
     down = lsub.add_parser("down", help="stop it: every sshd and worker, its cgroups and runtime files")
     down.add_argument("dir", type=Path, help="the folder given to `local up --out`")
     return p

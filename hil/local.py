@@ -251,6 +251,8 @@ class LocalCluster:
             for cg in (n.cgroup, n.acct_cgroup):
                 if cg is not None:
                     _remove_cgroup(cg)
+        if self.sshd_pids() or self.pi_processes():
+            return left  # something survived: the state file stays, so `local down` can be run again
         if self.owns_root:
             shutil.rmtree(self.root, ignore_errors=True)
         else:
@@ -283,12 +285,14 @@ def _alive(pid: int) -> bool:
 
 
 def _is_sshd(pid: int, config: Path) -> bool:
-    """``pid`` is alive and is the sshd of this config (never a recycled pid of another program)."""
+    """``pid`` is alive and is the sshd of this config (never a recycled pid of another program).  A running
+    sshd rewrites its command line into one title (``sshd: /usr/sbin/sshd -D -e -f CONFIG [listener] ...``),
+    so the config's path is looked for as a word of it."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
     except OSError:
         return False
-    return _alive(pid) and str(config).encode() in cmdline
+    return _alive(pid) and str(config).encode() in words
 
 
 def _kill(pid: int, sig: signal.Signals) -> None:
