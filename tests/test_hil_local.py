@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,3 +123,4 @@ def test_readme_local_sequence_runs_verbatim_and_leaves_nothing() -> None:
     assert not any(cg.exists() for cg in cgroups)
     assert not (folder / STATE_FILE).exists() and not (folder / "nodes").exists()
     assert (folder / "runs" / "run1" / "summary.json").exists()  # results stay
+    shutil.rmtree(folder)
