@@ -417,13 +417,20 @@ def _local_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments; a usage error (one line and the usage) where ``--cluster`` or ``local``'s command is missing."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "local" and args.local_command is None:
+        parser.error("local: no command given: up or down (see `edgeprune-hil local --help`)")
+    if args.command != "local" and args.cluster is None:
+        parser.error("the following arguments are required: --cluster (for check, profile and run)")
+    return args
+
+
 def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.command == "local":
-        if args.local_command is None:
-            raise ConfigError("local: no command given: up or down (see `edgeprune-hil local --help`)")
         return _local_up(args, argv) if args.local_command == "up" else _local_down(args)
-    if args.cluster is None:
-        raise ConfigError("--cluster FILE is required (check, profile and run work on a cluster file)")
     cluster = load_cluster(args.cluster)  # a missing or bad cluster file is named before a missing command
     if args.command is None:
         raise ConfigError("no command given: check, profile or run (see `edgeprune-hil --help`)")
@@ -437,7 +444,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeprune-hil``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    return guarded(PROG, lambda: _dispatch(_parser().parse_args(argv), argv))
+    return guarded(PROG, lambda: _dispatch(_parse(argv), argv))
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def test_local_down_needs_a_cluster_folder(capsys: pytest.CaptureFixture[str], t
         f"edgeprune-hil: error: {tmp_path}: no local cluster here ({STATE_FILE} missing; started by `local up`?)"
     ]
     assert main(["local"]) == 2 and "local: no command given: up or down" in capsys.readouterr().err
-    assert main(["check"]) == 2 and "--cluster FILE is required" in capsys.readouterr().err
+    assert main(["check"]) == 2 and "required: --cluster" in capsys.readouterr().err
 
 
 @pytest.mark.ssh
