@@ -18,6 +18,7 @@ import polars as pl
 from edgeprune.profile import AccuracyCurve
 
 __all__ = [
+    "CPU_TIMELINE",
     "DONE",
     "DROPPED",
     "PHYSICS_TIMELINE",
@@ -44,7 +45,10 @@ _RAW_SCHEMA = {
     "dropped": pl.Int64,
 }
 RAW_TIMELINE = tuple(_RAW_SCHEMA)  # the raw timeline columns every backend records, in this order
-PHYSICS_TIMELINE = ("temp_c", "freq_mhz", "power_w")  # raw and final, where a backend has device physics
+# where a backend has device physics (raw: floats, NaN = unknown; ``throttled`` 1.0 / 0.0 / NaN → Boolean)
+PHYSICS_TIMELINE = ("temp_c", "freq_mhz", "power_w", "throttled")
+# where a backend measures CPU time on the nodes (hardware): the stage's process, and everything else on its node
+CPU_TIMELINE = ("cpu_stage_s", "cpu_other_s")
 
 
 def request_accuracy(levels: np.ndarray, done: np.ndarray, accuracy: AccuracyCurve | None, n_levels: int) -> np.ndarray:
@@ -107,11 +111,13 @@ def requests_table(
 
 def timeline_table(raw: Mapping[str, Sequence[Any]], stage_names: Sequence[str], period_s: float) -> pl.DataFrame:
     """The ``timeline`` table from raw columns :data:`RAW_TIMELINE` (one row per tick and stage), plus
-    :data:`PHYSICS_TIMELINE` where ``raw`` has them (NaN: the stage's node has no physics → null)."""
+    :data:`PHYSICS_TIMELINE` and :data:`CPU_TIMELINE` where ``raw`` has them (NaN: not known on the stage's
+    node → null)."""
     tl = pl.DataFrame({c: raw[c] for c in RAW_TIMELINE}, schema=_RAW_SCHEMA)
-    physics = [c for c in PHYSICS_TIMELINE if c in raw]
+    physics = [c for c in (*PHYSICS_TIMELINE, *CPU_TIMELINE) if c in raw]
     if physics:
-        tl = tl.with_columns(pl.Series(c, raw[c], dtype=pl.Float64, nan_to_null=True) for c in physics)
+        # through numpy: polars' nan_to_null does not apply to a Python list
+        tl = tl.with_columns(pl.Series(c, np.asarray(raw[c], dtype=np.float64), nan_to_null=True) for c in physics)
     return tl.select(
         pl.col("time_s").cast(pl.Float64),
         pl.col("stage").replace_strict(dict(enumerate(stage_names)), return_dtype=pl.String),
@@ -125,5 +131,5 @@ def timeline_table(raw: Mapping[str, Sequence[Any]], stage_names: Sequence[str],
         pl.when(pl.col("served") > 0).then(pl.col("busy_s") / pl.col("served")).alias("service_time_s"),
         pl.when(pl.col("nominal_s") > 0).then(pl.col("busy_s") / pl.col("nominal_s")).alias("env_factor"),
         pl.col("dropped").cast(pl.Int32),
-        *(pl.col(c) for c in physics),
+        *(pl.col(c).cast(pl.Boolean) if c == "throttled" else pl.col(c) for c in physics),
     )

@@ -4,6 +4,7 @@ edgeprune-hil --cluster pis.toml check
 edgeprune-hil --cluster pis.toml profile --out models/profiles/mycluster.json
 edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--profile P] [--policy NAME]
 edgeprune-hil calibrate runs/hil1 [--out calibrated.toml] [--holdout runs/hil2]
+edgeprune-hil local up --nodes 4 --out DIR        (root) ... edgeprune-hil local down DIR
 
 ``check``   connect to every node (host keys verified), report Python / edgeprune / torch versions, clock
             offset and what is missing; ``--upload`` also installs the wheel / uploads the checkpoint.
@@ -14,6 +15,9 @@ edgeprune-hil calibrate runs/hil1 [--out calibrated.toml] [--holdout runs/hil2]
 ``calibrate`` fit thermal R / tau / ambient, the frequency exponent, the hop overhead and interference factors
             from a run folder (:mod:`hil.calibrate`); ``--out`` writes them as a scenario fragment, ``--holdout``
             reports the error predicting a second run.
+``local``   ``up``: an emulated cluster of real OpenSSH servers on this machine (:mod:`hil.local`), its
+            cluster file, a small checkpoint, a profile measured on it and a short scenario, and the
+            commands to run; ``down``: every sshd and node process stopped, cgroups and runtime files gone.
 
 Errors are one line, ``edgeprune-hil: error: ...``, exit status 2 (configuration, unreachable node,
 node failure — each names the node and the cause); Ctrl-C stops the run, keeps partial results, exit 130.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -46,7 +51,7 @@ PROG = "edgeprune-hil"
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Run EdgePrune pipelines on a real cluster over SSH.")
     p.add_argument("--cluster", type=Path, help="cluster TOML file (check, profile, run)")
-    sub = p.add_subparsers(dest="command", metavar="{check,profile,run,calibrate}")
+    sub = p.add_subparsers(dest="command", metavar="{check,profile,run,calibrate,local}")
     check = sub.add_parser("check", help="reachability, host keys, versions, torch, clocks")
     check.add_argument("--upload", action="store_true", help="also install the wheel / upload the checkpoint")
     prof = sub.add_parser("profile", help="offline benchmark on every node")
@@ -65,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("run_dir", type=Path, help="a run folder (edgeprune-hil run or edgeprune-sim --out)")
     cal.add_argument("--out", type=Path, help="scenario fragment (TOML) to write the fitted values to")
     cal.add_argument("--holdout", type=Path, help="a second run folder: report the fit's error predicting it")
+    local = sub.add_parser("local", help="an emulated cluster of OpenSSH servers on this machine (root only)")
+    lsub = local.add_subparsers(dest="local_command", metavar="{up,down}")
+    up = lsub.add_parser("up", help="start it; write its cluster file, a small checkpoint, a profile, a scenario")
+    up.add_argument("--nodes", type=int, default=4, help="nodes (one stage each; 1 to 8)")
+    up.add_argument("--out", type=Path, required=True, help="folder for the cluster (its state, files and runs)")
+    up.add_argument("--duration-s", type=float, default=10.0, help="arrivals per policy in the scenario written")
+    down = lsub.add_parser("down", help="stop it: every sshd and worker, its cgroups and runtime files")
+    down.add_argument("dir", type=Path, help="the folder given to `local up --out`")
     return p
 
 
@@ -371,11 +384,76 @@ def _calibrate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- local -----------------------------------------------------------------------------------------------------
+def _local_up(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Start the local cluster (:mod:`hil.local`), write what the README's commands need, print them."""
+    from edgeprune.atomic import atomic_write_text
+    from hil.local import RUN_VIT, cgroup_missing, local_scenario, make_tiny_checkpoint, missing, start_local_cluster
+
+    reason = missing()
+    if reason is not None:
+        raise HilError(f"local up: {reason}")
+    if not 1 <= args.nodes <= 8:
+        raise ConfigError(f"local up: --nodes = {args.nodes}: must be 1 to 8 (the model has 8 blocks)")
+    if not args.duration_s > 0:
+        raise ConfigError(f"local up: --duration-s = {args.duration_s}: must be > 0")
+    out = args.out.resolve()
+    cgroups = cgroup_missing() is None
+    cluster = start_local_cluster(args.nodes, cgroups=cgroups, out=out)
+    try:
+        ckpt = make_tiny_checkpoint(out / "model", RUN_VIT, args.nodes)
+        quota = round(min(0.4, 0.8 * (os.cpu_count() or 1) / args.nodes), 2) if cgroups else 0.0
+        cluster_file, scenario, profile = out / "cluster.toml", out / "scenario.toml", out / "profile.json"
+        atomic_write_text(cluster_file, cluster.cluster_toml(ckpt, cpu_quota=quota))
+        atomic_write_text(scenario, local_scenario(args.nodes, args.duration_s))
+        asyncio.run(_profile(load_cluster(cluster_file), profile, 5, 2, argv))
+    except BaseException:
+        cluster.stop()
+        raise
+    where = f"{args.nodes} nodes on 127.0.0.1 ports {', '.join(str(n.port) for n in cluster.nodes)}"
+    quota_text = f"each capped at {quota:g} CPU" if quota else "no CPU quotas (no cgroup v1 cpu controller)"
+    print(f"local cluster up: {where}, {quota_text}; state in {out}")
+    print("next:")
+    c = f"{PROG} --cluster {cluster_file}"
+    print(f"  {c} check")
+    print(f"  {c} profile --out {profile}")
+    print(f"  {c} run {scenario} --out {out / 'runs' / 'run1'} --profile {profile}")
+    print(f"  {PROG} local down {out}")
+    return 0
+
+
+def _local_down(args: argparse.Namespace) -> int:
+    """Stop the local cluster saved in ``args.dir`` (every ``pi`` process, every sshd, the cgroups)."""
+    from hil.local import load_local_cluster
+
+    if os.geteuid() != 0:
+        raise HilError("local down: needs root (the nodes' processes and cgroups belong to root)")
+    cluster = load_local_cluster(args.dir)
+    left = cluster.stop()
+    still = cluster.pi_processes() + [str(p) for p in cluster.sshd_pids()]
+    if still:
+        raise HilError(f"local down: still running after the teardown: {'; '.join(still)}")
+    killed = f"; killed {len(left)} leftover process(es) of the nodes" if left else ""
+    print(f"local cluster down: {len(cluster.nodes)} sshd stopped, cgroups and runtime files removed{killed}")
+    return 0
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments; a usage error (one line and the usage) where ``--cluster`` or ``local``'s command is missing."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "local" and args.local_command is None:
+        parser.error("local: no command given: up or down (see `edgeprune-hil local --help`)")
+    if args.command not in ("local", "calibrate") and args.cluster is None:
+        parser.error("the following arguments are required: --cluster (for check, profile and run)")
+    return args
+
+
 def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.command == "local":
+        return _local_up(args, argv) if args.local_command == "up" else _local_down(args)
     if args.command == "calibrate":
         return _calibrate_cmd(args)
-    if args.cluster is None:
-        raise ConfigError("--cluster is required (the cluster TOML file) for check, profile and run")
     cluster = load_cluster(args.cluster)  # a missing or bad cluster file is named before a missing command
     if args.command is None:
         raise ConfigError("no command given: check, profile or run (or calibrate; see `edgeprune-hil --help`)")
@@ -389,7 +467,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeprune-hil``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    return guarded(PROG, lambda: _dispatch(_parser().parse_args(argv), argv))
+    return guarded(PROG, lambda: _dispatch(_parse(argv), argv))
 
 
 if __name__ == "__main__":

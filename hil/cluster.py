@@ -38,9 +38,11 @@ Schema (``examples/pis.toml`` is a documented example)::
     cpu_quota = 0.0                       # > 0: cap the node at this many CPUs during runs and profiles
     slowdown = "auto"                     # how environment slowdowns are realised: auto | cgroup | stress | cpufreq
     cpufreq_dir = "/sys/devices/system/cpu"   # holds cpu*/cpufreq (cpufreq slowdowns)
-    thermal_zone_file = ""                # the node's temperature, millidegrees C as integer text
-    cpu_freq_file = ""                    # the node's current frequency, kHz as integer text
+    thermal_zone_file = "/sys/class/thermal/thermal_zone0/temp"   # read every period (millidegrees C)
+    cpu_freq_file = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"   # read every period (kHz)
+    physics = { preset = "rpi4b" }        # optional: the node's power model (energy estimate), as [[device]] physics
     emulate_physics = { preset = "rpi4b" }    # optional: the coordinator's thermal emulator heats this node
+    power_meter_command = ""              # optional: a shell command on the node printing watts (replaces the estimate)
     [[stage]]                             # stage k of the checkpoint's partition, in pipeline order
     name = "s0"
     host = "pi1"
@@ -116,13 +118,32 @@ class HostSpec:
     cpufreq_dir: str = spec_field(
         default="/sys/devices/system/cpu", doc="folder holding cpu*/cpufreq (cpufreq slowdowns)"
     )
-    thermal_zone_file: str = spec_field(default="", doc="file with the node's temperature (millidegrees C)")
-    cpu_freq_file: str = spec_field(default="", doc="file with the node's current CPU frequency (kHz)")
+    thermal_zone_file: str = spec_field(
+        default="/sys/class/thermal/thermal_zone0/temp",
+        doc="file on the node read every period: temperature in millidegrees C (an emulator's file on emulated nodes)",
+    )
+    cpu_freq_file: str = spec_field(
+        default="/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq",
+        doc="file on the node read every period: the current CPU frequency in kHz",
+    )
+    physics: DevicePhysics | None = spec_field(
+        default=None, doc="the node's device physics (preset + overrides, as [[device]] physics): its power model"
+    )
+    power_meter_command: str = spec_field(
+        default="", doc="shell command on the node printing its power in watts (replaces the model's estimate)"
+    )
     emulate_physics: DevicePhysics | None = spec_field(
         default=None,
         doc="device physics the coordinator's thermal emulator runs for this node (hil.thermal_emulator): "
-        "heat from its measured CPU use, the emulated frequency applied as its CPU quota",
+        "heat from its measured CPU use, the emulated frequency applied as its CPU quota (and written to the "
+        "node's reading files)",
     )
+
+    @property
+    def power_model(self) -> DevicePhysics | None:
+        """The physics the node's energy is estimated with: ``physics``, else the emulated physics (so the
+        estimate is the emulator's own power model)."""
+        return self.physics if self.physics is not None else self.emulate_physics
 
     @property
     def login(self) -> str:
@@ -142,7 +163,14 @@ class HostSpec:
         return "cgroup" if self.cpu_cgroup and self.emulate_physics is None else "stress"
 
     def check(self) -> list[tuple[str, object, str]]:
-        """A cgroup slowdown needs a cgroup; so does a CPU quota; so does the thermal emulator (it owns the quota)."""
+        """A cgroup slowdown needs a cgroup; so does a CPU quota; so does the thermal emulator (it owns the quota);
+        the node's reading files are absolute paths; the power meter is one command line."""
+        for key in ("thermal_zone_file", "cpu_freq_file"):
+            value = getattr(self, key)
+            if not value.startswith("/"):
+                return [(key, value, "must be an absolute path on the node")]
+        if "\n" in self.power_meter_command or "\0" in self.power_meter_command:
+            return [("power_meter_command", self.power_meter_command, "must be one command line")]
         if self.emulate_physics is not None:
             return self._check_emulated(self.emulate_physics)
         if self.slowdown == "cgroup" and not self.cpu_cgroup:
@@ -163,6 +191,10 @@ class HostSpec:
             return [
                 ("emulate_physics.tenant", "[...]", 'simulated tenants cannot be emulated: use slowdown = "stress"')
             ]
+        for key in ("thermal_zone_file", "cpu_freq_file"):
+            value = getattr(self, key)
+            if value.startswith("/sys/"):
+                return [(key, value, "an emulated node needs its own file (the emulator writes it), not the kernel's")]
         return []
 
 

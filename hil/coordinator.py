@@ -118,7 +118,8 @@ class _Run:
         self.run_index = run_index
         self.loop = asyncio.get_running_loop()
         self.t0 = 0.0
-        self.rec = RunRecorder(spec.name, curves.stage_names, arrivals_s, sc.warmup_s, curves)
+        physics = tuple(h.power_model for h in session.cluster.stage_hosts())
+        self.rec = RunRecorder(spec.name, curves.stage_names, arrivals_s, sc.warmup_s, curves, physics)
         self.all_accounted = asyncio.Event()
         self.levels: list[int] = [0] * curves.n_stages
         self.env: Environment | None = None
@@ -183,7 +184,7 @@ class _Run:
             time_s=t,
             period_s=t - prev_t,
             arrivals=int(hi - lo),
-            stages=tuple(stage_obs(r) for r in reports),
+            stages=tuple(stage_obs(r, node) for r, node in zip(reports, self.rec.nodes, strict=True)),
         )
         decided = self._validate(policy.decide(obs), t)
         self.rec.period(obs, decided, reports)

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeprune.errors import ProtocolError
+from hil.readings import READING_FIELDS
 
 __all__ = [
     "AUTH_TIMEOUT_S",
@@ -328,7 +329,21 @@ def check_event(event: dict[str, Any]) -> dict[str, Any]:
             raise ProtocolError(f"{event.get('event')} event field {key} = {str(v)[:40]!r}: wrong or missing")
     if "dropped_ids" in fields and not all(type(v) is int for v in event["dropped_ids"]):
         raise ProtocolError("report event field dropped_ids: not a list of request ids")
+    if event.get("event") == "report":
+        _check_readings(event)
     return event
+
+
+def _check_readings(event: dict[str, Any]) -> None:
+    """A report's node readings (``hil.readings.READING_FIELDS``): absent or ``None`` (unknown), a bool for
+    ``throttled``, else a finite number."""
+    for key in READING_FIELDS:
+        v = event.get(key)
+        if v is None:
+            continue
+        ok = isinstance(v, bool) if key == "throttled" else type(v) in (int, float) and math.isfinite(v)
+        if not ok:
+            raise ProtocolError(f"report event field {key} = {str(v)[:40]!r}: wrong type")
 
 
 def encode_line(obj: Mapping[str, Any]) -> str:

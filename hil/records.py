@@ -4,12 +4,17 @@
 coordinator's monotonic clock, levels served at, the stage that dropped it) and one timeline row per control
 period and stage; :meth:`RunRecorder.result` builds the identical :class:`~edgeprune.results.RunResult`
 (``requests`` and ``timeline`` with the simulator's columns and types, ``summary`` from
-:func:`~edgeprune.results.summarise`).  Requests with no result are ``unfinished``, so a run cut short by a
+:func:`~edgeprune.results.summarise`).  Each period's node readings (``hil.readings``) fill the simulator's
+physics columns (``temp_c``, ``freq_mhz``, ``power_w``: the meter or the node's power model at the measured
+utilisation and frequency, ``throttled``) plus the measured ``cpu_stage_s`` / ``cpu_other_s``, and the
+summary gets the simulator's physics keys from the same :func:`edgeprune.physics.physics_summary`.
+Requests with no result are ``unfinished``, so a run cut short by a
 failure still yields a valid, partial result.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,14 +23,35 @@ import numpy as np
 import polars as pl
 
 from edgeprune.controller import Levels, Observation, PipelineCurves, StageObs
-from edgeprune.records import DONE, DROPPED, RAW_TIMELINE, UNFINISHED, request_accuracy, requests_table, timeline_table
+from edgeprune.physics import DevicePhysics, MeasuredNode, physics_summary
+from edgeprune.records import (
+    CPU_TIMELINE,
+    DONE,
+    DROPPED,
+    PHYSICS_TIMELINE,
+    RAW_TIMELINE,
+    UNFINISHED,
+    request_accuracy,
+    requests_table,
+    timeline_table,
+)
 from edgeprune.results import RunResult, summarise
 
 __all__ = ["RunRecorder", "stage_obs"]
 
 
-def stage_obs(report: dict[str, Any]) -> StageObs:
-    """The controller's per-stage observation from one worker report."""
+def _reading(report: dict[str, Any], key: str) -> float:
+    """A node reading of a report as a float (NaN: unknown)."""
+    v = report.get(key)
+    return math.nan if v is None else float(v)
+
+
+def stage_obs(report: dict[str, Any], node: MeasuredNode | None = None) -> StageObs:
+    """The controller's per-stage observation from one worker report (with the node's readings: ``node``
+    says whether the node is throttled where it has no flag of its own)."""
+    freq_mhz = _reading(report, "freq_mhz")
+    flag = report.get("throttled")
+    throttled = node.throttled(flag, freq_mhz) == 1.0 if node is not None else bool(flag)
     return StageObs(
         level=int(report["level"]),
         queue_len=int(report["queue_len"]),
@@ -35,6 +61,9 @@ def stage_obs(report: dict[str, Any]) -> StageObs:
         busy_s=float(report["busy_s"]),
         nominal_s=float(report["nominal_s"]),
         dropped=int(report["dropped"]),
+        temp_c=_reading(report, "temp_c"),
+        freq_mhz=freq_mhz,
+        throttled=throttled,
     )
 
 
@@ -51,12 +80,19 @@ class RunRecorder:
     departure_s: np.ndarray = field(init=False)
     levels: np.ndarray = field(init=False)
     dropped_at: list[str | None] = field(init=False)
-    timeline: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in RAW_TIMELINE})
+    node_physics: Sequence[DevicePhysics | None] = ()  # per stage: its host's power model (cluster file)
+    timeline: dict[str, list[Any]] = field(
+        default_factory=lambda: {c: [] for c in (*RAW_TIMELINE, *PHYSICS_TIMELINE, *CPU_TIMELINE)}
+    )
     switches: int = 0
     late_results: int = 0
     period_s: float = 1.0
+    nodes: list[MeasuredNode] = field(init=False)  # per stage: its node's readings (edgeprune.physics)
+    measured_s: float = 0.0  # time covered by the control periods (the nodes' figures)
 
     def __post_init__(self) -> None:
+        physics = list(self.node_physics) or [None] * len(self.stage_names)
+        self.nodes = [MeasuredNode(p) for p in physics]
         n = self.arrivals_s.size
         self.sent_s = np.full(n, np.nan)
         self.departure_s = np.full(n, np.nan)
@@ -93,8 +129,21 @@ class RunRecorder:
             row = (obs.time_s, k, st.level, int(decided[k]), st.queue_len, st.busy, st.arrivals, st.served)
             for name, value in zip(RAW_TIMELINE, (*row, st.busy_s, st.nominal_s, st.dropped), strict=True):
                 self.timeline[name].append(value)
+            self._node_period(k, obs.period_s, st.temp_c, st.freq_mhz, rep)
             for rid in rep.get("dropped_ids", []):
                 self.dropped(int(rid), k)
+        self.measured_s += obs.period_s
+
+    def _node_period(self, k: int, period_s: float, temp_c: float, freq_mhz: float, rep: dict[str, Any]) -> None:
+        """Stage ``k``'s node over one period: its readings, CPU times, power and throttle state."""
+        stage_s, other_s = _reading(rep, "cpu_stage_s"), _reading(rep, "cpu_other_s")
+        busy_cores = (stage_s + other_s) / period_s if period_s > 0 else math.nan
+        flag = rep.get("throttled")
+        power_w, throttled = self.nodes[k].add(period_s, temp_c, freq_mhz, flag, busy_cores, _reading(rep, "power_w"))
+        for name, value in zip(
+            (*PHYSICS_TIMELINE, *CPU_TIMELINE), (temp_c, freq_mhz, power_w, throttled, stage_s, other_s), strict=True
+        ):
+            self.timeline[name].append(value)
 
     def requests_table(self) -> pl.DataFrame:
         """Per-request rows (``edgeprune.records``, shared with the simulator)."""
@@ -125,4 +174,8 @@ class RunRecorder:
         summary = summarise(
             requests, slo_s=slo_s, window_start_s=self.warmup_s, window_end_s=window_end_s, switches=self.switches
         )
+        completed = int((requests["status"] == "done").sum())
+        physics = physics_summary([n.figures() for n in self.nodes], completed, self.measured_s)
+        if physics["time_at_freq_s"] or any(physics[k] is not None for k in ("energy_j", "peak_temp_c", "throttled_s")):
+            summary.update(physics)  # the simulator's physics keys, from what the nodes reported
         return RunResult(policy=self.policy, requests=requests, timeline=self.timeline_table(), summary=summary)

@@ -153,6 +153,14 @@ class Session:
             "head" if cfg.drop_head else "tail",
             "--listen",
             "127.0.0.1" if ssh else node.spec.data_address,
+            "--thermal-file",
+            node.spec.thermal_zone_file,
+            "--freq-file",
+            node.spec.cpu_freq_file,
+            "--cpu-cgroup",
+            node.spec.cpu_cgroup,
+            "--power-meter",
+            node.spec.power_meter_command,
         ]
         rp = await start_remote(node, f"{self.tag}-s{k}", argv)
         w = WorkerHandle(k, self.stage_names[k], node, rp)

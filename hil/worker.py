@@ -16,7 +16,9 @@ interfaces), and serve requests from upstream in arrival order:
   controller contract says), decodes the tensor without copying, runs the stage, encodes the output, and
   sends it downstream (the next stage, or the coordinator after the last stage) with its level appended;
 * a *control* thread reads JSON lines on stdin (``connect``, ``level``, ``report``, ``reset``) and answers
-  on stdout; stdin end-of-file means shut down (so a lost SSH session ends the worker).
+  on stdout; stdin end-of-file means shut down (so a lost SSH session ends the worker).  A report also
+  carries what the node exposes about its physics (:mod:`hil.readings`: temperature, frequency, throttle
+  flag, CPU time of the stage and of the rest of the node, a power meter's watts; ``None`` where unknown).
 
 Service time (``busy_s``) is measured from taking a request off the queue to its output being encoded
 (level switch, decode, compute, encode), which is exactly what ``profile`` measures, so the environment
@@ -58,6 +60,7 @@ from hil.protocol import (
     read_frame_sock,
     server_handshake_sock,
 )
+from hil.readings import NodeProbe
 
 __all__ = ["StageRunner", "Worker", "check_image", "main"]
 
@@ -170,8 +173,10 @@ class Worker:
         drop_head: bool,
         listen: str,
         secret: bytes,
+        probe: NodeProbe | None = None,
     ) -> None:
         self.runner = runner
+        self.probe = probe  # the node's physics, read at every report (hil.readings)
         self.secret = secret
         self.auth_timeout_s = AUTH_TIMEOUT_S  # a connecting peer must answer the challenge within this
         self.nominal_s = list(nominal_s) or [0.0] * runner.n_levels
@@ -212,7 +217,8 @@ class Worker:
             with self.cond:
                 self.pending_level = int(cmd["level"])
         elif kind == "report":
-            self.emit({"event": "report", "seq": cmd.get("seq"), **self.snapshot()})
+            node = self.probe.read() if self.probe is not None else {}
+            self.emit({"event": "report", "seq": cmd.get("seq"), **self.snapshot(), **node})
         elif kind == "connect":
             self.connect_downstream(str(cmd["host"]), int(cmd["port"]))
             self.emit({"event": "connected"})
@@ -221,6 +227,8 @@ class Worker:
                 self.queue.clear()
                 self.counters = Counters()
                 self.pending_level = 0
+            if self.probe is not None:
+                self.probe.restart()
             self.emit({"event": "reset"})
         else:
             self.emit({"event": "error", "message": f"unknown command {kind!r}"})
@@ -386,7 +394,8 @@ def _serve(args: argparse.Namespace) -> int:
     runner = StageRunner(args.checkpoint, args.stage, args.threads)
     nominal = [float(v) for v in args.nominal_s.split(",")] if args.nominal_s else []
     capacity = None if args.queue_capacity < 0 else args.queue_capacity
-    worker = Worker(runner, nominal, capacity, args.drop == "head", args.listen, secret)
+    probe = NodeProbe(args.thermal_file, args.freq_file, args.cpu_cgroup, args.power_meter)
+    worker = Worker(runner, nominal, capacity, args.drop == "head", args.listen, secret, probe)
     worker.emit(
         {
             "event": "ready",
@@ -497,6 +506,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--listen", default="127.0.0.1", help="address to accept upstream connections on (the node's address)"
     )
+    serve.add_argument("--thermal-file", default="", help="thermal-zone file (millidegrees C) read at every report")
+    serve.add_argument("--freq-file", default="", help="cpufreq file (kHz) read at every report")
+    serve.add_argument("--cpu-cgroup", default="", help="the node's cgroup v1 cpu folder (its cpuacct.usage)")
+    serve.add_argument("--power-meter", default="", help="shell command printing the node's power in watts")
     prof = sub.choices["profile"]
     prof.add_argument("--samples", type=int, default=30)
     prof.add_argument("--warmup", type=int, default=5)

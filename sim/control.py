@@ -148,14 +148,14 @@ class Controller:
                     for (lv, q, b, a, sv, dr), (bs, ns) in zip(ints, floats, strict=True)
                 ]
             )
-        else:  # the nodes' readings at this tick (Heat.at wrote them): temp_c, freq_mhz, throttled, power_w
+        else:  # the nodes' readings at this tick (Heat.at wrote them): temp_c, freq_mhz, power_w, throttled
             now_read = self.heat.readings()
             self.phys.buf[n] = now_read
             readings = now_read.tolist()
             stages = tuple(
                 [
                     new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, tc, fq, th > 0.0))
-                    for (lv, q, b, a, sv, dr), (bs, ns), (tc, fq, th, _) in zip(ints, floats, readings, strict=True)
+                    for (lv, q, b, a, sv, dr), (bs, ns), (tc, fq, _, th) in zip(ints, floats, readings, strict=True)
                 ]
             )
         oracle = (
@@ -186,7 +186,7 @@ class Controller:
             cols[name] = floats[:, j].tolist()
         out = {c: cols[c] for c in RAW_TIMELINE}
         if self.heat is not None:
-            phys = self.phys.rows()[:, [0, 1, 3]]  # all but throttled
+            phys = self.phys.rows()  # the readings' columns are PHYSICS_TIMELINE's
             out.update({name: phys[:, j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
         return out
 

@@ -14,17 +14,16 @@ so an observation's temperature and a period's energy are exact there.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from edgeprune.physics import DevicePhysics, NodeRun, dynamic_power_w, flat, tenant_schedule
+from edgeprune.physics import DevicePhysics, NodeFigures, NodeRun, dynamic_power_w, flat, run_figures, tenant_schedule
 from edgeprune.physics.flat import build_nodes
 from sim import kernels
 
-__all__ = ["Heat", "NodeHeat", "Services", "physics_summary"]
+__all__ = ["Heat", "NodeHeat", "Services"]
 
 
 class Services(Protocol):
@@ -43,6 +42,10 @@ class NodeHeat:
         self.k = k
         self.phys = phys
         self.run = run
+
+    def figures(self) -> NodeFigures:
+        """The node's figures so far (``edgeprune.physics.physics_summary`` sums them over the nodes)."""
+        return run_figures(self.phys, self.run)
 
     def request_energy_j(self, start_s: np.ndarray, service_s: np.ndarray, end_s: float) -> np.ndarray:
         """Each service's dynamic energy ``∫ (P(busy) - P(idle)) dt`` within the run (NaN where not served).
@@ -111,8 +114,8 @@ class Heat:
         ]
 
     def readings(self) -> np.ndarray:
-        """``[stage, 4]``, at the last tick: temperature, frequency, throttled (0/1) and mean power since
-        the tick before (``edgeprune.physics.flat`` ``read``; NaN / NaN / 0 / NaN where no physics)."""
+        """``[stage, 4]`` at the last tick, in ``edgeprune.records.PHYSICS_TIMELINE``'s order: temperature,
+        frequency, mean power since the tick before, throttled (0/1); NaN where no physics."""
         read = self.nd.read
         return read if self.is_numpy else np.array(read, dtype=np.float64)
 
@@ -124,23 +127,3 @@ class Heat:
             k: NodeHeat(k, phys, NodeRun.of(phys, self.nd, j))
             for j, (k, phys) in enumerate(zip(self.stages, self.physics, strict=True))
         }
-
-
-def physics_summary(nodes: Sequence[NodeHeat], completed: int, end_s: float) -> dict[str, Any]:
-    """The run's physics figures (``summary.json``) over ``[0, end_s)`` and every node with physics: total
-    energy (idle included), energy per completed inference, mean power, the peak temperature (at the
-    change instants and ticks), and node-seconds below the top frequency and at each frequency."""
-    totals = [node.run.totals() for node in nodes]
-    energy_j = math.fsum(t.energy_j for t in totals)
-    at_freq: dict[str, float] = {}
-    for node, t in zip(nodes, totals, strict=True):
-        for f_mhz, seconds in zip(node.phys.dvfs.freqs_mhz, t.time_at_step_s, strict=True):
-            at_freq[f"{f_mhz:g}"] = at_freq.get(f"{f_mhz:g}", 0.0) + seconds
-    return {
-        "energy_j": energy_j,
-        "energy_per_inference_j": energy_j / completed if completed else None,
-        "mean_power_w": energy_j / end_s if end_s > 0 else None,
-        "peak_temp_c": max(t.peak_temp_c for t in totals),
-        "throttled_s": math.fsum(t.throttled_s for t in totals),
-        "time_at_freq_s": dict(sorted(at_freq.items(), key=lambda kv: -float(kv[0]))),
-    }

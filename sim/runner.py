@@ -16,13 +16,12 @@ import polars as pl
 
 from edgeprune.controller import PipelineCurves, PolicySpec, make_policy
 from edgeprune.environment import factor_changes, merged_schedule
-from edgeprune.physics import DevicePhysics
+from edgeprune.physics import DevicePhysics, physics_summary
 from edgeprune.profile import Profile
 from edgeprune.records import request_accuracy, requests_table, timeline_table
 from edgeprune.results import RunResult, summarise
 from edgeprune.scenario import Scenario, arrivals_end_s, hop_time_s
 from sim.engine import DONE, NO_LEVEL, EngineOutput, Path, SimSetup, simulate
-from sim.physics import physics_summary
 
 __all__ = ["Streams", "compile_setup", "curves_for", "draw_streams", "run_policy", "run_scenario"]
 
@@ -192,7 +191,7 @@ def run_policy(
     )
     if out.heat:
         completed = int((out.status == DONE).sum())
-        summary.update(physics_summary(list(out.heat.values()), completed, setup.end_s))
+        summary.update(physics_summary([node.figures() for node in out.heat.values()], completed, setup.end_s))
     return RunResult(policy=spec.name, requests=requests, timeline=timeline, summary=summary)
 
 

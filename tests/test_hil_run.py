@@ -263,15 +263,21 @@ def test_workers_listen_on_the_node_address_and_refuse_clients_without_the_secre
 ) -> None:
     """Workers reachable at 127.0.0.2 (the nodes' ``worker_address``): ``ss`` shows them bound there and
     nowhere else; strangers connecting to every worker port and to the coordinator's result port during the
-    run are refused and logged, and the run completes every request of the scenario."""
+    run are refused and logged, and the run completes every request of the scenario.  Each node also names
+    a thermal-zone and a cpufreq file this test writes and an ``rpi4b`` power model: the timeline carries
+    those readings per stage, the CPU times measured on the node and the estimated power."""
     from edgeprune.scenario import load_scenario
     from sim.runner import draw_streams
 
     ckpt = cluster.root / "model" / "tiny.pt"  # the cluster_file fixture's checkpoint
     bound = cluster.root / "pis-bound.toml"
-    bound.write_text(
-        cluster.cluster_toml(ckpt, cpu_quota=0.4, slowdown="cgroup", host_extra='worker_address = "127.0.0.2"')
-    )
+    extra = {}
+    for k, n in enumerate(cluster.nodes):
+        (n.dir / "temp").write_text(f"{50000 + 1500 * k}\n")  # millidegrees: 50.0, 51.5, 53.0, 54.5 C
+        (n.dir / "freq").write_text("1500000\n")  # kHz: rpi4b's top step
+        files = f'thermal_zone_file = "{n.dir / "temp"}"\ncpu_freq_file = "{n.dir / "freq"}"'
+        extra[n.name] = f'worker_address = "127.0.0.2"\n{files}\nphysics = {{ preset = "rpi4b" }}'
+    bound.write_text(cluster.cluster_toml(ckpt, cpu_quota=0.4, slowdown="cgroup", host_extra=extra))
     sc = _short_scenario(tmp_path / "sc", measured, duration_s=12.0)
     out = tmp_path / "run"
     proc = _start_run(bound, sc, out, measured)
@@ -292,6 +298,16 @@ def test_workers_listen_on_the_node_address_and_refuse_clients_without_the_secre
     assert req.height == arrivals_s.size  # the same requests as without intruders (warm-up included) ...
     assert req["status"].to_list() == ["done"] * req.height  # ... every one served
     assert run["completed"] == run["arrived"] == int((arrivals_s >= 1.0).sum())  # after the 1 s warm-up
+    tl = pl.read_parquet(out / "dynamic" / "timeline.parquet")
+    for k in range(4):
+        rows = tl.filter(pl.col("stage") == f"s{k}")
+        assert rows["temp_c"].to_list() == [50.0 + 1.5 * k] * rows.height
+        assert rows["freq_mhz"].to_list() == [1500.0] * rows.height
+        assert rows["throttled"].to_list() == [False] * rows.height  # at the model's top step, no vcgencmd here
+        assert rows["power_w"].null_count() == 0 and rows["power_w"].min() >= 2.7  # rpi4b: 2.7 W idle
+        assert rows["cpu_stage_s"].sum() > 0 and rows["cpu_other_s"].null_count() == 0
+    assert run["peak_temp_c"] == 54.5 and run["throttled_s"] == 0.0 and run["energy_j"] > 0
+    assert run["time_at_freq_s"] == {"1500": pytest.approx(4 * tl["time_s"].max())}
 
 
 def _intrude(cluster: LocalCluster, proc: subprocess.Popen[str]) -> None:

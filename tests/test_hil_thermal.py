@@ -175,6 +175,10 @@ host = "pi1"
             'emulate_physics = { preset = "rpi4b", tenant = [{ cpu_share = 0.5, mean_on_s = 1, mean_off_s = 1 }] }',
             "host[0].emulate_physics.tenant = '[...]': simulated tenants cannot be emulated",
         ),
+        (
+            'cpu_cgroup = "/x"\ncpu_quota = 0.4\nemulate_physics = { preset = "rpi4b" }',
+            "host[0].thermal_zone_file = '/sys/class/thermal/thermal_zone0/temp': an emulated node needs its own file",
+        ),
     ],
 )
 def test_cluster_file_errors_are_one_line(tmp_path: Path, host: str, message: str) -> None:
@@ -190,10 +194,14 @@ def test_cluster_file_errors_are_one_line(tmp_path: Path, host: str, message: st
 
 def test_emulated_host_slows_down_by_stress_not_by_its_quota(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(_CLUSTER.format(host='cpu_cgroup = "/x"\ncpu_quota = 0.4\nemulate_physics = { preset = "rpi4b" }'))
+    files = 'thermal_zone_file = "/x/temp"\ncpu_freq_file = "/x/freq"\n'
+    path.write_text(
+        _CLUSTER.format(host=files + 'cpu_cgroup = "/x"\ncpu_quota = 0.4\nemulate_physics = { preset = "rpi4b" }')
+    )
     host = load_cluster(path).hosts[0]
     assert host.emulate_physics is not None and host.emulate_physics.preset == "rpi4b"
     assert host.slowdown_method == "stress"
+    assert host.power_model is host.emulate_physics  # its energy is estimated with the emulated physics
 
 
 class _BrokenIO:

@@ -17,6 +17,7 @@ import pytest
 
 from edgeprune.controller import PipelineCurves
 from edgeprune.errors import ConfigError
+from edgeprune.records import CPU_TIMELINE, PHYSICS_TIMELINE
 from hil.cluster import load_cluster
 from hil.protocol import decode_line, encode_frame, encode_line, read_frame_async, read_frame_sock
 from hil.records import RunRecorder
@@ -142,7 +143,9 @@ def test_recorder_builds_the_simulators_schema(case: Path) -> None:
     rec.dropped(1, 2)
     hw = rec.result(slo_s=sc.slo_s, window_end_s=600.0)
     assert hw.requests.schema == sim.requests.schema
-    assert hw.timeline.schema == sim.timeline.schema
+    # the simulator's columns, then the physics ones (null: these reports carry no readings) and the CPU times
+    assert hw.timeline.columns == [*sim.timeline.columns, *PHYSICS_TIMELINE, *CPU_TIMELINE]
+    assert hw.timeline.select(sim.timeline.columns).schema == sim.timeline.schema
     statuses = hw.requests["status"].to_list()
     assert statuses[:3] == ["done", "dropped", "unfinished"]
     assert hw.requests["dropped_at"][1] == "s2"

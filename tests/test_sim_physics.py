@@ -18,9 +18,8 @@ from edgeprune.controller.bottleneck import BottleneckParams, BottleneckPolicy
 from edgeprune.controller.contract import Observation
 from edgeprune.controller.static import StaticPolicy
 from edgeprune.controller.thermal import ThermalPolicy, ThermalPolicyParams
-from edgeprune.physics import DevicePhysics, device_physics_from_table, node_power_w
+from edgeprune.physics import DevicePhysics, device_physics_from_table, node_power_w, physics_summary
 from sim.engine import DONE, EngineOutput, SimSetup, simulate
-from sim.physics import physics_summary
 
 CTX = Ctx("test.toml", "device[0].physics")
 
@@ -151,7 +150,7 @@ def test_energy_accounting_closes_through_a_simulated_run(path: str) -> None:
     dynamic_j = math.fsum(np.nan_to_num(per_request))
     assert abs(dynamic_j + totals.base_j - totals.energy_j) <= 1e-9 * totals.energy_j
     assert abs(dynamic_j - totals.busy_j) <= 1e-9 * totals.energy_j
-    summary = physics_summary([node], int((out.status == DONE).sum()), setup.end_s)
+    summary = physics_summary([node.figures()], int((out.status == DONE).sum()), setup.end_s)
     assert summary["energy_j"] == pytest.approx(totals.energy_j, rel=1e-12)
     assert math.fsum(summary["time_at_freq_s"].values()) == pytest.approx(setup.end_s, rel=1e-12)
 

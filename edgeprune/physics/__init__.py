@@ -2,10 +2,12 @@
 
 ``params`` holds the validated parameter dataclasses and the presets (``rpi4b``, ``rpi5``, ``generic``,
 all assumptions until calibrated); ``model`` the math every backend and policy shares; ``run`` a node's
-state through a run (change instants, service-time factor, energy), the object a backend advances.  See
+state through a run (change instants, service-time factor, energy), the object a backend advances;
+``figures`` a node's figures (simulated or measured) and the run's physics summary.  See
 ``ARCHITECTURE.md``, "Device physics".
 """
 
+from edgeprune.physics.figures import MeasuredNode, NodeFigures, measured_power_w, physics_summary, run_figures
 from edgeprune.physics.model import (
     NodeState,
     PeriodEnergy,
@@ -36,6 +38,8 @@ from edgeprune.physics.run import NodeRun, NodeTotals
 __all__ = [
     "DevicePhysics",
     "DvfsParams",
+    "MeasuredNode",
+    "NodeFigures",
     "NodeRun",
     "NodeState",
     "NodeTotals",
@@ -51,9 +55,12 @@ __all__ = [
     "govern",
     "initial_state",
     "load_preset",
+    "measured_power_w",
     "node_power_w",
+    "physics_summary",
     "preset_names",
     "rc_step",
+    "run_figures",
     "steady_temp_c",
     "tenant_schedule",
     "tenant_slowdown",

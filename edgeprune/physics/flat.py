@@ -15,8 +15,8 @@ Layout of :class:`Nodes` (node ``j`` of ``n``, rows padded to the longest node w
   ``ten_share[j]``, ``ten_w[j]`` the tenants' schedule drawn up front;
 * ``fst[j][F_*]`` and ``ist[j][I_*]`` the state; ``at_step[j]`` time per step; ``edge_t[j]``,
   ``edge_step[j]``, ``edge_share[j]`` the conditions from each change instant on (``ist[j][N_EDGES]`` used);
-* ``read[k]`` per *stage*: temperature, frequency, throttled (0/1) and mean power since the last tick
-  (NaN for a stage without physics), written by :func:`heat_step` at a tick.
+* ``read[k]`` per *stage*: temperature, frequency, mean power since the last tick and throttled (0/1),
+  NaN for a stage without physics, written by :func:`heat_step` at a tick.
 
 The physics (see ``edgeprune.physics.model`` for the equations): power is constant between the edges of
 the stage's busy intervals and the node's change instants, so the RC equation is integrated exactly in
@@ -66,7 +66,7 @@ F_ROWS = 13
 STEP, N_GOV, NEXT_TEN, FIRST, N_EDGES, CHANGED = range(6)
 I_ROWS = 6
 # read[k][...]
-R_TEMP, R_FREQ, R_THROTTLED, R_POWER = range(4)
+R_TEMP, R_FREQ, R_POWER, R_THROTTLED = range(4)  # edgeprune.records.PHYSICS_TIMELINE's order
 READ_COLS = 4
 # rows of Nodes.small, .ints, .ten, .edges
 PAR, THR, FREQ, FAC, CORE_W, AMB_T, AMB_V, FST, AT_STEP = range(9)
@@ -325,7 +325,7 @@ def build_nodes(
     ints = [[size, [0] * I_ROWS] for size in sizes]
     ten = [[list(t[0]), list(t[1]), list(t[2])] for t in tenants]
     edges = [[[0.0] * c, [0.0] * c, [0.0] * c] for c in cap]
-    read = [[math.nan, math.nan, 0.0, math.nan] for _ in range(n_stages)]
+    read = [[math.nan] * READ_COLS for _ in range(n_stages)]  # a stage without physics: all unknown
     if as_numpy:
         nd = Nodes(
             _padded(small, np.float64),
