@@ -26,8 +26,10 @@ processes the fast path is proven equal to) on the first 100k requests of the sa
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -93,9 +95,10 @@ def _profile_path(tmp: Path) -> tuple[Path, str]:
 PHYSICS = 'physics = { preset = "rpi4b", thermal = { ambient_c = 45.0 } }\n'  # hot: the governor acts
 
 
-def one_size(n: int, physics: bool = False) -> dict[str, float]:
+def one_size(n: int, physics: bool = False, engine_only: bool = False) -> dict[str, float]:
     """Run one size in this process and return its figures (``physics``: every node with the ``rpi4b``
-    preset in a 45 C enclosure, governor deciding every second)."""
+    preset in a 45 C enclosure, governor deciding every second; ``engine_only``: the engine's figures only,
+    which any earlier tree's ``sim`` can give — see ``--against``)."""
     from edgeprune.controller import make_policy
     from edgeprune.scenario import load_scenario
     from sim import compile_setup, curves_for, draw_streams, run_policy, simulate
@@ -125,7 +128,8 @@ def one_size(n: int, physics: bool = False) -> dict[str, float]:
         sc = load_scenario(tmp / "bench.toml")
         spec = sc.policies[0]
         streams = draw_streams(sc)
-        setup = compile_setup(sc, spec, streams)
+        third = list(inspect.signature(compile_setup).parameters)[2]  # earlier trees took the arrivals
+        setup = compile_setup(sc, spec, streams.arrivals_s if third == "arrivals_s" else streams)
         t0 = time.perf_counter()
         out = simulate(setup, make_policy(spec, curves_for(sc)), streams.arrivals_s, streams.quantiles)
         engine_s = time.perf_counter() - t0  # cold: the first run in this process loads numba's code
@@ -137,6 +141,8 @@ def one_size(n: int, physics: bool = False) -> dict[str, float]:
             out = simulate(setup, make_policy(spec, curves_for(sc)), streams.arrivals_s, streams.quantiles)
             warm_s = min(warm_s, time.perf_counter() - t0)
             del out
+        if engine_only:
+            return {"n": n, "engine_req_per_s": n / engine_s, "warm_req_per_s": n / warm_s, "ticks": ticks}
         t0 = time.perf_counter()
         result = run_policy(sc, spec, streams)
         full_s = time.perf_counter() - t0
@@ -194,16 +200,49 @@ def _naive_once(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _one(n: int, tree: Path, *flags: str) -> dict[str, float]:
+    """``--one n`` in a fresh subprocess running ``tree``'s packages (this file's scenario)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, __file__, "--one", str(n), *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree, env=env)
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def against(base: Path, sizes: list[int], rounds: int = 3) -> int:
+    """Warm engine speed of this tree and of ``base`` on the same scenario, alternated ``rounds`` times
+    (this VM's speed drifts: only figures taken side by side compare); the best of each."""
+    print(f"this tree: {ROOT}\nbaseline:  {base}")
+    for n in sizes:
+        best = {ROOT: 0.0, base: 0.0}
+        for r in range(rounds):
+            for tree in (base, ROOT):
+                rate = _one(n, tree, "--engine-only")["warm_req_per_s"]
+                best[tree] = max(best[tree], rate)
+                print(f"{n:>10,} round {r + 1} {'this' if tree == ROOT else 'base'}: {rate:>10,.0f} req/s warm")
+        print(f"{n:>10,} best: this {best[ROOT]:,.0f} vs base {best[base]:,.0f} = {best[ROOT] / best[base]:.2f}x")
+    return 0
+
+
 def main() -> int:
     """Print the figures for each size (each in a fresh subprocess)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--physics", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--against",
+        type=Path,
+        metavar="TREE",
+        help="also time the engine of another checkout (e.g. `git worktree add /tmp/base REV`) on the same "
+        "scenario, alternating with this one, and print the ratio",
+    )
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.one, args.physics)))
+        print(json.dumps(one_size(args.one, args.physics, args.engine_only)))
         return 0
+    if args.against is not None:
+        return against(args.against.resolve(), [int(s) for s in args.sizes.split(",")])
     naive_rate = naive(20_000)
     print(f"naive SimPy baseline (process per request), 20k requests: {naive_rate:,.0f} req/s")
     print(

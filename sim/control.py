@@ -33,18 +33,19 @@ import simpy
 
 from edgeprune.controller.contract import Levels, Observation, OracleView, Policy, StageObs, wants_oracle
 from edgeprune.controller.decision import validate_levels
+from edgeprune.physics.flat import DUE_ONLY
 from edgeprune.records import PHYSICS_TIMELINE, RAW_TIMELINE
 from sim.core import SimSetup
 from sim.physics import Heat
 
 nan = math.nan
 
-__all__ = ["Clock", "Controller", "Pipeline", "ReadOut", "Rows", "Waits", "control", "drive"]
+__all__ = ["Clock", "Controller", "Pipeline", "ReadOut", "Waits", "control", "drive"]
 
 _INT_FIELDS = ("level", "queue_len", "busy", "arrivals", "served", "dropped")  # a read-out's int row
 _FLOAT_FIELDS = ("busy_s", "nominal_s")  # and its float row
 
-ReadOut = tuple[np.ndarray, np.ndarray]  # [stage, _INT_FIELDS] int64 and [stage, _FLOAT_FIELDS] float64
+ReadOut = tuple[Sequence[Sequence[int]], Sequence[Sequence[float]]]  # per stage: _INT_FIELDS, _FLOAT_FIELDS
 
 
 class Waits(Protocol):
@@ -91,8 +92,12 @@ class Pipeline(Protocol):
         SimPy events to wait for, or ``None`` when it is done at once)."""
 
     def read(self, time_s: float) -> ReadOut:
-        """Each stage's counters since the last tick, and its state now (arrays the caller copies at once:
-        the pipeline may reuse them); resets the counters."""
+        """Each stage's counters since the last tick, and its state now; resets the counters.  The pipeline
+        keeps every tick's read-out in its log (:meth:`readouts`): one copy, written where it is measured."""
+
+    def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
+        """The read-out log: ``[ticks, stage, field]`` int64 and float64 arrays, row 0 the deployment's
+        (all zero), row ``n`` the ``n``-th tick's."""
 
     def set_target(self, levels: Levels) -> None:
         """Levels for each stage's next service start."""
@@ -119,27 +124,20 @@ class Controller:
         self.speed = list(setup.speed) if setup.speed is not None else [1.0] * setup.n_stages
         self.times = array("d")
         self.decided = array("q")
-        ticks = math.ceil(setup.end_s / setup.period_s) + 2  # n * period_s < end_s, n >= 0 (+1: rounding)
-        self.k_n = k_n = setup.n_stages
+        self.k_n = setup.n_stages
         self.n_levels = setup.n_levels
         self.period_s = setup.period_s
-        self.ints = Rows(ticks, k_n, len(_INT_FIELDS), np.int64)  # per tick, the read-out
-        self.floats = Rows(ticks, k_n, len(_FLOAT_FIELDS), np.float64)
-        self.phys = Rows(ticks if heat is not None else 0, k_n, 4, np.float64)  # Heat.readings() per tick
         self.ticks = 0
 
     def start(self, factor: Sequence[float]) -> Levels:
         """The deployment decision at time 0: every counter zero, every stage at level 0."""
         k_n = self.setup.n_stages
-        zeros = np.zeros((k_n, len(_INT_FIELDS)), dtype=np.int64), np.zeros((k_n, len(_FLOAT_FIELDS)))
-        return self.tick(0.0, zeros, factor)
+        return self.tick(0.0, ([[0] * len(_INT_FIELDS)] * k_n, [[0.0] * len(_FLOAT_FIELDS)] * k_n), factor)
 
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
         """Observe, decide, validate, record; the validated levels."""
         n = self.ticks
-        self.ints.buf[n] = read[0]  # recorded: a numpy row copy (Rows); at most one row per tick
-        self.floats.buf[n] = read[1]
-        ints, floats = read[0].tolist(), read[1].tolist()
+        ints, floats = read
         new = tuple.__new__  # a third of StageObs._make's cost, and this runs every tick
         if self.heat is None:  # no physics: temperature and frequency unknown, not throttled
             stages = tuple(
@@ -149,9 +147,7 @@ class Controller:
                 ]
             )
         else:  # the nodes' readings at this tick (Heat.at wrote them): temp_c, freq_mhz, power_w, throttled
-            now_read = self.heat.readings()
-            self.phys.buf[n] = now_read
-            readings = now_read.tolist()
+            readings = self.heat.readings(n)
             stages = tuple(
                 [
                     new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, tc, fq, th > 0.0))
@@ -167,14 +163,16 @@ class Controller:
         levels = validate_levels(self.policy.decide(obs), self.k_n, self.n_levels, policy=self.name, time_s=now)
         self.times.append(now)
         self.decided.extend(levels)
-        self.ticks = self.ints.n = self.floats.n = self.phys.n = n + 1
+        self.ticks = n + 1
         return levels
 
-    def timeline(self) -> dict[str, list[Any]]:
+    def timeline(self, readouts: tuple[np.ndarray, np.ndarray]) -> dict[str, list[Any]]:
         """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``, plus ``PHYSICS_TIMELINE`` with
-        physics), one row per tick and stage."""
+        physics), one row per tick and stage: the times and decisions recorded here, the read-outs from the
+        pipeline's log (``Pipeline.readouts``) and the physics readings from the heat's."""
         k_n = self.setup.n_stages
-        ints, floats = self.ints.rows(), self.floats.rows()
+        ints = readouts[0][: self.ticks].reshape(-1, len(_INT_FIELDS))
+        floats = readouts[1][: self.ticks].reshape(-1, len(_FLOAT_FIELDS))
         cols: dict[str, list[Any]] = {
             "time_s": np.repeat(np.frombuffer(self.times, dtype=np.float64), k_n).tolist(),
             "stage": list(range(k_n)) * len(self.times),
@@ -186,23 +184,9 @@ class Controller:
             cols[name] = floats[:, j].tolist()
         out = {c: cols[c] for c in RAW_TIMELINE}
         if self.heat is not None:
-            phys = self.phys.rows()  # the readings' columns are PHYSICS_TIMELINE's
+            phys = self.heat.log(self.ticks).reshape(-1, len(PHYSICS_TIMELINE))  # PHYSICS_TIMELINE's columns
             out.update({name: phys[:, j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
         return out
-
-
-class Rows:
-    """Per-tick ``[stage, width]`` arrays in one array allocated for the run's ticks: a numpy row copy per
-    tick (``buf[n] = rows``, then ``n`` counted) is the cheapest record, ~10x cheaper than building Python
-    lists and converting them at the end."""
-
-    def __init__(self, ticks: int, k_n: int, width: int, dtype: type) -> None:
-        self.buf: np.ndarray = np.zeros((ticks, k_n, width), dtype=dtype)
-        self.n = 0
-
-    def rows(self) -> np.ndarray:
-        """Every recorded row, tick-major: ``[ticks * stages, width]``."""
-        return self.buf[: self.n].reshape(-1, self.buf.shape[2])
 
 
 def control(
@@ -220,7 +204,7 @@ def control(
         phys_f[k] = f
         pipe.factor[k] = env_f[k] * f
     if heat is not None:  # the readings at time 0 for the deployment decision
-        heat.at(0.0, True, 0.0, pipe)
+        heat.at(0.0, 0, 0.0, pipe)
     pipe.deploy(ctl.start(pipe.factor))
     changes = s.env_changes
     j, n = 0, 1
@@ -243,7 +227,7 @@ def control(
             env_f[k] = changes[j][2]
             pipe.factor[k] = env_f[k] * phys_f[k]
             j += 1
-        for k, f in heat.at(t, is_tick, s.period_s, pipe) if heat is not None else ():
+        for k, f in heat.at(t, n if is_tick else DUE_ONLY, s.period_s, pipe) if heat is not None else ():
             phys_f[k] = f
             pipe.factor[k] = env_f[k] * f
         if is_tick:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,11 @@ class SimSetup:
     def n_stages(self) -> int:
         """Number of stages."""
         return len(self.stage_names)
+
+    @property
+    def n_ticks(self) -> int:
+        """Room for every tick of a run (``n * period_s < end_s``, ``n >= 0``; one more for rounding)."""
+        return math.ceil(self.end_s / self.period_s) + 2
 
     @property
     def n_levels(self) -> int:

@@ -77,7 +77,7 @@ def simulate(
             env.process(control(env, pipe, ctl, progress))  # first: the deployment precedes every request
             pipe.start()
             env.run(until=setup.end_s)
-        out = pipe.output(ctl.timeline())
+        out = pipe.output(ctl.timeline(pipe.readouts(ctl.ticks)))
         if ctl.heat is not None:
             out.heat = ctl.heat.finish(setup.end_s, pipe)
             out.start_s = np.stack([np.asarray(row, dtype=np.float64) for row in pipe.services()[0]], 1)
@@ -89,4 +89,6 @@ def simulate(
 
 def _heat(setup: SimSetup, compiled: bool) -> Heat | None:
     """The nodes' physics, compiled with the compiled fast path (``None`` without physics)."""
-    return Heat(setup.physics, setup.tenant_seeds, setup.end_s, compiled) if setup.has_physics else None
+    if not setup.has_physics:
+        return None
+    return Heat(setup.physics, setup.tenant_seeds, setup.end_s, setup.n_ticks, compiled)

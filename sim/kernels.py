@@ -66,19 +66,20 @@ class KState(NamedTuple):
     status: Any  # [i] DONE / UNFINISHED
     fs: Any  # [row][k] float state (FREE, ...)
     ist: Any  # [row][k] int state (STARTED, ...)
-    iout: Any  # [k][READ_INTS] read-out: level, queue length, busy 0/1, arrivals, served, dropped (always 0)
-    fout: Any  # [k][READ_FLOATS] read-out: busy_s, nominal_s
+    iout: Any  # [tick][k][READ_INTS] read-outs: level, queue length, busy 0/1, arrivals, served, dropped (0)
+    fout: Any  # [tick][k][READ_FLOATS] read-outs: busy_s, nominal_s (row 0: the deployment, all zero)
 
 
 READ_INTS, READ_FLOATS = 6, 2
 
 
-def step(h: float, read: bool, st: KState) -> None:
-    """Start (and finish, and hand on) every service that starts before ``h``; then, if ``read``, write each
-    stage's observation at ``h`` into ``st.iout`` / ``st.fout`` and reset this period's counters."""
+def step(h: float, row: int, st: KState) -> None:
+    """Start (and finish, and hand on) every service that starts before ``h``; then, if ``row >= 0`` (a
+    tick), write each stage's observation at ``h`` into read-out row ``row`` of ``st.iout`` / ``st.fout``
+    and reset this period's counters.  The rows are the run's read-out log (the timeline's raw columns)."""
     advance(h, st)
-    if read:
-        read_out(h, st)
+    if row >= 0:
+        read_out(h, row, st)
 
 
 def advance(h: float, st: KState) -> None:
@@ -146,7 +147,7 @@ def advance_stage(h: float, k: int, lim: int, st: KState) -> None:
     fs[C_BUSY_BEFORE][k], fs[C_NOM_BEFORE][k] = b_before, n_before
 
 
-def read_out(h: float, st: KState) -> None:
+def read_out(h: float, row: int, st: KState) -> None:
     """Each stage's observation at ``h`` (after :func:`advance` to ``h``), and this period's counters reset.
 
     A single server has at most one service in progress, the last one started: if it is still running it
@@ -169,8 +170,8 @@ def read_out(h: float, st: KState) -> None:
                 left = mid + 1
         q = left - lo
         total = lo + q  # requests that have reached stage k by h
-        out = st.iout[k]
-        fout = st.fout[k]
+        out = st.iout[row][k]
+        fout = st.fout[row][k]
         out[0] = ist[LEVEL][k]
         out[1] = q
         out[3] = total - ist[PREV_TOTAL][k]
@@ -228,7 +229,7 @@ def compiled_heat(nodes: Any) -> Any:
 
         return flat.heat_step
     two_d, one_d_int = np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
-    return bind(kernel, (nodes, 0.0, False, 0.0, two_d, two_d, one_d_int))
+    return bind(kernel, (nodes, 0.0, 0, 0.0, two_d, two_d, one_d_int))
 
 
 @functools.cache

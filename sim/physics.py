@@ -77,6 +77,7 @@ class Heat:
         physics: Sequence[DevicePhysics | None],
         seeds: Sequence[np.random.SeedSequence],
         end_s: float,
+        ticks: int,
         compiled: bool = False,
     ) -> None:
         for k, phys in enumerate(physics):
@@ -90,8 +91,7 @@ class Heat:
                 phys.tenant, end_s, np.random.default_rng(seeds[k] if k < len(seeds) else 0)
             )
             tenants.append((times.tolist(), shares.tolist(), watts.tolist()))
-        self.nd = build_nodes(self.physics, self.stages, tenants, end_s, len(physics), compiled)
-        self.is_numpy = compiled
+        self.nd = build_nodes(self.physics, self.stages, tenants, end_s, (ticks, len(physics)), compiled)
         self.step = kernels.compiled_heat(self.nd) if compiled else flat.heat_step
         self.next_s = min(float(self.nd.small[j][flat.FST][flat.NEXT_S]) for j in range(len(self.stages)))
 
@@ -99,11 +99,12 @@ class Heat:
         """``(stage, factor)`` of every node now."""
         return [(k, float(self.nd.small[j][flat.FST][flat.FACTOR])) for j, k in enumerate(self.stages)]
 
-    def at(self, t_s: float, tick: bool, period_s: float, path: Services) -> list[tuple[int, float]]:
-        """At a control instant: integrate the nodes that need it (every node at a tick, and then write their
-        readings); the ``(stage, factor)`` whose change, due at ``t_s``, altered the factor."""
+    def at(self, t_s: float, row: int, period_s: float, path: Services) -> list[tuple[int, float]]:
+        """At a control instant: integrate the nodes that need it (at a tick, ``row >= 0``, every node, and
+        then log their readings in row ``row``); the ``(stage, factor)`` whose change, due at ``t_s``,
+        altered the factor."""
         start, svc, started = path.services()
-        changed, self.next_s = self.step(self.nd, t_s, tick, period_s, start, svc, started)
+        changed, self.next_s = self.step(self.nd, t_s, row, period_s, start, svc, started)
         if not changed:
             return []
         nd = self.nd
@@ -113,16 +114,19 @@ class Heat:
             if nd.ints[j][flat.IST][flat.CHANGED]
         ]
 
-    def readings(self) -> np.ndarray:
-        """``[stage, 4]`` at the last tick, in ``edgeprune.records.PHYSICS_TIMELINE``'s order: temperature,
+    def readings(self, row: int) -> list[list[float]]:
+        """Per stage, tick ``row``'s readings in ``edgeprune.records.PHYSICS_TIMELINE``'s order: temperature,
         frequency, mean power since the tick before, throttled (0/1); NaN where no physics."""
-        read = self.nd.read
-        return read if self.is_numpy else np.array(read, dtype=np.float64)
+        return self.nd.read[row].tolist()  # type: ignore[no-any-return]
+
+    def log(self, ticks: int) -> np.ndarray:
+        """The first ``ticks`` rows of readings: ``[ticks, stage, 4]``."""
+        return self.nd.read[:ticks]  # type: ignore[no-any-return]
 
     def finish(self, end_s: float, path: Services) -> dict[int, NodeHeat]:
         """Integrate every node to the end of the run; the nodes by stage."""
         start, svc, started = path.services()
-        self.step(self.nd, end_s, True, 0.0, start, svc, started)
+        self.step(self.nd, end_s, flat.ALL_NODES, 0.0, start, svc, started)
         return {
             k: NodeHeat(k, phys, NodeRun.of(phys, self.nd, j))
             for j, (k, phys) in enumerate(zip(self.stages, self.physics, strict=True))

@@ -34,6 +34,7 @@ import simpy
 from edgeprune.controller.contract import Levels
 from sim.control import ReadOut
 from sim.core import DONE, DROPPED, NO_LEVEL, UNFINISHED, EngineOutput, SimSetup
+from sim.kernels import READ_FLOATS, READ_INTS
 
 __all__ = ["ReferenceModel"]
 
@@ -60,6 +61,9 @@ class ReferenceModel:
         self.service_rows = [array("d", nan_row) for _ in range(k_n)]  # [k][i] (rows: what sim.physics reads)
         self.start_rows = [array("d", nan_row) for _ in range(k_n)]
         self.stages = [Stage(self, k, quantiles[k].tolist()) for k in range(k_n)]
+        self.log_i = np.zeros((s.n_ticks, k_n, READ_INTS), dtype=np.int64)  # every tick's read-out (readouts)
+        self.log_f = np.zeros((s.n_ticks, k_n, READ_FLOATS))
+        self.row = 0
         self.links = [Link(self, k) for k in range(k_n - 1)]
 
     def start(self) -> None:
@@ -93,9 +97,17 @@ class ReferenceModel:
             yield self.env.timeout(0)
 
     def read(self, time_s: float) -> ReadOut:
-        """Each stage's counters since the last tick and its state now; resets the counters."""
+        """Each stage's counters since the last tick and its state now (logged); resets the counters."""
         reads = [stage.read() for stage in self.stages]
-        return np.array([r[0] for r in reads], dtype=np.int64), np.array([r[1] for r in reads], dtype=np.float64)
+        ints, floats = [r[0] for r in reads], [r[1] for r in reads]
+        self.row += 1
+        self.log_i[self.row] = ints
+        self.log_f[self.row] = floats
+        return ints, floats
+
+    def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
+        """The read-out log (row 0: the deployment's zeros)."""
+        return self.log_i[:ticks], self.log_f[:ticks]
 
     def set_target(self, levels: Levels) -> None:
         """Levels for each stage's next service start."""

@@ -70,8 +70,8 @@ def _numpy_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) -> 
         status=np.full(n, UNFINISHED, dtype=np.uint8),
         fs=fs,
         ist=np.zeros((kernels.IST_ROWS, k_n), dtype=np.int64),
-        iout=np.zeros((k_n, kernels.READ_INTS), dtype=np.int64),
-        fout=np.zeros((k_n, kernels.READ_FLOATS)),
+        iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
+        fout=np.zeros((s.n_ticks, k_n, kernels.READ_FLOATS)),
     )
 
 
@@ -95,8 +95,9 @@ def _python_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) ->
         status=bytearray([UNFINISHED]) * n,
         fs=[list(s.initial_factor) if r == kernels.FACTOR else [0.0] * k_n for r in range(kernels.FS_ROWS)],
         ist=[[0] * k_n for _ in range(kernels.IST_ROWS)],
-        iout=[[0] * kernels.READ_INTS for _ in range(k_n)],
-        fout=[[0.0] * kernels.READ_FLOATS for _ in range(k_n)],
+        # the read-out log stays numpy (compact for long runs; written a few times per tick)
+        iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
+        fout=np.zeros((s.n_ticks, k_n, kernels.READ_FLOATS)),
     )
 
 
@@ -124,7 +125,8 @@ class FastPipeline:
             raise ValueError("the fast path serves unbounded queues only; bounded ones run on sim.reference")
         self.setup = s
         self.st, kernel, self.is_numpy = _prepare(s, arrivals_s, quantiles, compiled)
-        self.kernel = kernels.bind(kernel, (0.0, False, self.st)) if self.is_numpy else kernel
+        self.kernel = kernels.bind(kernel, (0.0, 0, self.st)) if self.is_numpy else kernel
+        self.row = 0  # the read-out row of the last tick (row 0: the deployment)
         self.factor = self.st.fs[kernels.FACTOR]
         self.next_instant_s = 0.0
         self._last_target: Levels = ()
@@ -135,14 +137,21 @@ class FastPipeline:
         self.set_target(levels)
 
     def settle(self, time_s: float, tick: bool) -> None:
-        """Every service starting before ``time_s``, and at a tick the read-out, in one kernel call."""
-        self.kernel(time_s, tick, self.st)
+        """Every service starting before ``time_s``, and at a tick the read-out into the next log row, in one
+        kernel call."""
+        if tick:
+            self.row += 1
+            self.kernel(time_s, self.row, self.st)
+        else:
+            self.kernel(time_s, -1, self.st)
 
     def read(self, time_s: float) -> ReadOut:
         """The read-out :meth:`settle` made at this tick."""
-        if self.is_numpy:
-            return self.st.iout, self.st.fout
-        return np.array(self.st.iout, dtype=np.int64), np.array(self.st.fout, dtype=np.float64)
+        return self.st.iout[self.row].tolist(), self.st.fout[self.row].tolist()
+
+    def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``ticks`` read-outs (row 0: the deployment's zeros): ``[ticks, stage, field]`` arrays."""
+        return self.st.iout[:ticks], self.st.fout[:ticks]
 
     def set_target(self, levels: Levels) -> None:
         """Levels for each stage's next service start."""
@@ -159,7 +168,7 @@ class FastPipeline:
 
     def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
         """Finish every service that starts before the end, then the raw records."""
-        self.kernel(self.setup.end_s, False, self.st)
+        self.kernel(self.setup.end_s, -1, self.st)
         st, k_n, n = self.st, self.setup.n_stages, len(self.st.dep)
         return EngineOutput(
             departure_s=np.array(np.asarray(st.dep) if self.is_numpy else np.frombuffer(st.dep, dtype=np.float64)),

@@ -15,8 +15,8 @@ Layout of :class:`Nodes` (node ``j`` of ``n``, rows padded to the longest node w
   ``ten_share[j]``, ``ten_w[j]`` the tenants' schedule drawn up front;
 * ``fst[j][F_*]`` and ``ist[j][I_*]`` the state; ``at_step[j]`` time per step; ``edge_t[j]``,
   ``edge_step[j]``, ``edge_share[j]`` the conditions from each change instant on (``ist[j][N_EDGES]`` used);
-* ``read[k]`` per *stage*: temperature, frequency, mean power since the last tick and throttled (0/1),
-  NaN for a stage without physics, written by :func:`heat_step` at a tick.
+* ``read[n][k]`` at tick ``n``, per *stage*: temperature, frequency, mean power since the tick before and
+  throttled (0/1), NaN for a stage without physics, written by :func:`heat_step`: the run's physics log.
 
 The physics (see ``edgeprune.physics.model`` for the equations): power is constant between the edges of
 the stage's busy intervals and the node's change instants, so the RC equation is integrated exactly in
@@ -68,6 +68,8 @@ I_ROWS = 6
 # read[k][...]
 R_TEMP, R_FREQ, R_POWER, R_THROTTLED = range(4)  # edgeprune.records.PHYSICS_TIMELINE's order
 READ_COLS = 4
+# heat_step's row at an instant that is not a tick: only the nodes due, or every node (the run's end)
+DUE_ONLY, ALL_NODES = -1, -2
 # rows of Nodes.small, .ints, .ten, .edges
 PAR, THR, FREQ, FAC, CORE_W, AMB_T, AMB_V, FST, AT_STEP = range(9)
 NPAR, IST = range(2)
@@ -82,7 +84,7 @@ class Nodes(NamedTuple):
     ints: Any  # [j][NPAR | IST][...] sizes and the node's stage; integer state
     ten: Any  # [j][TEN_T | TEN_SHARE | TEN_W][...] the tenants' schedule
     edges: Any  # [j][EDGE_T | EDGE_STEP | EDGE_SHARE][...] conditions from each change instant on
-    read: Any  # [stage][R_*] the readings at the last tick
+    read: Any  # [tick][stage][R_*] the readings at each tick (numpy: the run's physics log)
 
 
 # -- the equations, on numbers ---------------------------------------------------------------------------------
@@ -259,27 +261,30 @@ def integrate_stage(nd: Nodes, j: int, t_s: float, start: Any, svc: Any, started
 
 
 def heat_step(
-    nd: Nodes, t_s: float, tick: bool, period_s: float, start: Any, svc: Any, started: Any
+    nd: Nodes, t_s: float, row: int, period_s: float, start: Any, svc: Any, started: Any
 ) -> tuple[int, float]:
-    """At a control instant: integrate the nodes whose change is due (and every node at a tick), apply the
-    changes, and at a tick write each stage's reading (``read``).  Returns how many nodes' service-time
-    factor changed (``ist[j][CHANGED]`` marks them) and the next change instant of any node."""
+    """At a control instant: integrate the nodes whose change is due (every node at a tick, ``row >= 0``, or
+    with ``row == ALL_NODES``), apply the changes, and at a tick write each stage's reading into
+    ``read[row]``.  Returns how many nodes' service-time factor changed (``ist[j][CHANGED]`` marks them)
+    and the next change instant of any node."""
+    tick = row >= 0
+    every = tick or row == ALL_NODES
     n_changed = 0
     nxt = math.inf
     for j in range(len(nd.small)):
         fst, ist = nd.small[j][FST], nd.ints[j][IST]
         ist[CHANGED] = 0
         due = fst[NEXT_S] == t_s
-        if tick or due:
+        if every or due:
             k = nd.ints[j][NPAR][N_STAGE]
             integrate_stage(nd, j, t_s, start[k], svc[k], started[k])
             n_changed += ist[CHANGED]  # set only by a change, i.e. when due
         if tick:
-            row = nd.read[nd.ints[j][NPAR][N_STAGE]]
-            row[R_TEMP] = fst[TEMP]
-            row[R_FREQ] = nd.small[j][FREQ][ist[STEP]]
-            row[R_THROTTLED] = 1.0 if ist[STEP] > 0 else 0.0
-            row[R_POWER] = (fst[TOTAL_J] - fst[TICK_J]) / period_s if period_s > 0 else math.nan
+            out = nd.read[row][nd.ints[j][NPAR][N_STAGE]]
+            out[R_TEMP] = fst[TEMP]
+            out[R_FREQ] = nd.small[j][FREQ][ist[STEP]]
+            out[R_THROTTLED] = 1.0 if ist[STEP] > 0 else 0.0
+            out[R_POWER] = (fst[TOTAL_J] - fst[TICK_J]) / period_s if period_s > 0 else math.nan
             fst[TICK_J] = fst[TOTAL_J]
         if fst[NEXT_S] < nxt:
             nxt = fst[NEXT_S]
@@ -297,12 +302,12 @@ def build_nodes(
     stages: Sequence[int],
     tenants: Sequence[Schedule],
     end_s: float,
-    n_stages: int,
+    shape: tuple[int, int],
     as_numpy: bool,
 ) -> Nodes:
-    """The state of nodes ``physics[j]`` running stage ``stages[j]`` (of ``n_stages``) with the tenants'
-    schedules drawn up front, at t = 0; room for every change instant up to ``end_s``.  Python lists, or
-    numpy arrays (rows padded) for the compiled kernels."""
+    """The state of nodes ``physics[j]`` running stage ``stages[j]`` with the tenants' schedules drawn up
+    front, at t = 0; room for every change instant up to ``end_s`` and a readings log of ``shape = (ticks,
+    stages)``.  Python lists, or numpy arrays (rows padded) for the compiled kernels; the log is numpy."""
     cap = [int(end_s // p.dvfs.period_s) + len(ten[0]) + 3 for p, ten in zip(physics, tenants, strict=True)]
     small = [
         [
@@ -325,14 +330,14 @@ def build_nodes(
     ints = [[size, [0] * I_ROWS] for size in sizes]
     ten = [[list(t[0]), list(t[1]), list(t[2])] for t in tenants]
     edges = [[[0.0] * c, [0.0] * c, [0.0] * c] for c in cap]
-    read = [[math.nan] * READ_COLS for _ in range(n_stages)]  # a stage without physics: all unknown
+    read = np.full((*shape, READ_COLS), math.nan)  # a stage without physics: all unknown
     if as_numpy:
         nd = Nodes(
             _padded(small, np.float64),
             _padded(ints, np.int64),
             _padded(ten, np.float64),
             _padded(edges, np.float64),
-            np.array(read),
+            read,
         )
     else:
         nd = Nodes(small, ints, ten, edges, read)

@@ -50,7 +50,7 @@ class NodeRun:
 
     def __init__(self, phys: DevicePhysics, end_s: float, rng: np.random.Generator) -> None:
         times, shares, watts = tenant_schedule(phys.tenant, end_s, rng)
-        nodes = build_nodes([phys], [0], [(times.tolist(), shares.tolist(), watts.tolist())], end_s, 1, False)
+        nodes = build_nodes([phys], [0], [(times.tolist(), shares.tolist(), watts.tolist())], end_s, (1, 1), False)
         self._bind(phys, nodes, 0)
 
     @classmethod
