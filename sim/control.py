@@ -9,7 +9,8 @@ Every *control instant* — a controller tick at ``n * period_s`` or a change of
 3. apply the environment factor changes due at the instant;
 4. at a tick, the one tick (:meth:`Controller.tick`): build the :class:`~edgeprune.controller.Observation`,
    call ``policy.decide``, validate the answer (:func:`~edgeprune.controller.decision.validate_levels`), record
-   the timeline row, and hand the levels to the pipeline (they apply at each stage's next service start);
+   the tick's time and decision (the read-out itself stays in the log the pipeline wrote it to,
+   ``Pipeline.readouts``), and hand the levels to the pipeline (they apply at each stage's next service start);
 5. release the services waiting at the instant (a path whose settle waited on no events holds none).
 
 The start decision (time 0, ``period_s == 0``, all counters zero) is the deployment: it runs before any
