@@ -126,3 +126,15 @@ def test_node_run_follows_the_reference_functions_exactly() -> None:
         assert run.state == state
     assert run.totals().energy_j == energy_j
     assert max(steps) > 0 and min(steps) == 0  # it did throttle (at 35 C ambient) and did not at first
+
+
+def test_a_run_advanced_past_its_end_keeps_logging_changes() -> None:
+    """The change log is sized for ``end_s``; a caller that goes on (an emulator without a fixed end) gets
+    every further change recorded, the same as a run made long enough from the start."""
+    ph = physics(thermal={"resistance_c_per_w": 12.0, "time_constant_s": 5.0, "initial_c": 84.0})
+    short, long = NodeRun(ph, 2.0, np.random.default_rng(0)), NodeRun(ph, 200.0, np.random.default_rng(0))
+    for run in (short, long):
+        while run.t_s < 60.0:
+            run.advance(run.next_s, [(run.t_s, run.next_s)] if run.t_s < 30.0 else [])
+    assert len(short.edges_s) > 3  # it throttled, then recovered once idle
+    assert short.edges_s == long.edges_s and short.steps == long.steps and short.totals() == long.totals()
