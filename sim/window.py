@@ -127,6 +127,7 @@ class FastPipeline:
         self.st, kernel, self.is_numpy = _prepare(s, arrivals_s, quantiles, compiled)
         self.kernel = kernels.bind(kernel, (0.0, 0, self.st)) if self.is_numpy else kernel
         self.row = 0  # the read-out row of the last tick (row 0: the deployment)
+        self._services = (self.st.start, self.st.svc, self.st.ist[kernels.STARTED])  # views: they stay current
         self.factor = self.st.fs[kernels.FACTOR]
         self.next_instant_s = 0.0
         self._last_target: Levels = ()
@@ -164,7 +165,7 @@ class FastPipeline:
 
     def services(self) -> tuple[Any, Any, Any]:
         """Every stage's service starts and times, and how many requests started there (``sim.physics``)."""
-        return self.st.start, self.st.svc, self.st.ist[kernels.STARTED]
+        return self._services
 
     def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
         """Finish every service that starts before the end, then the raw records."""
