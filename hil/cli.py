@@ -151,7 +151,7 @@ class _Outcome:
 def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenario:
     from edgeprune.profile import load_profile
     from edgeprune.scenario import load_scenario
-    from hil.compare import with_profile
+    from hil.compare import with_cluster_physics, with_profile
 
     sc = load_scenario(args.scenario, seed=args.seed, policies=args.policy)
     if args.profile is not None:
@@ -161,6 +161,7 @@ def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenar
     placed = [s.name for s in cluster.stages]
     if names != placed:
         raise ConfigError(f"{cluster.source}: stages {placed} do not match the scenario's {names} ({sc.source})")
+    sc = with_cluster_physics(sc, cluster)  # emulated hosts: the policies and the prediction see their physics
     _refuse_oracles(sc)
     return sc
 
@@ -274,9 +275,21 @@ def _error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], probe: RunResult | None) -> tuple[str, dict[str, str]]:
-    """The comparison table and its files (``sim_vs_hw.json``, ``sim_vs_hw.txt``) for the run folder."""
-    from hil.compare import as_realised, compare, format_compare, idle_overhead_s, predict, realised_factors, to_json
+def _sim_vs_hw(
+    cluster: ClusterSpec, sc: Scenario, results: Sequence[RunResult], probe: RunResult | None
+) -> tuple[str, dict[str, str]]:
+    """The comparison table and its files (``sim_vs_hw.json``, ``sim_vs_hw.txt``) for the run folder.  ``sc``
+    already carries the emulated hosts' physics (``hil.compare.with_cluster_physics``)."""
+    from hil.compare import (
+        EMULATION_APPROXIMATIONS,
+        as_realised,
+        compare,
+        format_compare,
+        idle_overhead_s,
+        predict,
+        realised_factors,
+        to_json,
+    )
     from hil.compare import with_hop_overhead as with_hops
 
     idle_s = idle_overhead_s(probe) if probe is not None else None
@@ -291,6 +304,9 @@ def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], probe: RunResult | No
     realised = {p: _with_overhead(p, rsc, replayed, overhead_s) for p, (rsc, replayed) in replays.items()}
     doc = compare({r.policy: r for r in results}, sim, sc.slo_s, realised, factors, overhead_s, source)
     doc["profile"] = str(sc.profile_path)
+    emulated = {h.name: h.emulate_physics.preset for h in cluster.stage_hosts() if h.emulate_physics is not None}
+    if emulated:
+        doc["physics"] = {"emulated": emulated, "approximations": list(EMULATION_APPROXIMATIONS)}
     doc["hop_probe"] = {"requests": probe.requests.height if probe is not None else 0, "overhead_s": idle_s}
     table = format_compare(doc)
     return table, {"sim_vs_hw.json": to_json(doc), "sim_vs_hw.txt": table + "\n"}
@@ -335,7 +351,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
     files: dict[str, str] = {}
     if out.error is None and not args.no_sim:
         try:
-            table, files = _sim_vs_hw(sc, out.results, out.probe)
+            table, files = _sim_vs_hw(cluster, sc, out.results, out.probe)
         except Exception as exc:  # the hardware results are published all the same, then the error is raised
             cmp_error = exc
     files.update({f"{policy}/thermal_emulator.csv": text for policy, text in out.emulation.items()})
