@@ -139,7 +139,9 @@ def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float,
     The windows are the device's schedule (one window from 0 for a device without events).  In each, the
     factor is the device's stages' measured / profiled service time summed over the periods inside the
     window (the first period after a change left out as a transition).  A window without a completed
-    service keeps its stated factor.
+    service keeps its stated factor.  Where the device has physics and the timeline its frequency, each
+    period's slowdown from the frequency (``(f_max / f)^alpha``) is taken out: the replay's physics applies
+    it again, from its own temperature.
     """
     tl = hw.timeline
     period_s = _period_s(tl)
@@ -147,7 +149,7 @@ def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float,
     for device in sorted({s.device for s in sc.stages}):
         stages = [s.name for s in sc.stages if s.device == device]
         points = merged_schedule([ev for ev in sc.environment if ev.device == device])
-        rows = tl.filter(pl.col("stage").is_in(stages) & (pl.col("served") > 0))
+        rows = _without_freq(tl.filter(pl.col("stage").is_in(stages) & (pl.col("served") > 0)), sc, device)
         ends = [p[0] for p in points[1:]] + [math.inf]
         realised = []
         for (t, stated), end in zip(points, ends, strict=True):
@@ -155,6 +157,17 @@ def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float,
             realised.append((t, stated if r is None else r))
         out[device] = realised
     return out
+
+
+def _without_freq(rows: pl.DataFrame, sc: Scenario, device: str) -> pl.DataFrame:
+    """``rows`` with ``env_factor`` divided by each period's frequency factor ``(f_max / f)^alpha`` where the
+    device has physics and the rows a known ``freq_mhz`` (unchanged otherwise)."""
+    phys = next((d.physics for d in sc.devices if d.name == device), None)
+    if phys is None or "freq_mhz" not in rows.columns:
+        return rows
+    f_max, alpha = phys.dvfs.freqs_mhz[0], phys.dvfs.alpha
+    factor = (f_max / pl.col("freq_mhz")).pow(alpha).fill_null(1.0)
+    return rows.with_columns((pl.col("env_factor") / factor).alias("env_factor"))
 
 
 def _period_s(tl: pl.DataFrame) -> float:
