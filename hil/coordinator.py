@@ -190,6 +190,10 @@ class _Run:
         self.rec.period(obs, decided, reports)
         self._apply(decided)
         self._maybe_done()
+        if self.env is not None and self.env.emulators:
+            hosts = [self.session.cluster.stages[k].host for k in range(len(obs.stages))]
+            for st, host in zip(obs.stages, hosts, strict=True):
+                self.env.add_serving(host, st.busy_s)
         if self.env is not None and self.env.trackers:
             await self._track(self.env, obs)
 

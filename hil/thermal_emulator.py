@@ -6,9 +6,14 @@ policy run.  Every governor period (``dvfs.period_s`` on the run's clock) it
 1. reads the CPU time the node's cgroup used since the last period (cgroup v1 ``cpuacct.usage``, in
    nanoseconds: the cpuacct folder of the same name as ``cpu_cgroup``, or ``cpu_cgroup`` itself where the two
    controllers are mounted together) — the stage worker, its sockets, a co-located ``stress-ng``, all of it;
-2. turns it into the busy fraction of the emulated node, ``u = cpu_s / (elapsed_s x quota_cpus)`` (capped at
-   1), and the node's mean power over the period, ``P = P(idle) + u x (P(busy) - P(idle))`` at the current
-   frequency step (``edgeprune.physics.node_power_w`` / ``dynamic_power_w``);
+2. turns it into the busy fraction of the emulated node, the larger of ``cpu_s / (elapsed_s x quota_cpus)``
+   and ``serving_s / elapsed_s`` (capped at 1), where ``serving_s`` is the time the node's stages spent
+   serving in the period, from the workers' reports (:meth:`NodeEmulator.add_serving`): on a Pi a service
+   keeps its cores busy from start to end, which is what the simulator assumes, but a capped node on a
+   shared machine is also kept waiting for a host CPU, so its CPU time alone says it idled part of each
+   service; the CPU time still counts what the reports do not see (a co-located load).  Then the node's mean
+   power over the period, ``P = P(idle) + u x (P(busy) - P(idle))`` at the current frequency step
+   (``edgeprune.physics.node_power_w`` / ``dynamic_power_w``);
 3. integrates the temperature over the period at that constant power (``edgeprune.physics.model.rc_period``,
    the one RC implementation; the ambient schedule is followed) and asks the governor for the next step
    (``edgeprune.physics.govern``);
@@ -71,7 +76,8 @@ class PeriodRecord(NamedTuple):
     time_s: float  # end of the period on the run clock (a governor decision instant)
     node: str
     cpu_s: float  # CPU time the node's cgroup used in the period
-    util: float  # busy fraction of the emulated node: cpu_s / (elapsed x quota), capped at 1
+    serving_s: float  # time the node's stages spent serving in the period (the workers' reports)
+    util: float  # busy fraction: max(cpu_s / (elapsed x quota), serving_s / elapsed), capped at 1
     power_w: float  # the emulated node's mean power over the period
     temp_c: float  # temperature at time_s
     freq_mhz: float  # the step the governor chose at time_s (in effect for the next period)
@@ -111,12 +117,14 @@ class EmulatorState:
         """The CPU quota for the current step."""
         return emulated_quota_cpus(self.phys, self.base_cpus, self.step)
 
-    def advance(self, t_s: float, cpu_s: float, elapsed_s: float) -> tuple[float, float]:
-        """Integrate to governor instant ``t_s`` given ``cpu_s`` of CPU used over ``elapsed_s`` (wall), then
-        take the governor's decision; returns ``(util, mean power_w)`` of the period."""
+    def advance(self, t_s: float, cpu_s: float, elapsed_s: float, serving_s: float = 0.0) -> tuple[float, float]:
+        """Integrate to governor instant ``t_s`` given ``cpu_s`` of CPU used and ``serving_s`` spent serving
+        over ``elapsed_s`` (wall), then take the governor's decision; returns ``(util, mean power_w)``."""
         h_s = t_s - self.t_s
         capacity_s = elapsed_s * self.quota_cpus
-        util = min(1.0, max(0.0, cpu_s / capacity_s)) if capacity_s > 0 else 0.0
+        by_cpu = cpu_s / capacity_s if capacity_s > 0 else 0.0
+        by_serving = serving_s / elapsed_s if elapsed_s > 0 else 0.0
+        util = min(1.0, max(0.0, by_cpu, by_serving))
         power_w = node_power_w(self.phys, self.step, False) + util * dynamic_power_w(self.phys, self.step)
         self.temp_c, _ = rc_period(self.phys.thermal, self.temp_c, self.t_s, t_s, [], power_w, 0.0)
         self.energy_j += power_w * h_s
@@ -264,6 +272,11 @@ class NodeEmulator:
     min_quota_us: int = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
     records: list[PeriodRecord] = field(default_factory=list)
     _period_us: int = field(default=0, init=False)
+    _serving_s: float = field(default=0.0, init=False)  # reported since the last governor instant
+
+    def add_serving(self, busy_s: float) -> None:
+        """Add the time the node's stages spent serving, as a control period's reports say."""
+        self._serving_s += max(0.0, busy_s)
 
     async def _publish(self) -> float:
         cpus = self.state.quota_cpus
@@ -284,12 +297,15 @@ class NodeEmulator:
             t_s = n * period_s
             await sleep_until(t_s)
             used, wall = await self.io.usage_s(), now_s()
-            cpu_s = used - used_s
-            util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s)
+            cpu_s, serving_s = used - used_s, self._serving_s
+            self._serving_s = 0.0
+            util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s, serving_s)
             used_s, wall_s = used, wall
             cpus = await self._publish()
             st = self.state
-            self.records.append(PeriodRecord(t_s, self.name, cpu_s, util, power_w, st.temp_c, st.freq_mhz, cpus))
+            self.records.append(
+                PeriodRecord(t_s, self.name, cpu_s, serving_s, util, power_w, st.temp_c, st.freq_mhz, cpus)
+            )
             n += 1
 
     def summary(self) -> dict[str, Any]:
