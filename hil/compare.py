@@ -86,9 +86,9 @@ EMULATION_APPROXIMATIONS = (
     "the emulator sees CPU time per governor period, not the services inside it: the node's power is the "
     "period's mean (P(idle) + busy fraction of its quota x (P(busy) - P(idle))), where the simulator switches "
     "between P(idle) and P(busy) at each service's start and end",
-    "the busy fraction is the larger of the node cgroup's CPU time over its quota (everything on the node) and "
-    "its stages' serving time from the workers' reports (up to one control period late); the simulator counts "
-    "the services only",
+    "the busy fraction is the stage's serving time from the workers' reports (a service counted in the "
+    "control period it ends in) plus the CPU time of everything else in the node's cgroup over its quota; the "
+    "simulator counts the services only, each over its own interval",
     "a frequency step is applied as the CPU quota cpu_quota x (f / f_max)^alpha (CFS throttling, not a "
     "slower clock): a service's time scales by (f_max / f)^alpha on average, with the CFS period's jitter",
     "the worker reads the emulated temperature and frequency once per control period: the timeline's "

@@ -295,11 +295,11 @@ class Environment:
             for e in self.emulators:
                 self.log.append({"time_s": e.state.t_s, "node": e.name, "how": "thermal emulator", **e.summary()})
 
-    def add_serving(self, node: str, busy_s: float) -> None:
-        """Hand an emulated node's emulator the time its stages spent serving in a control period."""
+    def add_serving(self, node: str, busy_s: float, stage_cpu_s: float | None) -> None:
+        """Hand an emulated node's emulator a control period's report: serving time and the stage's CPU time."""
         for e in self.emulators:
             if e.name == node:
-                e.add_serving(busy_s)
+                e.add_serving(busy_s, stage_cpu_s)
 
     def emulation_csv(self) -> str:
         """The emulators' per-period records as CSV (empty without emulated nodes)."""
