@@ -31,6 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
+import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,14 @@ def physics_of(node: str) -> str:
     return f'{{ preset = "rpi4b", thermal = {{ {thermal} }} }}'
 
 
+def physics_table(node: str) -> Any:
+    """:func:`physics_of` as the validated physics."""
+    from edgeprune.config import Ctx
+    from edgeprune.physics import device_physics_from_table
+
+    return device_physics_from_table(tomllib.loads(f"x = {physics_of(node)}")["x"], Ctx("bench_hil_thermal"))
+
+
 def scenario_text(seed: int) -> str:
     """The scenario (its devices carry no physics: the run gives each stage its host's emulated physics)."""
     devices = "\n".join(f'[[device]]\nname = "pi{k}"\nprofile_device = "local"' for k in range(1, 5))
@@ -123,6 +133,24 @@ def run_once(cluster_toml: Path, folder: Path, profile: Path, policies: list[str
     if main(cmd) != 0:
         raise SystemExit(f"run in {folder} failed")
     return dict(json.loads((out / "sim_vs_hw.json").read_text()))
+
+
+def recompare(folder: Path) -> dict[str, Any]:
+    """The comparison of a kept run folder again, with this checkout's ``hil.compare`` (the hop probe's overhead
+    as the run measured it); written beside the run's own as ``sim_vs_hw.recomputed.json``."""
+    from hil.calibrate import load_run
+    from hil.compare import sim_vs_hw, to_json
+
+    run = folder / "run"
+    sc, results = load_run(run)
+    if all(d.physics is None for d in sc.devices):  # folders kept before scenario.toml carried the physics
+        sc = replace(sc, devices=tuple(replace(d, physics=physics_table(d.name)) for d in sc.devices))
+    old = json.loads((run / "sim_vs_hw.json").read_text())
+    emulated = {d.name: d.physics.preset for d in sc.devices if d.physics is not None}
+    doc = sim_vs_hw(sc, list(results.values()), old["hop_probe"]["overhead_s"], emulated)
+    doc["hop_probe"] = old["hop_probe"]
+    (folder / "sim_vs_hw.recomputed.json").write_text(to_json(doc))
+    return doc
 
 
 def _pct(v: float | None, unit: str = "%") -> str:
@@ -176,7 +204,14 @@ def main() -> int:
     ap.add_argument("--policies", nargs="+", default=["no-pruning", "thermal"])
     ap.add_argument("--first-seed", type=int, default=21, help="run i uses seed first + i (fresh arrivals)")
     ap.add_argument("--keep", type=Path, help="keep the run folders here (and reuse its profile.json)")
+    ap.add_argument("--compare-only", type=Path, help="no cluster: redo the comparison of DIR/run*/ (a --keep DIR)")
     args = ap.parse_args()
+    if args.compare_only is not None:
+        docs = [
+            recompare(f) for f in sorted(args.compare_only.glob("run[0-9]*")) if (f / "run" / "sim_vs_hw.json").exists()
+        ]
+        print_figures(docs, args.policies)
+        return 0
     why = missing() or cgroup_missing()
     if why is not None:
         print(f"bench_hil_thermal: cannot start the local cluster: {why}", file=sys.stderr)
@@ -205,6 +240,13 @@ def main() -> int:
         left = cluster.stop()
         if left:
             print(f"bench_hil_thermal: processes left on the nodes: {left}", file=sys.stderr)
+    print_figures(docs, args.policies)
+    print(f"\nrun folders: {work}" if args.keep else "")
+    return 0
+
+
+def print_figures(docs: list[dict[str, Any]], policies: list[str]) -> None:
+    """Per run and policy, then the spread across runs; as stated and as realised."""
     for table in ("policies", "as_realised"):
         title = "as stated (the scenario + the emulated physics)" if table == "policies" else "as realised"
         print(f"\n{title}: hardware figure (error = (hw - sim) / sim; '!' = the 95% interval is wider than the bound)")
@@ -212,10 +254,8 @@ def main() -> int:
             for policy, rows in policies_of(doc, table).items():
                 print(f"run {i + 1}  " + row_text(policy, rows))
         print("spread across runs:")
-        for policy in args.policies:
+        for policy in policies:
             print("  " + spread_text(policy, docs, table))
-    print(f"\nrun folders: {work}" if args.keep else "")
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -49,12 +49,15 @@ __all__ = [
     "compare",
     "format_compare",
     "idle_overhead_s",
+    "level_shapes",
     "percentile_interval",
     "predict",
     "realised_overhead_s",
+    "sim_vs_hw",
     "throttled_node_s",
     "with_cluster_physics",
     "with_hop_overhead",
+    "with_level_shapes",
     "with_profile",
 ]
 
@@ -122,15 +125,64 @@ def with_cluster_physics(sc: Scenario, cluster: ClusterSpec) -> Scenario:
     events = tuple(
         replace(ev, device=h) for ev in sc.environment for h in sorted(hosts_of_device(sc, cluster, ev.device))
     )
-    return replace(sc, devices=tuple(devices.values()), stages=stages, environment=events)
+    raw = dict(sc.raw)  # the run folder's scenario.toml is written from raw: it must say what was simulated
+    raw["device"] = [{k: v for k, v in asdict(d).items() if v is not None} for d in devices.values()]
+    raw["stage"] = [{"name": st.name, "device": st.device} for st in stages]
+    raw["environment"] = [
+        dict(e, device=h)
+        for e in sc.raw.get("environment", [])
+        for h in sorted(hosts_of_device(sc, cluster, str(e["device"])))
+    ]
+    return replace(sc, devices=tuple(devices.values()), stages=stages, environment=events, raw=raw)
 
 
-def predict(sc: Scenario, policies: Sequence[str]) -> dict[str, RunResult]:
-    """The simulator's results for the named policies of ``sc``."""
+def predict(sc: Scenario, policies: Sequence[str], known_profile: Profile | None = None) -> dict[str, RunResult]:
+    """The simulator's results for the named policies of ``sc`` (``known_profile``: what the policies know,
+    where the services follow another profile; see :func:`sim.runner.run_policy`)."""
     from sim.runner import draw_streams, run_policy
 
     streams = draw_streams(sc)
-    return {p.name: run_policy(sc, p, streams) for p in sc.policies if p.name in policies}
+    return {p.name: run_policy(sc, p, streams, known_profile=known_profile) for p in sc.policies if p.name in policies}
+
+
+MIN_LEVEL_SERVICES = 10  # a level's own factor needs this many services of the stage at it
+
+
+def level_shapes(sc: Scenario, hw: RunResult) -> dict[str, list[float]]:
+    """Per stage: per level, its measured / profiled service time over the run relative to all its levels
+    together (frequency slowdown taken out as in :func:`realised_factors`); 1.0 for a level with fewer than
+    ``MIN_LEVEL_SERVICES`` services.
+
+    On the capped local nodes a service's time is not proportional to its profiled time (a fixed part per
+    service, and a node's share of the host CPU that varies with the machine's load): pruned levels ran
+    relatively slower than profiled.  One factor per node and window cannot replay that; these shapes can.
+    """
+    tl = hw.timeline.filter(pl.col("served") > 0)
+    out: dict[str, list[float]] = {}
+    for st in sc.stages:
+        rows = _without_freq(tl.filter(pl.col("stage") == st.name), sc, st.device)
+        overall = _ratio(rows, -math.inf, math.inf)
+        shapes = []
+        for lv in range(sc.profile.n_levels):
+            at = rows.filter(pl.col("level") == lv)
+            r = _ratio(at, -math.inf, math.inf) if int(at["served"].sum()) >= MIN_LEVEL_SERVICES else None
+            shapes.append(1.0 if r is None or overall is None else r / overall)
+        out[st.name] = shapes
+    return out
+
+
+def with_level_shapes(sc: Scenario, shapes: Mapping[str, Sequence[float]]) -> Scenario:
+    """``sc`` whose profile's samples of stage ``k`` at level ``l`` are scaled by ``shapes[stage k][l]`` (on the
+    profile device each stage uses); the policies still know the original (``predict(..., known_profile)``)."""
+    devices = dict(sc.profile.devices)
+    for k, st in enumerate(sc.stages):
+        name = sc.device_of(k).profile_device
+        dev = devices[name]
+        rows = list(dev.latency_s)
+        factors = shapes.get(st.name, [1.0] * len(rows[k]))
+        rows[k] = tuple(tuple(x * f for x in samples) for samples, f in zip(rows[k], factors, strict=True))
+        devices[name] = replace(dev, latency_s=tuple(rows))
+    return replace(sc, profile=replace(sc.profile, devices=devices))
 
 
 def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float, float]]]:
@@ -461,6 +513,10 @@ def format_compare(doc: Mapping[str, Any]) -> str:
                 f"{dev} " + ", ".join(f"x{f:.2f} from {t:g}s" for t, f in pts) for dev, pts in per_device.items()
             )
             lines.append(f"service-time factors realised under {policy}: {shown or 'none'}")
+            shapes = doc["as_realised"].get("level_shapes", {}).get(policy)
+            if shapes:
+                per_stage = "; ".join(f"{st} " + "/".join(f"{x:.2f}" for x in v) for st, v in shapes.items())
+                lines.append(f"  per level (relative to the stage's factor): {per_stage}")
         overhead_s = doc["as_realised"].get("overhead_s")
         if overhead_s is None:
             lines.append("fixed time per request outside the profiled services: not measurable")
@@ -523,6 +579,57 @@ def _format_table(policies: Mapping[str, Any]) -> list[str]:
         shown = "  ".join(f"{k} {'yes' if v else 'NO'}" for k, v in ok.items())
         lines.append(f"{name:<14}{'within bounds':<16}  {shown}")
     return lines
+
+
+def sim_vs_hw(
+    sc: Scenario, results: Sequence[RunResult], idle_s: float | None, emulated: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """The whole comparison of a hardware run (``sim_vs_hw.json`` less the hop probe's entry).
+
+    *As stated*: ``sc`` (its profile, slowdowns and, where ``emulated`` names hosts, their physics), with
+    ``idle_s`` per request — the time outside the profiled services on the idle chain — spread over the hops.
+    *As realised*: per policy, each node's service-time factor per schedule window
+    (:func:`realised_factors`) and each stage's per-level shape (:func:`level_shapes`) applied to the
+    services while the policy still knows the profile, plus one fixed overhead per request
+    (:func:`realised_overhead_s`, measured under the static policies; the hop probe's where none is
+    measurable)."""
+    stated_sc = with_hop_overhead(sc, idle_s) if idle_s is not None else sc
+    sim = predict(stated_sc, [r.policy for r in results])
+    factors = {r.policy: realised_factors(sc, r) for r in results}
+    shapes = {r.policy: level_shapes(sc, r) for r in results}
+    replayed_scs = {r.policy: with_level_shapes(as_realised(sc, factors[r.policy]), shapes[r.policy]) for r in results}
+    replays = {p: (rsc, predict(rsc, [p], sc.profile)[p]) for p, rsc in replayed_scs.items()}
+    overhead_s, source = _static_overhead_s(sc, results, replays)
+    if overhead_s is None and idle_s is not None:
+        overhead_s, source = idle_s, ["the hop probe"]
+    realised = {}
+    for p, (rsc, replayed) in replays.items():
+        with_overhead = overhead_s is not None and overhead_s > 0 and len(rsc.stages) > 1
+        realised[p] = (
+            predict(with_hop_overhead(rsc, overhead_s or 0.0), [p], sc.profile)[p] if with_overhead else replayed
+        )
+    doc = compare({r.policy: r for r in results}, sim, sc.slo_s, realised, factors, overhead_s, source)
+    doc["as_realised"]["level_shapes"] = shapes
+    doc["profile"] = str(sc.profile_path)
+    if emulated:
+        doc["physics"] = {"emulated": dict(emulated), "approximations": list(EMULATION_APPROXIMATIONS)}
+    return doc
+
+
+def _static_overhead_s(
+    sc: Scenario, results: Sequence[RunResult], replays: Mapping[str, tuple[Scenario, RunResult]]
+) -> tuple[float | None, list[str]]:
+    """The fixed time per request outside the profiled services (:func:`realised_overhead_s`) and the
+    policies it was measured under.  A property of the cluster, not of the policy, so one figure serves
+    every policy; measured under the static policies when any ran, because an adaptive policy's replay
+    prunes at other moments than the hardware did, which confounds the difference."""
+    static = {p.name for p in sc.policies if p.kind == "static"}
+    chosen = [r for r in results if r.policy in static] or list(results)
+    measured = {r.policy: realised_overhead_s(sc, r, replays[r.policy][1]) for r in chosen}
+    values = [v for v in measured.values() if v is not None]
+    if not values:
+        return None, []
+    return float(np.median(values)), [p for p, v in measured.items() if v is not None]
 
 
 def to_json(doc: Mapping[str, Any]) -> str:

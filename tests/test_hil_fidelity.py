@@ -59,6 +59,12 @@ def test_emulated_hosts_physics_reaches_the_prediction(tmp_path: Path) -> None:
         ("n2", 1.6, 40.0, 80.0),
         ("n4", 1.6, 40.0, 80.0),
     ]
+    # the run folder's scenario.toml (written from raw) says what was simulated: it loads back the same
+    from edgeprune.runs import scenario_toml
+
+    (tmp_path / "resolved.toml").write_text(scenario_toml(got))
+    back = load_scenario(tmp_path / "resolved.toml")
+    assert (back.devices, back.stages, back.environment) == (got.devices, got.stages, got.environment)
     res = run_policy(got, got.policies[0], draw_streams(got))  # no-pruning
     tl = res.timeline
     for stage, known in (("s0", False), ("s1", True), ("s2", True), ("s3", False)):
