@@ -190,3 +190,41 @@ def test_comparison_holds_the_projects_bounds_and_flags_thin_rows(tmp_path: Path
     assert p95_line.endswith("!") == (rows["p95_latency_s"]["interval_within_bound"] is False)
     assert f"{n:>6}" in p95_line
     assert any(line.startswith(f"{spec.name:<14}throttled_s") for line in text.splitlines())
+
+
+def test_level_shapes_replay_pruned_levels_that_ran_slower_than_profiled(tmp_path: Path) -> None:
+    """Stand-in hardware: the simulator whose services at levels >= 2 take 1.4x their profiled time (as the
+    capped local nodes showed, relatively) while the policy knows the profile.  The shapes come back from
+    the run's timeline, and the as-realised replay (window factors x shapes, the policy still knowing the
+    profile) predicts the run's p95 better than the factors alone."""
+    import polars as pl
+
+    from edgeprune.scenario import load_scenario
+    from hil.compare import as_realised, compare, level_shapes, realised_factors, with_level_shapes
+    from sim.runner import curves_for, draw_streams, run_policy
+
+    sc = load_scenario(write_case(tmp_path / "case", short_scenario(300, slowed_s=(400, 500))))
+    spec = next(p for p in sc.policies if p.name == "dynamic")
+    streams = draw_streams(sc)
+    slow = {st.name: [1.0 if lv < 2 else 1.4 for lv in range(sc.profile.n_levels)] for st in sc.stages}
+    truth = with_level_shapes(sc, slow)
+    assert curves_for(truth).latency_s[0][2] == pytest.approx(1.4 * curves_for(sc).latency_s[0][2])
+    hw = run_policy(truth, spec, streams, known_profile=sc.profile)
+    shapes = level_shapes(sc, hw)
+    served = hw.timeline.group_by(["stage", "level"]).agg(pl.col("served").sum()).filter(pl.col("served") >= 10)
+    checked = 0
+    for st in sc.stages:
+        levels = served.filter(pl.col("stage") == st.name)["level"].to_list()
+        low = [shapes[st.name][lv] for lv in levels if lv < 2]
+        high = [shapes[st.name][lv] for lv in levels if lv >= 2]
+        if low and high:
+            assert min(high) / max(low) == pytest.approx(1.4, rel=0.1)
+            checked += 1
+    assert checked >= 2
+    factors_only = as_realised(sc, realised_factors(sc, hw))
+    without = run_policy(factors_only, spec, streams)
+    with_shapes = run_policy(with_level_shapes(factors_only, shapes), spec, streams, known_profile=sc.profile)
+    doc = compare({"dynamic": hw}, {"dynamic": without}, sc.slo_s, {"dynamic": with_shapes})
+    err_without = abs(doc["policies"]["dynamic"]["p95_latency_s"]["error"])
+    err_with = abs(doc["as_realised"]["policies"]["dynamic"]["p95_latency_s"]["error"])
+    assert err_with < err_without and err_with < 10.0
