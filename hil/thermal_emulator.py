@@ -134,7 +134,9 @@ class EmulatorState:
         elif serving_s is None:
             util = cpu_s / capacity_s
         else:
-            util = serving_s / elapsed_s + max(0.0, cpu_s - stage_cpu_s) / capacity_s
+            # not clipped per period: the reports' periods are not the governor's, so the difference is noisy
+            # around the true other use, and clipping its negative side would add heat nobody made
+            util = serving_s / elapsed_s + (cpu_s - stage_cpu_s) / capacity_s
         util = min(1.0, max(0.0, util))
         power_w = node_power_w(self.phys, self.step, False) + util * dynamic_power_w(self.phys, self.step)
         self.temp_c, _ = rc_period(self.phys.thermal, self.temp_c, self.t_s, t_s, [], power_w, 0.0)
