@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from simfixtures import short_scenario, write_case
 
+from edgeprune.scenario import Scenario
 from hil.cluster import load_cluster
 
 PHYS = '{ preset = "rpi4b", thermal = { resistance_c_per_w = 16.0, time_constant_s = 10.0, initial_c = 68.2 } }'
@@ -228,3 +229,32 @@ def test_level_shapes_replay_pruned_levels_that_ran_slower_than_profiled(tmp_pat
     err_without = abs(doc["policies"]["dynamic"]["p95_latency_s"]["error"])
     err_with = abs(doc["as_realised"]["policies"]["dynamic"]["p95_latency_s"]["error"])
     assert err_with < err_without and err_with < 10.0
+
+
+def test_sim_vs_hw_document_states_the_emulation_and_both_tables(tmp_path: Path) -> None:
+    """The whole comparison on stand-in hardware (the simulator itself): both tables, the per-level shapes
+    (1.0 where the run matches its profile), the emulated hosts and the emulator's approximations."""
+    from edgeprune.scenario import load_scenario
+    from hil.compare import EMULATION_APPROXIMATIONS, format_compare, sim_vs_hw
+    from sim.runner import draw_streams, run_policy
+
+    sc = load_scenario(write_case(tmp_path / "case", short_scenario(90, slowed_s=(30, 60))))
+    sc = with_cluster_physics_for(sc, tmp_path)
+    streams = draw_streams(sc)
+    results = [run_policy(sc, p, streams) for p in sc.policies]
+    doc = sim_vs_hw(sc, results, None, {"n2": "rpi4b"})
+    assert set(doc["policies"]) == set(doc["as_realised"]["policies"]) == {"no-pruning", "dynamic"}
+    assert doc["physics"] == {"emulated": {"n2": "rpi4b"}, "approximations": list(EMULATION_APPROXIMATIONS)}
+    assert doc["as_realised"]["level_shapes"]["no-pruning"]["s0"] == [1.0] * sc.profile.n_levels  # level 0 only
+    for policy in ("no-pruning", "dynamic"):  # the simulator against itself: every bound holds as stated
+        assert all(doc["policies"][policy]["within_bounds"].values())
+    text = format_compare(doc)
+    assert text.startswith("emulated physics given to the simulator on n2 (rpi4b)")
+    assert "per level (relative to the stage's factor): s0 " in text
+
+
+def with_cluster_physics_for(sc: Scenario, tmp_path: Path) -> Scenario:
+    """``sc`` on the four-host cluster of :func:`_cluster` with n2 emulated."""
+    from hil.compare import with_cluster_physics
+
+    return with_cluster_physics(sc, load_cluster(_cluster(tmp_path, {"n2": PHYS})))
