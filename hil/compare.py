@@ -18,7 +18,8 @@ Two predictions are made.  *As stated* uses the scenario's slowdown factors.  *A
 inputs the run measured itself: for every node, the service-time factor (measured / profiled) its stage
 actually showed in each window of the scenario's schedule (a stress load or a CPU quota rarely slows a node
 by exactly the stated factor, and a node under the run's mix of load serves a little faster or slower than
-when it was profiled), shaped per level (:func:`level_shapes`; the policy still knows the profile); and the fixed per-request time spent outside the profiled services (sockets, the
+when it was profiled), shaped per level (:func:`level_shapes`; the policy still knows the profile); and the
+fixed per-request time spent outside the profiled services (sockets, the
 coordinator, a capped node waiting out its CFS period between two requests), estimated as the median
 difference between the hardware's latency and the factor-replayed prediction over the requests that arrived
 before the first environment change, and spread evenly over the inter-stage hops.  This trace-driven check
