@@ -152,10 +152,14 @@ def predict(sc: Scenario, policies: Sequence[str], known_profile: Profile | None
 MIN_LEVEL_SERVICES = 10  # a level's own factor needs this many services of the stage at it
 
 
-def level_shapes(sc: Scenario, hw: RunResult) -> dict[str, list[float]]:
+def level_shapes(
+    sc: Scenario, hw: RunResult, factors: Mapping[str, Sequence[tuple[float, float]]]
+) -> dict[str, list[float]]:
     """Per stage: per level, its measured / profiled service time over the run relative to all its levels
-    together (frequency slowdown taken out as in :func:`realised_factors`); 1.0 for a level with fewer than
-    ``MIN_LEVEL_SERVICES`` services.
+    together, each period first divided by its window's realised factor (``factors``, from
+    :func:`realised_factors`: a level used only while the node was slowed would otherwise carry the
+    slowdown twice) and by its frequency slowdown; 1.0 for a level with fewer than ``MIN_LEVEL_SERVICES``
+    services.
 
     On the capped local nodes a service's time is not proportional to its profiled time (a fixed part per
     service, and a node's share of the host CPU that varies with the machine's load): pruned levels ran
@@ -165,6 +169,7 @@ def level_shapes(sc: Scenario, hw: RunResult) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for st in sc.stages:
         rows = _without_freq(tl.filter(pl.col("stage") == st.name), sc, st.device)
+        rows = _without_window(rows, factors.get(st.device, [(0.0, 1.0)]))
         overall = _ratio(rows, -math.inf, math.inf)
         shapes = []
         for lv in range(sc.profile.n_levels):
@@ -225,6 +230,15 @@ def _without_freq(rows: pl.DataFrame, sc: Scenario, device: str) -> pl.DataFrame
     f_max, alpha = phys.dvfs.freqs_mhz[0], phys.dvfs.alpha
     factor = (f_max / pl.col("freq_mhz")).pow(alpha).fill_null(1.0)
     return rows.with_columns((pl.col("env_factor") / factor).alias("env_factor"))
+
+
+def _without_window(rows: pl.DataFrame, points: Sequence[tuple[float, float]]) -> pl.DataFrame:
+    """``rows`` with ``env_factor`` divided by the factor of the window each period ends in (``points``:
+    ``(time_s, factor)`` change points, the first at 0)."""
+    times = np.asarray([t for t, _ in points], dtype=np.float64)
+    values = np.asarray([f for _, f in points], dtype=np.float64)
+    at = np.clip(np.searchsorted(times, rows["time_s"].to_numpy(), side="left") - 1, 0, len(values) - 1)
+    return rows.with_columns(pl.col("env_factor") / pl.Series(values[at]))
 
 
 def _period_s(tl: pl.DataFrame) -> float:
@@ -600,7 +614,7 @@ def sim_vs_hw(
     stated_sc = with_hop_overhead(sc, idle_s) if idle_s is not None else sc
     sim = predict(stated_sc, [r.policy for r in results])
     factors = {r.policy: realised_factors(sc, r) for r in results}
-    shapes = {r.policy: level_shapes(sc, r) for r in results}
+    shapes = {r.policy: level_shapes(sc, r, factors[r.policy]) for r in results}
     replayed_scs = {r.policy: with_level_shapes(as_realised(sc, factors[r.policy]), shapes[r.policy]) for r in results}
     replays = {p: (rsc, predict(rsc, [p], sc.profile)[p]) for p, rsc in replayed_scs.items()}
     overhead_s, source = _static_overhead_s(sc, results, replays)

@@ -211,7 +211,7 @@ def test_level_shapes_replay_pruned_levels_that_ran_slower_than_profiled(tmp_pat
     truth = with_level_shapes(sc, slow)
     assert curves_for(truth).latency_s[0][2] == pytest.approx(1.4 * curves_for(sc).latency_s[0][2])
     hw = run_policy(truth, spec, streams, known_profile=sc.profile)
-    shapes = level_shapes(sc, hw)
+    shapes = level_shapes(sc, hw, realised_factors(sc, hw))
     served = hw.timeline.group_by(["stage", "level"]).agg(pl.col("served").sum()).filter(pl.col("served") >= 10)
     checked = 0
     for st in sc.stages:
@@ -258,3 +258,18 @@ def with_cluster_physics_for(sc: Scenario, tmp_path: Path) -> Scenario:
     from hil.compare import with_cluster_physics
 
     return with_cluster_physics(sc, load_cluster(_cluster(tmp_path, {"n2": PHYS})))
+
+
+def test_level_shapes_do_not_count_a_slowdown_twice(tmp_path: Path) -> None:
+    """pi2 slowed 1.6x in [60, 180): the adaptive policy prunes its stages mostly while slowed, yet with no
+    per-level distortion every shape stays ~1 (each period is divided by its window's realised factor)."""
+    from edgeprune.scenario import load_scenario
+    from hil.compare import level_shapes, realised_factors
+    from sim.runner import draw_streams, run_policy
+
+    sc = load_scenario(write_case(tmp_path / "case", short_scenario(240, slowed_s=(60, 180))))
+    spec = next(p for p in sc.policies if p.name == "dynamic")
+    hw = run_policy(sc, spec, draw_streams(sc))
+    shapes = level_shapes(sc, hw, realised_factors(sc, hw))
+    for stage in ("s1", "s3"):  # on pi2
+        assert max(abs(x - 1.0) for x in shapes[stage]) < 0.1, shapes[stage]
