@@ -30,12 +30,10 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edgeprune.cli.common import ArgumentParser, guarded, seed_arg
 from edgeprune.errors import ConfigError, HilError
@@ -151,7 +149,7 @@ class _Outcome:
 def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenario:
     from edgeprune.profile import load_profile
     from edgeprune.scenario import load_scenario
-    from hil.compare import with_profile
+    from hil.compare import with_cluster_physics, with_profile
 
     sc = load_scenario(args.scenario, seed=args.seed, policies=args.policy)
     if args.profile is not None:
@@ -161,6 +159,7 @@ def _load_run_scenario(cluster: ClusterSpec, args: argparse.Namespace) -> Scenar
     placed = [s.name for s in cluster.stages]
     if names != placed:
         raise ConfigError(f"{cluster.source}: stages {placed} do not match the scenario's {names} ({sc.source})")
+    sc = with_cluster_physics(sc, cluster)  # emulated hosts: the policies and the prediction see their physics
     _refuse_oracles(sc)
     return sc
 
@@ -274,53 +273,19 @@ def _error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _sim_vs_hw(sc: Scenario, results: Sequence[RunResult], probe: RunResult | None) -> tuple[str, dict[str, str]]:
-    """The comparison table and its files (``sim_vs_hw.json``, ``sim_vs_hw.txt``) for the run folder."""
-    from hil.compare import as_realised, compare, format_compare, idle_overhead_s, predict, realised_factors, to_json
-    from hil.compare import with_hop_overhead as with_hops
+def _sim_vs_hw(
+    cluster: ClusterSpec, sc: Scenario, results: Sequence[RunResult], probe: RunResult | None
+) -> tuple[str, dict[str, str]]:
+    """The comparison table and its files (``sim_vs_hw.json``, ``sim_vs_hw.txt``) for the run folder.  ``sc``
+    already carries the emulated hosts' physics (``hil.compare.with_cluster_physics``)."""
+    from hil.compare import format_compare, idle_overhead_s, sim_vs_hw, to_json
 
     idle_s = idle_overhead_s(probe) if probe is not None else None
-    stated_sc = with_hops(sc, idle_s) if idle_s is not None else sc
-    sim = predict(stated_sc, [r.policy for r in results])
-    factors = {r.policy: realised_factors(sc, r) for r in results}
-    replayed_scs = {p: as_realised(sc, f) for p, f in factors.items()}
-    replays = {p: (rsc, predict(rsc, [p])[p]) for p, rsc in replayed_scs.items()}
-    overhead_s, source = _overhead_s(sc, results, replays)
-    if overhead_s is None and idle_s is not None:
-        overhead_s, source = idle_s, ["the hop probe"]
-    realised = {p: _with_overhead(p, rsc, replayed, overhead_s) for p, (rsc, replayed) in replays.items()}
-    doc = compare({r.policy: r for r in results}, sim, sc.slo_s, realised, factors, overhead_s, source)
-    doc["profile"] = str(sc.profile_path)
+    emulated = {h.name: h.emulate_physics.preset for h in cluster.stage_hosts() if h.emulate_physics is not None}
+    doc = sim_vs_hw(sc, results, idle_s, emulated)
     doc["hop_probe"] = {"requests": probe.requests.height if probe is not None else 0, "overhead_s": idle_s}
     table = format_compare(doc)
     return table, {"sim_vs_hw.json": to_json(doc), "sim_vs_hw.txt": table + "\n"}
-
-
-def _overhead_s(
-    sc: Scenario, results: Sequence[RunResult], replays: Mapping[str, tuple[Scenario, RunResult]]
-) -> tuple[float | None, list[str]]:
-    """The fixed time per request outside the profiled services (``hil.compare.realised_overhead_s``) and the
-    policies it was measured under.  A property of the cluster, not of the policy, so one figure serves
-    every policy; measured under the static policies when any ran, because an adaptive policy's replay
-    prunes at other moments than the hardware did, which confounds the difference."""
-    from hil.compare import realised_overhead_s
-
-    static = {p.name for p in sc.policies if p.kind == "static"}
-    chosen = [r for r in results if r.policy in static] or list(results)
-    measured = {r.policy: realised_overhead_s(sc, r, replays[r.policy][1]) for r in chosen}
-    values = [v for v in measured.values() if v is not None]
-    if not values:
-        return None, []
-    return float(np.median(values)), [p for p, v in measured.items() if v is not None]
-
-
-def _with_overhead(policy: str, replayed_sc: Scenario, replayed: RunResult, overhead_s: float | None) -> RunResult:
-    """The replay again with the overhead on the hops (the first replay when there is none to add)."""
-    from hil.compare import predict, with_hop_overhead
-
-    if overhead_s is None or overhead_s <= 0 or len(replayed_sc.stages) < 2:
-        return replayed
-    return predict(with_hop_overhead(replayed_sc, overhead_s), [policy])[policy]
 
 
 def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
@@ -335,7 +300,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
     files: dict[str, str] = {}
     if out.error is None and not args.no_sim:
         try:
-            table, files = _sim_vs_hw(sc, out.results, out.probe)
+            table, files = _sim_vs_hw(cluster, sc, out.results, out.probe)
         except Exception as exc:  # the hardware results are published all the same, then the error is raised
             cmp_error = exc
     files.update({f"{policy}/thermal_emulator.csv": text for policy, text in out.emulation.items()})

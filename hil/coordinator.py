@@ -190,6 +190,11 @@ class _Run:
         self.rec.period(obs, decided, reports)
         self._apply(decided)
         self._maybe_done()
+        if self.env is not None and self.env.emulators:
+            hosts = [self.session.cluster.stages[k].host for k in range(len(obs.stages))]
+            for st, host, report in zip(obs.stages, hosts, reports, strict=True):
+                stage_cpu = report.get("cpu_stage_s")
+                self.env.add_serving(host, st.busy_s, None if stage_cpu is None else float(stage_cpu))
         if self.env is not None and self.env.trackers:
             await self._track(self.env, obs)
 

@@ -41,7 +41,7 @@ from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
 from hil.thermal_emulator import NodeEmulator, emulate, emulation_csv
 
-__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "QuotaTracker", "node_schedule"]
+__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "QuotaTracker", "hosts_of_device", "node_schedule"]
 
 MIN_QUOTA_US = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
 # write $v to $d/scaling_max_freq: directly when the user may, else through passwordless sudo
@@ -60,7 +60,8 @@ class NodeChange:
     factor: float
 
 
-def _hosts_of_device(sc: Scenario, cluster: ClusterSpec, device: str) -> set[str]:
+def hosts_of_device(sc: Scenario, cluster: ClusterSpec, device: str) -> set[str]:
+    """The hosts a scenario device stands for: those its stages are placed on, and a host of that name."""
     hosts = {cluster.stages[k].host for k in range(len(sc.stages)) if sc.stages[k].device == device}
     if device in {h.name for h in cluster.hosts}:
         hosts.add(device)
@@ -71,7 +72,7 @@ def node_schedule(sc: Scenario, cluster: ClusterSpec) -> list[NodeChange]:
     """Every node's factor changes over the run (factor products where events overlap), time-sorted."""
     per_host: dict[str, list[Any]] = {}
     for ev in sc.environment:
-        hosts = _hosts_of_device(sc, cluster, ev.device)
+        hosts = hosts_of_device(sc, cluster, ev.device)
         if not hosts:
             raise HilError(f"{sc.source}: environment device {ev.device!r} is on no node of {cluster.source}")
         for h in hosts:
@@ -293,6 +294,12 @@ class Environment:
             await asyncio.gather(*tasks, return_exceptions=True)
             for e in self.emulators:
                 self.log.append({"time_s": e.state.t_s, "node": e.name, "how": "thermal emulator", **e.summary()})
+
+    def add_serving(self, node: str, busy_s: float, stage_cpu_s: float | None) -> None:
+        """Hand an emulated node's emulator a control period's report: serving time and the stage's CPU time."""
+        for e in self.emulators:
+            if e.name == node:
+                e.add_serving(busy_s, stage_cpu_s)
 
     def emulation_csv(self) -> str:
         """The emulators' per-period records as CSV (empty without emulated nodes)."""

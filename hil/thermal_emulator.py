@@ -6,9 +6,15 @@ policy run.  Every governor period (``dvfs.period_s`` on the run's clock) it
 1. reads the CPU time the node's cgroup used since the last period (cgroup v1 ``cpuacct.usage``, in
    nanoseconds: the cpuacct folder of the same name as ``cpu_cgroup``, or ``cpu_cgroup`` itself where the two
    controllers are mounted together) — the stage worker, its sockets, a co-located ``stress-ng``, all of it;
-2. turns it into the busy fraction of the emulated node, ``u = cpu_s / (elapsed_s x quota_cpus)`` (capped at
-   1), and the node's mean power over the period, ``P = P(idle) + u x (P(busy) - P(idle))`` at the current
-   frequency step (``edgeprune.physics.node_power_w`` / ``dynamic_power_w``);
+2. turns it into the busy fraction of the emulated node: ``u = serving_s / elapsed_s + (cpu_s - stage_cpu_s)
+   / (elapsed_s x quota_cpus)`` (capped at 1), where ``serving_s`` is the time the node's stage spent serving
+   and ``stage_cpu_s`` the CPU time of the stage's process, both from the workers' reports
+   (:meth:`NodeEmulator.add_serving`): on a Pi a service keeps its cores busy from start to end, which is
+   what the simulator assumes, but a capped node on a shared machine is also kept waiting for a host CPU,
+   so its CPU time alone would say it idled through part of each service; everything else on the node (a
+   co-located load) counts by its CPU time.  Without reports in the period (none arrived yet), ``u = cpu_s /
+   (elapsed_s x quota_cpus)``.  Then the node's mean power over the period, ``P = P(idle) + u x (P(busy) -
+   P(idle))`` at the current frequency step (``edgeprune.physics.node_power_w`` / ``dynamic_power_w``);
 3. integrates the temperature over the period at that constant power (``edgeprune.physics.model.rc_period``,
    the one RC implementation; the ambient schedule is followed) and asks the governor for the next step
    (``edgeprune.physics.govern``);
@@ -35,6 +41,7 @@ Pi's ~120 s) so that a run of a few minutes heats up; say so in the cluster file
 from __future__ import annotations
 
 import asyncio
+import math
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,7 +78,9 @@ class PeriodRecord(NamedTuple):
     time_s: float  # end of the period on the run clock (a governor decision instant)
     node: str
     cpu_s: float  # CPU time the node's cgroup used in the period
-    util: float  # busy fraction of the emulated node: cpu_s / (elapsed x quota), capped at 1
+    serving_s: float  # time the node's stage spent serving in the period (the workers' reports; NaN: none)
+    stage_cpu_s: float  # CPU time of the stage's process in the period (the workers' reports)
+    util: float  # busy fraction: serving_s / elapsed + (cpu_s - stage_cpu_s) / (elapsed x quota), capped at 1
     power_w: float  # the emulated node's mean power over the period
     temp_c: float  # temperature at time_s
     freq_mhz: float  # the step the governor chose at time_s (in effect for the next period)
@@ -111,12 +120,24 @@ class EmulatorState:
         """The CPU quota for the current step."""
         return emulated_quota_cpus(self.phys, self.base_cpus, self.step)
 
-    def advance(self, t_s: float, cpu_s: float, elapsed_s: float) -> tuple[float, float]:
-        """Integrate to governor instant ``t_s`` given ``cpu_s`` of CPU used over ``elapsed_s`` (wall), then
-        take the governor's decision; returns ``(util, mean power_w)`` of the period."""
+    def advance(
+        self, t_s: float, cpu_s: float, elapsed_s: float, serving_s: float | None = None, stage_cpu_s: float = 0.0
+    ) -> tuple[float, float]:
+        """Integrate to governor instant ``t_s`` given ``cpu_s`` of CPU the node used over ``elapsed_s`` (wall)
+        and, where reported, ``serving_s`` its stage spent serving and ``stage_cpu_s`` of CPU its stage's
+        process used (module docstring, step 2), then take the governor's decision; returns ``(util, mean
+        power_w)``."""
         h_s = t_s - self.t_s
         capacity_s = elapsed_s * self.quota_cpus
-        util = min(1.0, max(0.0, cpu_s / capacity_s)) if capacity_s > 0 else 0.0
+        if capacity_s <= 0:
+            util = 0.0
+        elif serving_s is None:
+            util = cpu_s / capacity_s
+        else:
+            # not clipped per period: the reports' periods are not the governor's, so the difference is noisy
+            # around the true other use, and clipping its negative side would add heat nobody made
+            util = serving_s / elapsed_s + (cpu_s - stage_cpu_s) / capacity_s
+        util = min(1.0, max(0.0, util))
         power_w = node_power_w(self.phys, self.step, False) + util * dynamic_power_w(self.phys, self.step)
         self.temp_c, _ = rc_period(self.phys.thermal, self.temp_c, self.t_s, t_s, [], power_w, 0.0)
         self.energy_j += power_w * h_s
@@ -264,6 +285,14 @@ class NodeEmulator:
     min_quota_us: int = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
     records: list[PeriodRecord] = field(default_factory=list)
     _period_us: int = field(default=0, init=False)
+    _serving_s: float | None = field(default=None, init=False)  # reported since the last governor instant
+    _stage_cpu_s: float = field(default=0.0, init=False)
+
+    def add_serving(self, busy_s: float, stage_cpu_s: float | None) -> None:
+        """Add a control period's report: the time the node's stage spent serving and its process's CPU time
+        (``None``: not measured on the node)."""
+        self._serving_s = (self._serving_s or 0.0) + max(0.0, busy_s)
+        self._stage_cpu_s += max(0.0, stage_cpu_s or 0.0)
 
     async def _publish(self) -> float:
         cpus = self.state.quota_cpus
@@ -284,12 +313,16 @@ class NodeEmulator:
             t_s = n * period_s
             await sleep_until(t_s)
             used, wall = await self.io.usage_s(), now_s()
-            cpu_s = used - used_s
-            util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s)
+            cpu_s, serving_s, stage_cpu_s = used - used_s, self._serving_s, self._stage_cpu_s
+            self._serving_s, self._stage_cpu_s = None, 0.0
+            util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s, serving_s, stage_cpu_s)
             used_s, wall_s = used, wall
             cpus = await self._publish()
             st = self.state
-            self.records.append(PeriodRecord(t_s, self.name, cpu_s, util, power_w, st.temp_c, st.freq_mhz, cpus))
+            served = math.nan if serving_s is None else serving_s
+            self.records.append(
+                PeriodRecord(t_s, self.name, cpu_s, served, stage_cpu_s, util, power_w, st.temp_c, st.freq_mhz, cpus)
+            )
             n += 1
 
     def summary(self) -> dict[str, Any]:

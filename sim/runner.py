@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -81,10 +81,13 @@ def _end_s(sc: Scenario, arrivals_s: np.ndarray) -> float:
     return arrivals_end_s(sc, arrivals_s) + sc.drain_s
 
 
-def compile_setup(sc: Scenario, policy: PolicySpec, streams: Streams) -> SimSetup:
-    """The engine's numbers for one policy of the scenario."""
+def compile_setup(sc: Scenario, policy: PolicySpec, streams: Streams, known_profile: Profile | None = None) -> SimSetup:
+    """The engine's numbers for one policy of the scenario; ``known_profile`` (default: the scenario's) gives
+    the nominal times the environment factor is measured against, where the services follow another profile
+    (a replay of what hardware did)."""
     arrivals_s = streams.arrivals_s
     samples = _samples(sc.profile, sc)
+    nominal = samples if known_profile is None else _samples(known_profile, sc)
     initial, changes = _stage_factors(sc)
     hops = [hop_time_s(sc, k) for k in range(len(sc.stages) - 1)]
     return SimSetup(
@@ -93,7 +96,7 @@ def compile_setup(sc: Scenario, policy: PolicySpec, streams: Streams) -> SimSetu
         # nominal times in the units of PipelineCurves.latency_s (device speed applied), so that
         # StageObs.env_factor measures the environment only
         mean_s=tuple(
-            tuple(math.fsum(lv) / len(lv) / sc.device_of(k).speed for lv in st) for k, st in enumerate(samples)
+            tuple(math.fsum(lv) / len(lv) / sc.device_of(k).speed for lv in st) for k, st in enumerate(nominal)
         ),
         speed=tuple(sc.device_of(k).speed for k in range(len(sc.stages))),
         switch_s=_switch_s(sc),
@@ -175,10 +178,13 @@ def run_policy(
     *,
     progress: Callable[[float], None] | None = None,
     path: Path = "auto",
+    known_profile: Profile | None = None,
 ) -> RunResult:
-    """Simulate one policy of the scenario on the given streams (``path``: see :func:`sim.engine.simulate`)."""
-    curves = curves_for(sc)
-    setup = compile_setup(sc, spec, streams)
+    """Simulate one policy of the scenario on the given streams (``path``: see :func:`sim.engine.simulate`).
+    ``known_profile``: what the policy knows in advance and measures its environment factor against, where
+    the services follow the scenario's profile (default: the same)."""
+    curves = curves_for(sc if known_profile is None else replace(sc, profile=known_profile))
+    setup = compile_setup(sc, spec, streams, known_profile)
     policy = make_policy(spec, curves)
     out = simulate(setup, policy, streams.arrivals_s, streams.quantiles, progress=progress, path=path)
     requests, timeline = _tables(sc, streams, out, curves, setup.period_s)

@@ -120,8 +120,44 @@ def test_emulator_follows_the_rc_closed_form_and_sets_the_quota_per_step(tmp_pat
     # a period counts as throttled when the step in effect over it (chosen at its start) was below the top
     assert emu.state.throttled_s == pytest.approx(sum(h for s in [0, *steps[:-1]] if s > 0))
     text = emulation_csv([emu])
-    assert text.splitlines()[0] == "time_s,node,cpu_s,util,power_w,temp_c,freq_mhz,quota_cpus"
+    assert text.splitlines()[0] == "time_s,node,cpu_s,serving_s,stage_cpu_s,util,power_w,temp_c,freq_mhz,quota_cpus"
     assert len(text.splitlines()) == len(utils) + 1
+
+
+def test_busy_fraction_is_the_serving_time_plus_the_rest_of_the_nodes_cpu() -> None:
+    """A node kept waiting for a host CPU: its stage served 70 % of the period but used only 45 % of the
+    quota in CPU time.  The stage counts by its serving time (a Pi's cores run the whole service), the rest of
+    the node (here 20 % of the quota: a co-located load) by its CPU time; without reports, the CPU time alone."""
+    state = EmulatorState(_phys(), BASE_CPUS)
+    util, power = state.advance(1.0, 0.65 * BASE_CPUS, 1.0, serving_s=0.7, stage_cpu_s=0.45 * BASE_CPUS)
+    assert util == pytest.approx(0.9) and power == pytest.approx(2.7 + 0.9 * 4 * 0.925)
+    assert state.advance(2.0, 0.3 * BASE_CPUS, 1.0)[0] == pytest.approx(0.3)  # no reports in this period
+    assert state.advance(3.0, 0.0, 1.0, serving_s=3.0)[0] == 1.0  # capped
+    # the stage's reported CPU time may run ahead of the cgroup's in one period: not clipped on its own
+    # (that would bias the heat upwards), only the total is
+    assert state.advance(4.0, 0.3 * BASE_CPUS, 1.0, serving_s=0.5, stage_cpu_s=0.4 * BASE_CPUS)[0] == pytest.approx(0.4)
+
+
+def test_emulator_takes_the_reports_since_its_last_period(tmp_path: Path) -> None:
+    host = _fake_node(tmp_path)
+    phys = host.emulate_physics
+    assert phys is not None
+    emu = NodeEmulator("pi1", EmulatorState(phys, BASE_CPUS), LocalIO(host))
+    clock = {"now": 0.0, "n": 0}
+
+    async def sleep_until(t_s: float) -> None:
+        if clock["n"] == 3:
+            raise _Stop
+        if clock["n"] != 2:  # no report reaches the third period
+            emu.add_serving(0.3, None)  # two control periods' reports per governor period
+            emu.add_serving(0.3 if clock["n"] == 0 else 0.1, None)
+        clock["now"], clock["n"] = t_s, clock["n"] + 1
+
+    with pytest.raises(_Stop):
+        asyncio.run(emu.run(lambda: clock["now"], sleep_until))
+    assert [r.serving_s for r in emu.records][:2] == pytest.approx([0.6, 0.4])
+    assert math.isnan(emu.records[2].serving_s)
+    assert [r.util for r in emu.records] == pytest.approx([0.6, 0.4, 0.0])  # no CPU used here
 
 
 def test_idle_node_never_throttles(tmp_path: Path) -> None:
