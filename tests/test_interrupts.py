@@ -253,6 +253,8 @@ def test_real_signals_during_writes_leave_whole_results_and_no_debris(tmp_path: 
         _, err = proc.communicate(timeout=60)
         if sig == signal.SIGKILL:
             assert proc.returncode == -signal.SIGKILL
+        elif sig == signal.SIGTERM and proc.returncode == -sig:
+            assert err == ""  # it fell between two writes, where SIGTERM keeps its default action: nothing begun
         else:
             assert proc.returncode == 128 + sig and err.strip().startswith("writer: interrupted"), err
             assert len(err.strip().splitlines()) == 1
