@@ -41,6 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_REPEATS = 3
+PHYSICS_ROUNDS = 3  # further alternated engine-only runs with physics off / on for their ratio
 REFERENCE_MAX = 100_000  # requests timed on the reference model (it runs ~10-20x slower than the fast path)
 PROFILE = ROOT / "models" / "profiles" / "vit-b16_x86-2c.json"
 
@@ -262,8 +263,15 @@ def main() -> int:
                 f"{r['engine_req_per_s'] / naive_rate:>8.1f} {r['ticks']:>8,.0f} {r['reference_req_per_s']:>16,.0f} "
                 f"{r['peak_rss_mb']:>12,.0f}"
             )
+        for _ in range(PHYSICS_ROUNDS):  # this VM drifts by tens of percent: alternate, keep each best
+            for physics in (False, True):
+                flags = ("--engine-only", *(["--physics"] if physics else []))
+                warm[physics] = max(warm[physics], _one(n, ROOT, *flags)["warm_req_per_s"])
         ratio = warm[True] / warm[False]
-        print(f"{'':>10}  physics on / off (warm): {ratio:.2f}x  ({'PASS' if ratio >= 0.8 else 'FAIL'} >= 0.8x)")
+        print(
+            f"{'':>10}  physics on / off (warm, best of {PHYSICS_ROUNDS + 1} alternated runs each): "
+            f"{warm[True]:,.0f} / {warm[False]:,.0f} = {ratio:.2f}x  ({'PASS' if ratio >= 0.8 else 'FAIL'} >= 0.8x)"
+        )
     return 0
 
 
