@@ -30,6 +30,7 @@ __all__ = [
     "TINY_VIT",
     "LocalCluster",
     "LocalNode",
+    "capped_cluster_marks",
     "cgroup_skip_reason",
     "cluster_fixtures",
     "make_tiny_checkpoint",
@@ -79,3 +80,15 @@ def cluster_fixtures(n_nodes: int, *, cgroups: bool = False) -> tuple[Callable[.
             pytest.fail(f"processes left on the nodes: {left}")
 
     return cluster, no_leftovers
+
+
+def capped_cluster_marks() -> list[pytest.MarkDecorator]:
+    """The ``pytestmark`` of a module whose tests run model workers on the local cluster with per-node CPU
+    quotas: skipped, with the reason, where SSH servers or cgroup v1 quotas are missing."""
+    return [
+        pytest.mark.ssh,
+        pytest.mark.torch,
+        pytest.mark.slow,
+        pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
+        pytest.mark.skipif(cgroup_skip_reason() is not None, reason=str(cgroup_skip_reason())),
+    ]

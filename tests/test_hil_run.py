@@ -26,23 +26,16 @@ import pytest
 from hil_cluster import (
     RUN_VIT,
     LocalCluster,
-    cgroup_skip_reason,
+    capped_cluster_marks,
     cluster_fixtures,
     make_tiny_checkpoint,
-    skip_reason,
 )
 
 from hil.cli import main
 
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
-pytestmark = [
-    pytest.mark.ssh,
-    pytest.mark.torch,
-    pytest.mark.slow,
-    pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
-    pytest.mark.skipif(cgroup_skip_reason() is not None, reason=str(cgroup_skip_reason())),
-]
+pytestmark = capped_cluster_marks()
 
 SCENARIO = Path(__file__).parents[1] / "scenarios" / "hil" / "bursty-4node.toml"
 

@@ -19,18 +19,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hil_cluster import LocalCluster, cgroup_skip_reason, make_tiny_checkpoint, skip_reason, start_local_cluster
+from hil_cluster import LocalCluster, capped_cluster_marks, make_tiny_checkpoint, start_local_cluster
 
 from hil.cli import main
 
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 pytestmark = [
-    pytest.mark.ssh,
-    pytest.mark.torch,
-    pytest.mark.slow,
-    pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
-    pytest.mark.skipif(cgroup_skip_reason() is not None, reason=str(cgroup_skip_reason())),
+    *capped_cluster_marks(),
     pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed"),
 ]
 
