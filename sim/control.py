@@ -1,12 +1,13 @@
 """The controller and the environment as one SimPy process, shared by both request paths.
 
-Every *control instant* — a controller tick at ``n * period_s`` or a change of a stage's environment factor
-— is handled here, in this order, by :func:`control`:
+Every *control instant* — a controller tick at ``n * period_s``, a change of a stage's environment factor or
+a node's physics change (governor step, tenant) — is handled here, in this order, by :func:`control`:
 
 1. wait until the instant (``yield env.timeout(...)``);
 2. let the pipeline *settle*: everything at or before the instant happens (arrivals, completions, hand-overs)
-   except service starts at the instant, which wait for steps 3–4 (``Pipeline.settle``);
-3. apply the environment factor changes due at the instant;
+   except service starts at the instant, which wait for steps 3–4; then the nodes' physics is stepped to the
+   instant over the services that ran (``Pipeline.settle``; the fast path does both in one kernel call);
+3. apply the environment factor changes and the physics' factor changes due at the instant;
 4. at a tick, the one tick (:meth:`Controller.tick`): build the :class:`~edgeprune.controller.Observation`,
    call ``policy.decide``, validate the answer (:func:`~edgeprune.controller.decision.validate_levels`), record
    the tick's time and decision (the read-out itself stays in the log the pipeline wrote it to,
@@ -44,9 +45,9 @@ nan = math.nan
 __all__ = ["Clock", "Controller", "Pipeline", "ReadOut", "Waits", "control", "drive"]
 
 _INT_FIELDS = ("level", "queue_len", "busy", "arrivals", "served", "dropped")  # a read-out's int row
-_FLOAT_FIELDS = ("busy_s", "nominal_s")  # and its float row
+_FLOAT_FIELDS = ("busy_s", "nominal_s")  # and its float row, then the node's readings (PHYSICS_TIMELINE)
 
-ReadOut = tuple[Sequence[Sequence[int]], Sequence[Sequence[float]]]  # per stage: _INT_FIELDS, _FLOAT_FIELDS
+ReadOut = tuple[Sequence[Sequence[int]], Sequence[Sequence[float]]]  # per stage: ints, floats + readings
 
 
 class Waits(Protocol):
@@ -88,17 +89,20 @@ class Pipeline(Protocol):
     def deploy(self, levels: Levels) -> None:
         """Apply the start decision at once (no switch, no cost)."""
 
-    def settle(self, time_s: float, tick: bool) -> Generator[simpy.Event, Any, None] | None:
-        """Let everything at or before ``time_s`` happen except service starts at ``time_s`` (a generator of
-        SimPy events to wait for, or ``None`` when it is done at once)."""
+    def settle(self, time_s: float, row: int) -> Generator[simpy.Event, Any, None] | None:
+        """Let everything at or before ``time_s`` happen except service starts at ``time_s``, then step the
+        nodes' physics to ``time_s`` (:attr:`heat`, :meth:`~sim.physics.Heat.at`; ``row``: the tick's
+        number, ``DUE_ONLY`` between ticks).  A generator of SimPy events to wait for, or ``None`` when it is
+        done at once."""
 
     def read(self, time_s: float) -> ReadOut:
-        """Each stage's counters since the last tick, and its state now; resets the counters.  The pipeline
-        keeps every tick's read-out in its log (:meth:`readouts`): one copy, written where it is measured."""
+        """Each stage's counters since the last tick, its state now and its node's readings; resets the
+        counters.  The pipeline keeps every tick's read-out in its log (:meth:`readouts`): one copy, written
+        where it is measured (the readings by the physics step, into the float rows' last columns)."""
 
     def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
-        """The read-out log: ``[ticks, stage, field]`` int64 and float64 arrays, row 0 the deployment's
-        (all zero), row ``n`` the ``n``-th tick's."""
+        """The read-out log: ``[ticks, stage, field]`` int64 and float64 arrays (``sim.kernels.float_log``),
+        row 0 the deployment's (counters zero, the readings at time 0), row ``n`` the ``n``-th tick's."""
 
     def set_target(self, levels: Levels) -> None:
         """Levels for each stage's next service start."""
@@ -110,6 +114,7 @@ class Pipeline(Protocol):
         """Every stage's service starts and times so far (``sim.physics.Services``)."""
 
     next_instant_s: float  # the control instant being waited for (services starting then wait for it)
+    heat: Heat | None  # the physics of the nodes that run the stages (None without physics)
 
 
 class Controller:
@@ -124,69 +129,61 @@ class Controller:
         self.wants_oracle = wants_oracle(policy)
         self.speed = list(setup.speed) if setup.speed is not None else [1.0] * setup.n_stages
         self.times = array("d")
-        self.decided = array("q")
+        self.decided: list[Levels] = []
         self.k_n = setup.n_stages
         self.n_levels = setup.n_levels
         self.period_s = setup.period_s
         self.ticks = 0
 
-    def start(self, factor: Sequence[float]) -> Levels:
-        """The deployment decision at time 0: every counter zero, every stage at level 0."""
-        k_n = self.setup.n_stages
-        return self.tick(0.0, ([[0] * len(_INT_FIELDS)] * k_n, [[0.0] * len(_FLOAT_FIELDS)] * k_n), factor)
+    def start(self, readouts: tuple[np.ndarray, np.ndarray], factor: Sequence[float]) -> Levels:
+        """The deployment decision at time 0 on the log's row 0 (every counter zero, every stage at level 0,
+        the nodes' readings at time 0)."""
+        return self.tick(0.0, (readouts[0][0].tolist(), readouts[1][0].tolist()), factor)
 
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
-        """Observe, decide, validate, record; the validated levels."""
+        """Observe, decide, validate, record; the validated levels.  Written for speed (it runs every tick):
+        records built with ``tuple.__new__`` (a third of ``_make``'s cost), rows zipped without ``strict``
+        (every row has one entry per stage by construction)."""
         n = self.ticks
         ints, floats = read
-        new = tuple.__new__  # a third of StageObs._make's cost, and this runs every tick
-        if self.heat is None:  # no physics: temperature and frequency unknown, not throttled
-            stages = tuple(
-                [
-                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, nan, nan, False))
-                    for (lv, q, b, a, sv, dr), (bs, ns) in zip(ints, floats, strict=True)
-                ]
-            )
-        else:  # the nodes' readings at this tick (Heat.at wrote them): temp_c, freq_mhz, power_w, throttled
-            readings = self.heat.readings(n)
-            stages = tuple(
-                [
-                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, tc, fq, th > 0.0))
-                    for (lv, q, b, a, sv, dr), (bs, ns), (tc, fq, _, th) in zip(ints, floats, readings, strict=True)
-                ]
-            )
+        new = tuple.__new__
+        stages = tuple(  # the float row ends with the node's readings (NaN without physics: not throttled)
+            [
+                new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, tc, fq, th > 0.0))
+                for (lv, q, b, a, sv, dr), (bs, ns, tc, fq, _, th) in zip(ints, floats, strict=False)
+            ]
+        )
         oracle = (
             OracleView(tuple(float(f) * v for f, v in zip(factor, self.speed, strict=True)), self.arrivals_s)
             if self.wants_oracle
             else None
         )
-        obs = Observation(now, self.period_s if n else 0.0, stages[0].arrivals, stages, oracle)
+        obs = new(Observation, (now, self.period_s if n else 0.0, ints[0][3], stages, oracle))  # [3]: arrivals
         levels = validate_levels(self.policy.decide(obs), self.k_n, self.n_levels, policy=self.name, time_s=now)
         self.times.append(now)
-        self.decided.extend(levels)
+        self.decided.append(levels)
         self.ticks = n + 1
         return levels
 
     def timeline(self, readouts: tuple[np.ndarray, np.ndarray]) -> dict[str, list[Any]]:
         """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``, plus ``PHYSICS_TIMELINE`` with
         physics), one row per tick and stage: the times and decisions recorded here, the read-outs from the
-        pipeline's log (``Pipeline.readouts``) and the physics readings from the heat's."""
+        pipeline's log (``Pipeline.readouts``), whose float rows end with the physics readings."""
         k_n = self.setup.n_stages
         ints = readouts[0][: self.ticks].reshape(-1, len(_INT_FIELDS))
-        floats = readouts[1][: self.ticks].reshape(-1, len(_FLOAT_FIELDS))
+        floats = readouts[1][: self.ticks].reshape(-1, len(_FLOAT_FIELDS) + len(PHYSICS_TIMELINE))
         cols: dict[str, list[Any]] = {
             "time_s": np.repeat(np.frombuffer(self.times, dtype=np.float64), k_n).tolist(),
             "stage": list(range(k_n)) * len(self.times),
-            "decided": self.decided.tolist(),
+            "decided": [v for levels in self.decided for v in levels],
         }
         for j, name in enumerate(_INT_FIELDS):
             cols[name] = (ints[:, j] == 1).tolist() if name == "busy" else ints[:, j].tolist()
         for j, name in enumerate(_FLOAT_FIELDS):
             cols[name] = floats[:, j].tolist()
         out = {c: cols[c] for c in RAW_TIMELINE}
-        if self.heat is not None:
-            phys = self.heat.log(self.ticks).reshape(-1, len(PHYSICS_TIMELINE))  # PHYSICS_TIMELINE's columns
-            out.update({name: phys[:, j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
+        if self.heat is not None:  # the readings follow the read-out in the float row
+            out.update({name: floats[:, len(_FLOAT_FIELDS) + j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
         return out
 
 
@@ -206,31 +203,33 @@ def control(
         pipe.factor[k] = env_f[k] * f
     if heat is not None:  # the readings at time 0 for the deployment decision
         heat.at(0.0, 0, 0.0, pipe)
-    pipe.deploy(ctl.start(pipe.factor))
-    changes = s.env_changes
+    pipe.deploy(ctl.start(pipe.readouts(1), pipe.factor))
+    changes, period_s, end_s = s.env_changes, s.period_s, s.end_s
     j, n = 0, 1
+    t_env = changes[0][0] if changes else math.inf  # the next environment change
     while True:
-        t_tick = n * s.period_s
-        t_env = changes[j][0] if j < len(changes) else math.inf
+        t_tick = n * period_s
         t = t_tick if t_tick <= t_env else t_env
         if heat is not None and heat.next_s < t:
             t = heat.next_s
-        if t >= s.end_s:
+        if t >= end_s:
             return
         pipe.next_instant_s = t
         yield env.timeout(t - env.now)  # lands exactly on t (t - now, added back to now, rounds to t)
         is_tick = t == t_tick
-        waits = pipe.settle(t, is_tick)
+        waits = pipe.settle(t, n if is_tick else DUE_ONLY)  # the nodes' physics stepped too
         if waits is not None:  # the reference model lets the instant's other events happen first
             yield from waits
-        while j < len(changes) and changes[j][0] == t:
+        while t == t_env:
             k = changes[j][1]
             env_f[k] = changes[j][2]
             pipe.factor[k] = env_f[k] * phys_f[k]
             j += 1
-        for k, f in heat.at(t, n if is_tick else DUE_ONLY, s.period_s, pipe) if heat is not None else ():
-            phys_f[k] = f
-            pipe.factor[k] = env_f[k] * f
+            t_env = changes[j][0] if j < len(changes) else math.inf
+        if heat is not None and heat.n_changed:
+            for k, f in heat.changes():
+                phys_f[k] = f
+                pipe.factor[k] = env_f[k] * f
         if is_tick:
             pipe.set_target(ctl.tick(t, pipe.read(t), pipe.factor))
             n += 1

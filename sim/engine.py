@@ -24,7 +24,6 @@ import simpy
 from edgeprune.controller.contract import Policy
 from sim.control import Clock, Controller, control, drive
 from sim.core import DONE, DROPPED, NO_LEVEL, UNFINISHED, EngineOutput, SimSetup
-from sim.physics import Heat
 from sim.reference import ReferenceModel
 from sim.window import FastPipeline
 
@@ -68,12 +67,12 @@ def simulate(
         pipe: FastPipeline | ReferenceModel
         if fast:  # nothing but the control process is scheduled: stepped on a bare clock
             pipe = FastPipeline(setup, arrivals_s, quantiles, compiled)
-            ctl = Controller(policy, setup, arrivals_s, _heat(setup, pipe.is_numpy))
+            ctl = Controller(policy, setup, arrivals_s, pipe.heat)
             drive(control(Clock(), pipe, ctl, progress))
         else:
             env = simpy.Environment()
             pipe = ReferenceModel(env, setup, arrivals_s, quantiles)
-            ctl = Controller(policy, setup, arrivals_s, _heat(setup, False))
+            ctl = Controller(policy, setup, arrivals_s, pipe.heat)
             env.process(control(env, pipe, ctl, progress))  # first: the deployment precedes every request
             pipe.start()
             env.run(until=setup.end_s)
@@ -85,10 +84,3 @@ def simulate(
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _heat(setup: SimSetup, compiled: bool) -> Heat | None:
-    """The nodes' physics, compiled with the compiled fast path (``None`` without physics)."""
-    if not setup.has_physics:
-        return None
-    return Heat(setup.physics, setup.tenant_seeds, setup.end_s, setup.n_ticks, compiled)

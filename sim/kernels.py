@@ -22,9 +22,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from edgeprune.physics import flat
+from edgeprune.physics.flat import heat_step
+
 __all__ = [
     "FS_ROWS",
     "IST_ROWS",
+    "LOG_FLOATS",
     "READ_FLOATS",
     "READ_INTS",
     "KState",
@@ -33,8 +37,11 @@ __all__ = [
     "bind",
     "compiled",
     "compiled_heat",
+    "compiled_step_heat",
+    "float_log",
     "read_out",
     "step",
+    "step_heat",
 ]
 
 # float state rows
@@ -67,10 +74,20 @@ class KState(NamedTuple):
     fs: Any  # [row][k] float state (FREE, ...)
     ist: Any  # [row][k] int state (STARTED, ...)
     iout: Any  # [tick][k][READ_INTS] read-outs: level, queue length, busy 0/1, arrivals, served, dropped (0)
-    fout: Any  # [tick][k][READ_FLOATS] read-outs: busy_s, nominal_s (row 0: the deployment, all zero)
+    fout: Any  # [tick][k][LOG_FLOATS] read-outs: busy_s, nominal_s (row 0: the deployment, zero), readings
 
 
 READ_INTS, READ_FLOATS = 6, 2
+# The float log row: the read-out's READ_FLOATS, then the stage's node readings (``edgeprune.records.
+# PHYSICS_TIMELINE``: temperature, frequency, power, throttled), written by the physics step (NaN without).
+LOG_FLOATS = READ_FLOATS + flat.READ_COLS
+
+
+def float_log(ticks: int, k_n: int) -> np.ndarray:
+    """An empty float read-out log, ``[tick][stage][LOG_FLOATS]``: counters zero, readings unknown (NaN)."""
+    log = np.zeros((ticks, k_n, LOG_FLOATS))
+    log[:, :, READ_FLOATS:] = np.nan
+    return log
 
 
 def step(h: float, row: int, st: KState) -> None:
@@ -109,6 +126,7 @@ def advance_stage(h: float, k: int, lim: int, st: KState) -> None:
         ist[SWITCHES][0] += 1
         extra = st.switch_s
     row, m, fac, nom, uk = st.samples[k][lvl], st.slen[k][lvl], fs[FACTOR][k], st.mean[k][lvl], st.u[k]
+    lev_k, svc_k, start_k, dep, status = st.lev[k], st.svc[k], st.start[k], st.dep, st.status
     busy_s, nom_s, b_before, n_before = fs[C_BUSY][k], fs[C_NOM][k], 0.0, 0.0
     to_next = k < len(st.rdy) - 1
     rn = st.rdy[k + 1] if to_next else rk
@@ -118,9 +136,9 @@ def advance_stage(h: float, k: int, lim: int, st: KState) -> None:
         t = row[int(uk[i] * m)] * fac + extra
         extra = 0.0
         d = b + t
-        st.lev[k][i] = lvl
-        st.svc[k][i] = t
-        st.start[k][i] = b
+        lev_k[i] = lvl
+        svc_k[i] = t
+        start_k[i] = b
         b_before, n_before = busy_s, nom_s
         busy_s += t
         nom_s += nom
@@ -131,8 +149,8 @@ def advance_stage(h: float, k: int, lim: int, st: KState) -> None:
                 hf = (hf if hf > d else d) + txk  # FIFO link: serialisation, then propagation
                 rn[i] = hf + latk
         elif d < st.end_s:
-            st.dep[i] = d
-            st.status[i] = DONE
+            dep[i] = d
+            status[i] = DONE
         f = d
         i += 1
         if i >= lim:
@@ -157,6 +175,7 @@ def read_out(h: float, row: int, st: KState) -> None:
     k_n = len(rdy)
     n = len(st.dep)
     started = ist[STARTED]
+    iout, fout_row = st.iout[row], st.fout[row]
     for k in range(k_n):
         lo = started[k]
         hi = started[k - 1] if k > 0 else n
@@ -170,8 +189,8 @@ def read_out(h: float, row: int, st: KState) -> None:
                 left = mid + 1
         q = left - lo
         total = lo + q  # requests that have reached stage k by h
-        out = st.iout[row][k]
-        fout = st.fout[row][k]
+        out = iout[k]
+        fout = fout_row[k]
         out[0] = ist[LEVEL][k]
         out[1] = q
         out[3] = total - ist[PREV_TOTAL][k]
@@ -201,62 +220,67 @@ def read_out(h: float, row: int, st: KState) -> None:
 Kernel = Any  # step, plain or compiled
 
 
-@functools.cache
 def compiled() -> Kernel | None:
     """:func:`step` compiled by numba (cached on disk by numba), or ``None`` when numba is missing.
 
     Importing numba and loading the cached machine code costs ~1.5 s per process on a small machine, so
     ``sim.window`` uses the compiled kernels only for runs long enough to repay it.
     """
-    try:
-        from numba import njit
-    except ImportError:  # pragma: no cover - numba is a dependency; an interpreter it lacks still works
-        return None
-    from numba.extending import register_jitable
+    return _compile(step)
 
-    for helper in (advance, advance_stage, read_out):  # callable from compiled code, still plain in Python
+
+@functools.cache
+def _compile(function: Any) -> Any:
+    """``function`` compiled by numba, cached on disk (``None`` without numba)."""
+    if not _register():
+        return None
+    from numba import njit
+
+    return njit(cache=True, nogil=True)(function)
+
+
+@functools.cache
+def _register() -> bool:
+    """Make the helpers the kernels call callable from compiled code (they stay plain Python functions);
+    once per process.  ``False`` without numba."""
+    try:
+        from numba.extending import register_jitable
+    except ImportError:  # pragma: no cover - numba is a dependency; an interpreter it lacks still works
+        return False
+    helpers: list[Any] = [advance, advance_stage, read_out, step, heat_step, flat.integrate_stage]
+    helpers += [flat.govern_step, flat.base_power_w, flat.dyn_power_w, flat.rc_pieces, flat.rc_temp]
+    helpers += [flat.ambient_part, flat.conditions, flat.schedule_next, flat.advance_node, flat.change]
+    for helper in helpers:
         register_jitable(helper)
-    return njit(cache=True, nogil=True)(step)
+    return True
+
+
+def step_heat(h: float, row: int, st: KState, nd: Any, period_s: float) -> tuple[int, float]:
+    """:func:`step`, then every node's physics at ``h`` over the services the step left (``row >= 0``: a
+    tick, every node integrated and its readings logged in ``row``; ``-1``: only the nodes whose change is
+    due), in one call: ``edgeprune.physics.flat.heat_step``'s ``(nodes changed, next change instant)``.
+
+    One call instead of two because every call into compiled code unboxes its arrays again (~1 us here)."""
+    step(h, row, st)
+    return heat_step(nd, h, row, period_s, st.start, st.svc, st.ist[STARTED])
 
 
 def compiled_heat(nodes: Any) -> Any:
     """``edgeprune.physics.flat.heat_step`` compiled by numba and bound to the numpy state ``nodes`` (the
     other arguments typed as ``sim.window``'s numpy state has them): every node's physics at an instant in
-    one call.  The plain function when numba is missing."""
-    kernel = _heat_kernel()
+    one call (the instants outside the request flow: the start and the end).  The plain function when numba
+    is missing."""
+    kernel = _compile(heat_step)
     if kernel is None:  # pragma: no cover - numba is a dependency
-        from edgeprune.physics import flat
-
-        return flat.heat_step
+        return heat_step
     two_d, one_d_int = np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
     return bind(kernel, (nodes, 0.0, 0, 0.0, two_d, two_d, one_d_int))
 
 
-@functools.cache
-def _heat_kernel() -> Any:
-    try:
-        from numba import njit
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return None
-    from numba.extending import register_jitable
-
-    from edgeprune.physics import flat
-
-    for helper in (  # callable from compiled code, still plain in Python
-        flat.govern_step,
-        flat.base_power_w,
-        flat.dyn_power_w,
-        flat.rc_pieces,
-        flat.rc_temp,
-        flat.ambient_part,
-        flat.conditions,
-        flat.schedule_next,
-        flat.advance_node,
-        flat.change,
-        flat.integrate_stage,
-    ):
-        register_jitable(helper)
-    return njit(cache=True, nogil=True)(flat.heat_step)
+def compiled_step_heat(st: KState, nodes: Any) -> Any:
+    """:func:`step_heat` compiled and bound to the numpy states ``st`` and ``nodes`` (``None`` without numba)."""
+    kernel = _compile(step_heat)
+    return None if kernel is None else bind(kernel, (0.0, 0, st, nodes, 0.0))
 
 
 def bind(kernel: Any, example_args: tuple[Any, ...]) -> Kernel:

@@ -22,6 +22,7 @@ import numpy as np
 from edgeprune.physics import DevicePhysics, NodeFigures, NodeRun, dynamic_power_w, flat, run_figures, tenant_schedule
 from edgeprune.physics.flat import build_nodes
 from sim import kernels
+from sim.core import SimSetup
 
 __all__ = ["Heat", "NodeHeat", "Services"]
 
@@ -77,7 +78,7 @@ class Heat:
         physics: Sequence[DevicePhysics | None],
         seeds: Sequence[np.random.SeedSequence],
         end_s: float,
-        ticks: int,
+        read: np.ndarray,
         compiled: bool = False,
     ) -> None:
         for k, phys in enumerate(physics):
@@ -91,21 +92,34 @@ class Heat:
                 phys.tenant, end_s, np.random.default_rng(seeds[k] if k < len(seeds) else 0)
             )
             tenants.append((times.tolist(), shares.tolist(), watts.tolist()))
-        self.nd = build_nodes(self.physics, self.stages, tenants, end_s, (ticks, len(physics)), compiled)
+        self.nd = build_nodes(self.physics, self.stages, tenants, end_s, read, compiled)
         self.step = kernels.compiled_heat(self.nd) if compiled else flat.heat_step
         self.next_s = min(float(self.nd.small[j][flat.FST][flat.NEXT_S]) for j in range(len(self.stages)))
+        self.n_changed = 0  # nodes whose factor the last step changed (``changes``)
+
+    @classmethod
+    def of(cls, setup: SimSetup, compiled: bool, read: np.ndarray) -> Heat | None:
+        """The physics of a run's nodes, compiled for the compiled fast path, logging each tick's readings in
+        ``read`` (``[tick][stage][PHYSICS_TIMELINE]``, the request path's log); ``None`` without physics."""
+        if not setup.has_physics:
+            return None
+        return cls(setup.physics, setup.tenant_seeds, setup.end_s, read, compiled)
 
     def factors(self) -> list[tuple[int, float]]:
         """``(stage, factor)`` of every node now."""
         return [(k, float(self.nd.small[j][flat.FST][flat.FACTOR])) for j, k in enumerate(self.stages)]
 
-    def at(self, t_s: float, row: int, period_s: float, path: Services) -> list[tuple[int, float]]:
+    def at(self, t_s: float, row: int, period_s: float, path: Services) -> None:
         """At a control instant: integrate the nodes that need it (at a tick, ``row >= 0``, every node, and
-        then log their readings in row ``row``); the ``(stage, factor)`` whose change, due at ``t_s``,
-        altered the factor."""
+        then log their readings in row ``row``; ``DUE_ONLY``: the nodes whose change is due) over the
+        services ``path`` ran.  The compiled fast path does the same in its own kernel call
+        (``sim.kernels.step_heat``) and records the outcome here as this does: ``n_changed``, ``next_s``."""
         start, svc, started = path.services()
-        changed, self.next_s = self.step(self.nd, t_s, row, period_s, start, svc, started)
-        if not changed:
+        self.n_changed, self.next_s = self.step(self.nd, t_s, row, period_s, start, svc, started)
+
+    def changes(self) -> list[tuple[int, float]]:
+        """``(stage, factor)`` of the nodes whose service-time factor the last step changed."""
+        if not self.n_changed:
             return []
         nd = self.nd
         return [
@@ -113,15 +127,6 @@ class Heat:
             for j, k in enumerate(self.stages)
             if nd.ints[j][flat.IST][flat.CHANGED]
         ]
-
-    def readings(self, row: int) -> list[list[float]]:
-        """Per stage, tick ``row``'s readings in ``edgeprune.records.PHYSICS_TIMELINE``'s order: temperature,
-        frequency, mean power since the tick before, throttled (0/1); NaN where no physics."""
-        return self.nd.read[row].tolist()  # type: ignore[no-any-return]
-
-    def log(self, ticks: int) -> np.ndarray:
-        """The first ``ticks`` rows of readings: ``[ticks, stage, 4]``."""
-        return self.nd.read[:ticks]  # type: ignore[no-any-return]
 
     def finish(self, end_s: float, path: Services) -> dict[int, NodeHeat]:
         """Integrate every node to the end of the run; the nodes by stage."""

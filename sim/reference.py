@@ -34,7 +34,8 @@ import simpy
 from edgeprune.controller.contract import Levels
 from sim.control import ReadOut
 from sim.core import DONE, DROPPED, NO_LEVEL, UNFINISHED, EngineOutput, SimSetup
-from sim.kernels import READ_FLOATS, READ_INTS
+from sim.kernels import READ_FLOATS, READ_INTS, float_log
+from sim.physics import Heat
 
 __all__ = ["ReferenceModel"]
 
@@ -62,9 +63,10 @@ class ReferenceModel:
         self.start_rows = [array("d", nan_row) for _ in range(k_n)]
         self.stages = [Stage(self, k, quantiles[k].tolist()) for k in range(k_n)]
         self.log_i = np.zeros((s.n_ticks, k_n, READ_INTS), dtype=np.int64)  # every tick's read-out (readouts)
-        self.log_f = np.zeros((s.n_ticks, k_n, READ_FLOATS))
+        self.log_f = float_log(s.n_ticks, k_n)  # its readings columns are the heat's log
         self.row = 0
         self.links = [Link(self, k) for k in range(k_n - 1)]
+        self.heat = Heat.of(s, False, self.log_f[:, :, READ_FLOATS:])  # the nodes' physics, stepped in settle
 
     def start(self) -> None:
         """Start the source, servers and links (after the control process, so its deployment comes first)."""
@@ -91,10 +93,13 @@ class ReferenceModel:
         for stage, lv in zip(self.stages, levels, strict=True):
             stage.level = stage.target = lv
 
-    def settle(self, time_s: float, tick: bool) -> Proc:
-        """Let every other event at this instant happen first (servers starting now wait in ``released``)."""
+    def settle(self, time_s: float, row: int) -> Proc:
+        """Let every other event at this instant happen first (servers starting now wait in ``released``);
+        then, with physics, step the nodes over the services so far (``sim.physics.Heat.at``)."""
         while self.env.peek() == self.env.now:
             yield self.env.timeout(0)
+        if self.heat is not None:
+            self.heat.at(time_s, row, self.setup.period_s, self)
 
     def read(self, time_s: float) -> ReadOut:
         """Each stage's counters since the last tick and its state now (logged); resets the counters."""
@@ -102,8 +107,8 @@ class ReferenceModel:
         ints, floats = [r[0] for r in reads], [r[1] for r in reads]
         self.row += 1
         self.log_i[self.row] = ints
-        self.log_f[self.row] = floats
-        return ints, floats
+        self.log_f[self.row, :, :READ_FLOATS] = floats
+        return ints, self.log_f[self.row].tolist()  # with the readings the physics step logged
 
     def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
         """The read-out log (row 0: the deployment's zeros)."""

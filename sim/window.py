@@ -36,6 +36,7 @@ from edgeprune.controller.contract import Levels
 from sim import kernels
 from sim.control import ReadOut
 from sim.core import NO_LEVEL, UNFINISHED, EngineOutput, SimSetup
+from sim.physics import Heat
 
 __all__ = ["COMPILE_FROM_REQUESTS", "FastPipeline"]
 
@@ -71,7 +72,7 @@ def _numpy_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) -> 
         fs=fs,
         ist=np.zeros((kernels.IST_ROWS, k_n), dtype=np.int64),
         iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
-        fout=np.zeros((s.n_ticks, k_n, kernels.READ_FLOATS)),
+        fout=kernels.float_log(s.n_ticks, k_n),
     )
 
 
@@ -97,7 +98,7 @@ def _python_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) ->
         ist=[[0] * k_n for _ in range(kernels.IST_ROWS)],
         # the read-out log stays numpy (compact for long runs; written a few times per tick)
         iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
-        fout=np.zeros((s.n_ticks, k_n, kernels.READ_FLOATS)),
+        fout=kernels.float_log(s.n_ticks, k_n),
     )
 
 
@@ -127,6 +128,11 @@ class FastPipeline:
         self.st, kernel, self.is_numpy = _prepare(s, arrivals_s, quantiles, compiled)
         self.kernel = kernels.bind(kernel, (0.0, 0, self.st)) if self.is_numpy else kernel
         self.row = 0  # the read-out row of the last tick (row 0: the deployment)
+        self.period_s = s.period_s
+        self.heat = Heat.of(s, self.is_numpy, self.st.fout[:, :, kernels.READ_FLOATS :])  # stepped in settle
+        self.heat_kernel: kernels.Kernel = (
+            None if self.heat is None else _heat_kernel(self.st, self.heat, self.is_numpy)
+        )
         self._services = (self.st.start, self.st.svc, self.st.ist[kernels.STARTED])  # views: they stay current
         self.factor = self.st.fs[kernels.FACTOR]
         self.next_instant_s = 0.0
@@ -137,14 +143,16 @@ class FastPipeline:
         self.st.ist[kernels.LEVEL][:] = levels
         self.set_target(levels)
 
-    def settle(self, time_s: float, tick: bool) -> None:
-        """Every service starting before ``time_s``, and at a tick the read-out into the next log row, in one
-        kernel call."""
-        if tick:
-            self.row += 1
-            self.kernel(time_s, self.row, self.st)
+    def settle(self, time_s: float, row: int) -> None:
+        """Every service starting before ``time_s``, at a tick (``row >= 0``) the read-out into log row
+        ``row``, and with physics the nodes' step at ``time_s`` (``sim.physics.Heat.at``), in one kernel call."""
+        if row >= 0:
+            self.row = row
+        heat = self.heat
+        if heat is None:
+            self.kernel(time_s, row, self.st)
         else:
-            self.kernel(time_s, -1, self.st)
+            heat.n_changed, heat.next_s = self.heat_kernel(time_s, row, self.st, heat.nd, self.period_s)
 
     def read(self, time_s: float) -> ReadOut:
         """The read-out :meth:`settle` made at this tick."""
@@ -180,6 +188,12 @@ class FastPipeline:
             timeline=timeline,
             switches=int(st.ist[kernels.SWITCHES][0]),
         )
+
+
+def _heat_kernel(st: kernels.KState, heat: Heat, compiled: bool) -> kernels.Kernel:
+    """The request flow and the nodes' step in one call (``kernels.step_heat``), compiled when ``compiled``."""
+    fast = kernels.compiled_step_heat(st, heat.nd) if compiled else None
+    return fast if fast is not None else kernels.step_heat
 
 
 def _by_request(rows: Any, dtype: type, k_n: int, n: int) -> np.ndarray:

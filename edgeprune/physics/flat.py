@@ -124,6 +124,7 @@ def rc_pieces(tau_s: float, t0_s: float, t1_s: float, start: Any, end: Any, lo: 
     intervals ``i in [lo, hi)``: ``(start[i], end[i])``, or ``(start[i], start[i] + end[i])`` when ``add``
     (``end`` then holds service times).  Parts outside ``[t0_s, t1_s)`` are clipped; NaN rows skipped."""
     busy_s = weight = 0.0
+    prev_b, prev_exp = math.nan, 0.0  # back to back (a queue): an interval starts where the last ended
     for i in range(lo, hi):
         s = start[i]
         e = s + end[i] if add else end[i]
@@ -131,7 +132,9 @@ def rc_pieces(tau_s: float, t0_s: float, t1_s: float, start: Any, end: Any, lo: 
         b = t1_s if e > t1_s else e
         if b > a:
             busy_s += b - a
-            weight += math.exp((b - t1_s) / tau_s) - math.exp((a - t1_s) / tau_s)
+            exp_b = math.exp((b - t1_s) / tau_s)
+            weight += exp_b - (prev_exp if a == prev_b else math.exp((a - t1_s) / tau_s))
+            prev_b, prev_exp = b, exp_b
     return busy_s, weight
 
 
@@ -143,9 +146,11 @@ def rc_temp(temp_c: float, decay: float, r: float, base_w: float, dyn_w: float, 
     return temp_c * decay + heat + amb
 
 
-def ambient_part(amb0_c: float, amb_t: Any, amb_v: Any, n_amb: int, tau_s: float, t0_s: float, t1_s: float) -> float:
-    """The ambient's contribution over ``[t0_s, t1_s)`` to the temperature at ``t1_s`` (schedule followed)."""
-    decay = math.exp((t0_s - t1_s) / tau_s)
+def ambient_part(
+    amb0_c: float, amb_t: Any, amb_v: Any, n_amb: int, tau_s: float, t0_s: float, t1_s: float, decay: float
+) -> float:
+    """The ambient's contribution over ``[t0_s, t1_s)`` to the temperature at ``t1_s`` (schedule followed);
+    ``decay = exp((t0_s - t1_s) / tau_s)``, which the caller has computed already."""
     j = 0
     while j < n_amb and amb_t[j] <= t0_s:  # schedule entries at or before t0_s
         j += 1
@@ -202,8 +207,10 @@ def advance_node(nd: Nodes, j: int, t_s: float, start: Any, end: Any, lo: int, h
     par, fst, ist = nd.small[j][PAR], nd.small[j][FST], nd.ints[j][IST]
     t0_s, tau_s = fst[T_S], par[P_TAU]
     busy_s, weight = rc_pieces(tau_s, t0_s, t_s, start, end, lo, hi, add)
-    amb = ambient_part(par[P_AMB0], nd.small[j][AMB_T], nd.small[j][AMB_V], nd.ints[j][NPAR][N_AMB], tau_s, t0_s, t_s)
-    temp_c = rc_temp(fst[TEMP], math.exp((t0_s - t_s) / tau_s), par[P_R], fst[BASE_W], fst[DYN_W], weight, amb)
+    decay = math.exp((t0_s - t_s) / tau_s)
+    small = nd.small[j]
+    amb = ambient_part(par[P_AMB0], small[AMB_T], small[AMB_V], nd.ints[j][NPAR][N_AMB], tau_s, t0_s, t_s, decay)
+    temp_c = rc_temp(fst[TEMP], decay, par[P_R], fst[BASE_W], fst[DYN_W], weight, amb)
     h_s = t_s - t0_s
     base_j = fst[BASE_W] * h_s
     busy_j = fst[DYN_W] * busy_s
@@ -302,12 +309,13 @@ def build_nodes(
     stages: Sequence[int],
     tenants: Sequence[Schedule],
     end_s: float,
-    shape: tuple[int, int],
+    read: np.ndarray,
     as_numpy: bool,
 ) -> Nodes:
     """The state of nodes ``physics[j]`` running stage ``stages[j]`` with the tenants' schedules drawn up
-    front, at t = 0; room for every change instant up to ``end_s`` and a readings log of ``shape = (ticks,
-    stages)``.  Python lists, or numpy arrays (rows padded) for the compiled kernels; the log is numpy."""
+    front, at t = 0; room for every change instant up to ``end_s``; each tick's readings go to ``read``
+    (``[tick][stage][READ_COLS]``, NaN for a stage without physics).  Python lists, or numpy arrays (rows
+    padded) for the compiled kernels."""
     cap = [int(end_s // p.dvfs.period_s) + len(ten[0]) + 3 for p, ten in zip(physics, tenants, strict=True)]
     small = [
         [
@@ -329,18 +337,11 @@ def build_nodes(
     ]
     ints = [[size, [0] * I_ROWS] for size in sizes]
     ten = [[list(t[0]), list(t[1]), list(t[2])] for t in tenants]
-    edges = [[[0.0] * c, [0.0] * c, [0.0] * c] for c in cap]
-    read = np.full((*shape, READ_COLS), math.nan)  # a stage without physics: all unknown
     if as_numpy:
-        nd = Nodes(
-            _padded(small, np.float64),
-            _padded(ints, np.int64),
-            _padded(ten, np.float64),
-            _padded(edges, np.float64),
-            read,
-        )
+        edges = np.zeros((len(cap), 3, max(cap)))  # rows EDGE_T, EDGE_STEP, EDGE_SHARE, room for every change
+        nd = Nodes(_padded(small, np.float64), _padded(ints, np.int64), _padded(ten, np.float64), edges, read)
     else:
-        nd = Nodes(small, ints, ten, edges, read)
+        nd = Nodes(small, ints, ten, [[[0.0] * c, [0.0] * c, [0.0] * c] for c in cap], read)
     for j, p in enumerate(physics):
         start_node(nd, j, p.thermal.start_c)
     return nd

@@ -176,10 +176,10 @@ def rc_period(
     starts = [p[0] for p in pairs]
     ends = [p[1] for p in pairs]
     busy_s, weight = rc_pieces(tau, t0_s, t1_s, starts, ends, 0, len(starts), False)
-    amb = ambient_part(
-        th.ambient_c, th.schedule_times_s, th.schedule_ambient_c, len(th.schedule_times_s), tau, t0_s, t1_s
-    )
-    return rc_temp(temp_c, math.exp((t0_s - t1_s) / tau), th.resistance_c_per_w, base_w, dyn_w, weight, amb), busy_s
+    decay = math.exp((t0_s - t1_s) / tau)
+    times, ambient = th.schedule_times_s, th.schedule_ambient_c
+    amb = ambient_part(th.ambient_c, times, ambient, len(times), tau, t0_s, t1_s, decay)
+    return rc_temp(temp_c, decay, th.resistance_c_per_w, base_w, dyn_w, weight, amb), busy_s
 
 
 def dynamic_energy_j(

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edgeprune.physics import flat
-from edgeprune.physics.flat import Nodes, build_nodes
+from edgeprune.physics.flat import READ_COLS, Nodes, build_nodes
 from edgeprune.physics.model import NodeState, dynamic_energy_j, tenant_schedule
 from edgeprune.physics.params import DevicePhysics
 
@@ -50,7 +50,8 @@ class NodeRun:
 
     def __init__(self, phys: DevicePhysics, end_s: float, rng: np.random.Generator) -> None:
         times, shares, watts = tenant_schedule(phys.tenant, end_s, rng)
-        nodes = build_nodes([phys], [0], [(times.tolist(), shares.tolist(), watts.tolist())], end_s, (1, 1), False)
+        tenants = [(times.tolist(), shares.tolist(), watts.tolist())]
+        nodes = build_nodes([phys], [0], tenants, end_s, np.full((1, 1, READ_COLS), np.nan), False)
         self._bind(phys, nodes, 0)
 
     @classmethod
