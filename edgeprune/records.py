@@ -109,8 +109,11 @@ def requests_table(
     return pl.DataFrame(cols)
 
 
-def timeline_table(raw: Mapping[str, Sequence[Any]], stage_names: Sequence[str], period_s: float) -> pl.DataFrame:
-    """The ``timeline`` table from raw columns :data:`RAW_TIMELINE` (one row per tick and stage), plus
+def timeline_table(
+    raw: Mapping[str, Sequence[Any] | np.ndarray], stage_names: Sequence[str], period_s: float
+) -> pl.DataFrame:
+    """The ``timeline`` table from raw columns :data:`RAW_TIMELINE` (one row per tick and stage; lists or
+    numpy arrays), plus
     :data:`PHYSICS_TIMELINE` and :data:`CPU_TIMELINE` where ``raw`` has them (NaN: not known on the stage's
     node → null)."""
     tl = pl.DataFrame({c: raw[c] for c in RAW_TIMELINE}, schema=_RAW_SCHEMA)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable, Generator, Sequence
+from itertools import chain
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,7 +97,8 @@ class Pipeline(Protocol):
         done at once."""
 
     def read(self, time_s: float) -> ReadOut:
-        """Each stage's counters since the last tick, its state now and its node's readings; resets the
+        """Each stage's counters since the last tick, its state now and, with physics, its node's readings
+        (without, the float rows stop after the counters: no NaN objects built per tick); resets the
         counters.  The pipeline keeps every tick's read-out in its log (:meth:`readouts`): one copy, written
         where it is measured (the readings by the physics step, into the float rows' last columns)."""
 
@@ -126,6 +128,7 @@ class Controller:
         self.name = type(policy).__name__
         self.arrivals_s = arrivals_s
         self.heat = heat
+        self.float_cols = len(_FLOAT_FIELDS) + (len(PHYSICS_TIMELINE) if heat is not None else 0)  # read per stage
         self.wants_oracle = wants_oracle(policy)
         self.speed = list(setup.speed) if setup.speed is not None else [1.0] * setup.n_stages
         self.times = array("d")
@@ -138,7 +141,7 @@ class Controller:
     def start(self, readouts: tuple[np.ndarray, np.ndarray], factor: Sequence[float]) -> Levels:
         """The deployment decision at time 0 on the log's row 0 (every counter zero, every stage at level 0,
         the nodes' readings at time 0)."""
-        return self.tick(0.0, (readouts[0][0].tolist(), readouts[1][0].tolist()), factor)
+        return self.tick(0.0, (readouts[0][0].tolist(), readouts[1][0][:, : self.float_cols].tolist()), factor)
 
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
         """Observe, decide, validate, record; the validated levels.  Written for speed (it runs every tick):
@@ -147,12 +150,20 @@ class Controller:
         n = self.ticks
         ints, floats = read
         new = tuple.__new__
-        stages = tuple(  # the float row ends with the node's readings (NaN without physics: not throttled)
-            [
-                new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, tc, fq, th > 0.0))
-                for (lv, q, b, a, sv, dr), (bs, ns, tc, fq, _, th) in zip(ints, floats, strict=False)
-            ]
-        )
+        if self.heat is None:  # no physics: the float row is the counters; temperature unknown, not throttled
+            stages = tuple(
+                [
+                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, nan, nan, False))
+                    for (lv, q, b, a, sv, dr), (bs, ns) in zip(ints, floats, strict=False)
+                ]
+            )
+        else:  # the float row ends with the node's readings: temperature, frequency, power, throttled
+            stages = tuple(
+                [
+                    new(StageObs, (lv, q, b == 1, a, sv, bs, ns, dr, tc, fq, th > 0.0))
+                    for (lv, q, b, a, sv, dr), (bs, ns, tc, fq, _, th) in zip(ints, floats, strict=False)
+                ]
+            )
         oracle = (
             OracleView(tuple(float(f) * v for f, v in zip(factor, self.speed, strict=True)), self.arrivals_s)
             if self.wants_oracle
@@ -165,25 +176,26 @@ class Controller:
         self.ticks = n + 1
         return levels
 
-    def timeline(self, readouts: tuple[np.ndarray, np.ndarray]) -> dict[str, list[Any]]:
+    def timeline(self, readouts: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``, plus ``PHYSICS_TIMELINE`` with
-        physics), one row per tick and stage: the times and decisions recorded here, the read-outs from the
-        pipeline's log (``Pipeline.readouts``), whose float rows end with the physics readings."""
-        k_n = self.setup.n_stages
-        ints = readouts[0][: self.ticks].reshape(-1, len(_INT_FIELDS))
-        floats = readouts[1][: self.ticks].reshape(-1, len(_FLOAT_FIELDS) + len(PHYSICS_TIMELINE))
-        cols: dict[str, list[Any]] = {
-            "time_s": np.repeat(np.frombuffer(self.times, dtype=np.float64), k_n).tolist(),
-            "stage": list(range(k_n)) * len(self.times),
-            "decided": [v for levels in self.decided for v in levels],
+        physics), one row per tick and stage, as numpy columns (no Python object per value): the times and
+        decisions recorded here, the read-outs from the pipeline's log (``Pipeline.readouts``), whose float
+        rows end with the physics readings."""
+        k_n, ticks = self.setup.n_stages, self.ticks
+        ints = readouts[0][:ticks].reshape(-1, len(_INT_FIELDS))
+        floats = readouts[1][:ticks].reshape(ticks * k_n, -1)
+        cols: dict[str, np.ndarray] = {
+            "time_s": np.repeat(np.frombuffer(self.times, dtype=np.float64), k_n),
+            "stage": np.tile(np.arange(k_n, dtype=np.int64), ticks),
+            "decided": np.fromiter(chain.from_iterable(self.decided), dtype=np.int64, count=ticks * k_n),
         }
         for j, name in enumerate(_INT_FIELDS):
-            cols[name] = (ints[:, j] == 1).tolist() if name == "busy" else ints[:, j].tolist()
+            cols[name] = ints[:, j] == 1 if name == "busy" else ints[:, j].copy()
         for j, name in enumerate(_FLOAT_FIELDS):
-            cols[name] = floats[:, j].tolist()
+            cols[name] = floats[:, j].copy()
         out = {c: cols[c] for c in RAW_TIMELINE}
         if self.heat is not None:  # the readings follow the read-out in the float row
-            out.update({name: floats[:, len(_FLOAT_FIELDS) + j].tolist() for j, name in enumerate(PHYSICS_TIMELINE)})
+            out.update({name: floats[:, len(_FLOAT_FIELDS) + j].copy() for j, name in enumerate(PHYSICS_TIMELINE)})
         return out
 
 

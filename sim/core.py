@@ -68,7 +68,7 @@ class EngineOutput:
     dropped_at: np.ndarray  # stage index, -1 if not dropped
     levels: np.ndarray  # [n, n_stages] uint8, NO_LEVEL where not served
     service_s: np.ndarray  # [n, n_stages] service time incl. switch cost, NaN where not served
-    timeline: dict[str, list[Any]]  # edgeprune.records.RAW_TIMELINE (+ PHYSICS_TIMELINE)
+    timeline: dict[str, np.ndarray]  # edgeprune.records.RAW_TIMELINE (+ PHYSICS_TIMELINE), a column each
     switches: int
     heat: dict[int, Any] | None = None  # per stage with physics: its sim.physics.NodeHeat (log, state)
     start_s: np.ndarray | None = None  # [n, n_stages] service starts (NaN where not served); with physics

@@ -108,6 +108,8 @@ class ReferenceModel:
         self.row += 1
         self.log_i[self.row] = ints
         self.log_f[self.row, :, :READ_FLOATS] = floats
+        if self.heat is None:
+            return ints, floats
         return ints, self.log_f[self.row].tolist()  # with the readings the physics step logged
 
     def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +130,7 @@ class ReferenceModel:
         """Every stage's service starts and times, and how many requests started there (``sim.physics``)."""
         return self.start_rows, self.service_rows, [stage.started for stage in self.stages]
 
-    def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
+    def output(self, timeline: dict[str, np.ndarray]) -> EngineOutput:
         """The raw records of the run."""
         return EngineOutput(
             departure_s=self.departure_s,

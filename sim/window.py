@@ -133,6 +133,7 @@ class FastPipeline:
         self.heat_kernel: kernels.Kernel = (
             None if self.heat is None else _heat_kernel(self.st, self.heat, self.is_numpy)
         )
+        self.float_read = self.st.fout if self.heat is not None else self.st.fout[:, :, : kernels.READ_FLOATS]
         self._services = (self.st.start, self.st.svc, self.st.ist[kernels.STARTED])  # views: they stay current
         self.factor = self.st.fs[kernels.FACTOR]
         self.next_instant_s = 0.0
@@ -156,7 +157,7 @@ class FastPipeline:
 
     def read(self, time_s: float) -> ReadOut:
         """The read-out :meth:`settle` made at this tick."""
-        return self.st.iout[self.row].tolist(), self.st.fout[self.row].tolist()
+        return self.st.iout[self.row].tolist(), self.float_read[self.row].tolist()
 
     def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
         """The first ``ticks`` read-outs (row 0: the deployment's zeros): ``[ticks, stage, field]`` arrays."""
@@ -175,7 +176,7 @@ class FastPipeline:
         """Every stage's service starts and times, and how many requests started there (``sim.physics``)."""
         return self._services
 
-    def output(self, timeline: dict[str, list[Any]]) -> EngineOutput:
+    def output(self, timeline: dict[str, np.ndarray]) -> EngineOutput:
         """Finish every service that starts before the end, then the raw records."""
         self.kernel(self.setup.end_s, -1, self.st)
         st, k_n, n = self.st, self.setup.n_stages, len(self.st.dep)
