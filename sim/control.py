@@ -26,7 +26,6 @@ order, which is what makes their results bit-identical.
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Callable, Generator, Sequence
 from itertools import chain
 from typing import Any, Protocol
@@ -98,7 +97,7 @@ class Pipeline(Protocol):
 
     def read(self, time_s: float) -> ReadOut:
         """Each stage's counters since the last tick, its state now and, with physics, its node's readings
-        (without, the float rows stop after the counters: no NaN objects built per tick); resets the
+        (``sim.kernels.float_log``: without physics the float rows stop after the counters); resets the
         counters.  The pipeline keeps every tick's read-out in its log (:meth:`readouts`): one copy, written
         where it is measured (the readings by the physics step, into the float rows' last columns)."""
 
@@ -128,10 +127,8 @@ class Controller:
         self.name = type(policy).__name__
         self.arrivals_s = arrivals_s
         self.heat = heat
-        self.float_cols = len(_FLOAT_FIELDS) + (len(PHYSICS_TIMELINE) if heat is not None else 0)  # read per stage
         self.wants_oracle = wants_oracle(policy)
         self.speed = list(setup.speed) if setup.speed is not None else [1.0] * setup.n_stages
-        self.times = array("d")
         self.decided: list[Levels] = []
         self.k_n = setup.n_stages
         self.n_levels = setup.n_levels
@@ -141,7 +138,7 @@ class Controller:
     def start(self, readouts: tuple[np.ndarray, np.ndarray], factor: Sequence[float]) -> Levels:
         """The deployment decision at time 0 on the log's row 0 (every counter zero, every stage at level 0,
         the nodes' readings at time 0)."""
-        return self.tick(0.0, (readouts[0][0].tolist(), readouts[1][0][:, : self.float_cols].tolist()), factor)
+        return self.tick(0.0, (readouts[0][0].tolist(), readouts[1][0].tolist()), factor)
 
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
         """Observe, decide, validate, record; the validated levels.  Written for speed (it runs every tick):
@@ -171,21 +168,20 @@ class Controller:
         )
         obs = new(Observation, (now, self.period_s if n else 0.0, ints[0][3], stages, oracle))  # [3]: arrivals
         levels = validate_levels(self.policy.decide(obs), self.k_n, self.n_levels, policy=self.name, time_s=now)
-        self.times.append(now)
         self.decided.append(levels)
         self.ticks = n + 1
         return levels
 
     def timeline(self, readouts: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         """The raw per-period timeline (``edgeprune.records.RAW_TIMELINE``, plus ``PHYSICS_TIMELINE`` with
-        physics), one row per tick and stage, as numpy columns (no Python object per value): the times and
+        physics), one row per tick and stage, as numpy columns (no Python object per value): the tick times, the
         decisions recorded here, the read-outs from the pipeline's log (``Pipeline.readouts``), whose float
         rows end with the physics readings."""
         k_n, ticks = self.setup.n_stages, self.ticks
         ints = readouts[0][:ticks].reshape(-1, len(_INT_FIELDS))
         floats = readouts[1][:ticks].reshape(ticks * k_n, -1)
         cols: dict[str, np.ndarray] = {
-            "time_s": np.repeat(np.frombuffer(self.times, dtype=np.float64), k_n),
+            "time_s": np.repeat(np.arange(ticks) * self.period_s, k_n),  # tick n at n x period_s, as control
             "stage": np.tile(np.arange(k_n, dtype=np.int64), ticks),
             "decided": np.fromiter(chain.from_iterable(self.decided), dtype=np.int64, count=ticks * k_n),
         }
@@ -217,6 +213,7 @@ def control(
         heat.at(0.0, 0, 0.0, pipe)
     pipe.deploy(ctl.start(pipe.readouts(1), pipe.factor))
     changes, period_s, end_s = s.env_changes, s.period_s, s.end_s
+    settle, read, set_target, tick, factor = pipe.settle, pipe.read, pipe.set_target, ctl.tick, pipe.factor
     j, n = 0, 1
     t_env = changes[0][0] if changes else math.inf  # the next environment change
     while True:
@@ -229,21 +226,21 @@ def control(
         pipe.next_instant_s = t
         yield env.timeout(t - env.now)  # lands exactly on t (t - now, added back to now, rounds to t)
         is_tick = t == t_tick
-        waits = pipe.settle(t, n if is_tick else DUE_ONLY)  # the nodes' physics stepped too
+        waits = settle(t, n if is_tick else DUE_ONLY)  # the nodes' physics stepped too
         if waits is not None:  # the reference model lets the instant's other events happen first
             yield from waits
         while t == t_env:
             k = changes[j][1]
             env_f[k] = changes[j][2]
-            pipe.factor[k] = env_f[k] * phys_f[k]
+            factor[k] = env_f[k] * phys_f[k]
             j += 1
             t_env = changes[j][0] if j < len(changes) else math.inf
         if heat is not None and heat.n_changed:
             for k, f in heat.changes():
                 phys_f[k] = f
-                pipe.factor[k] = env_f[k] * f
+                factor[k] = env_f[k] * f
         if is_tick:
-            pipe.set_target(ctl.tick(t, pipe.read(t), pipe.factor))
+            set_target(tick(t, read(t), factor))
             n += 1
             if progress is not None and n % 256 == 0:
                 progress(t)

@@ -74,18 +74,19 @@ class KState(NamedTuple):
     fs: Any  # [row][k] float state (FREE, ...)
     ist: Any  # [row][k] int state (STARTED, ...)
     iout: Any  # [tick][k][READ_INTS] read-outs: level, queue length, busy 0/1, arrivals, served, dropped (0)
-    fout: Any  # [tick][k][LOG_FLOATS] read-outs: busy_s, nominal_s (row 0: the deployment, zero), readings
+    fout: Any  # [tick][k][:] read-outs: busy_s, nominal_s (row 0: the deployment, zero), readings (float_log)
 
 
 READ_INTS, READ_FLOATS = 6, 2
-# The float log row: the read-out's READ_FLOATS, then the stage's node readings (``edgeprune.records.
-# PHYSICS_TIMELINE``: temperature, frequency, power, throttled), written by the physics step (NaN without).
+# With physics, the float log row is the read-out's READ_FLOATS, then the stage's node readings
+# (``edgeprune.records.PHYSICS_TIMELINE``: temperature, frequency, power, throttled), written by the physics step.
 LOG_FLOATS = READ_FLOATS + flat.READ_COLS
 
 
-def float_log(ticks: int, k_n: int) -> np.ndarray:
-    """An empty float read-out log, ``[tick][stage][LOG_FLOATS]``: counters zero, readings unknown (NaN)."""
-    log = np.zeros((ticks, k_n, LOG_FLOATS))
+def float_log(ticks: int, k_n: int, physics: bool) -> np.ndarray:
+    """An empty float read-out log, ``[tick][stage][READ_FLOATS]``, or ``LOG_FLOATS`` wide with physics:
+    counters zero, readings unknown (NaN) until the physics step writes them."""
+    log = np.zeros((ticks, k_n, LOG_FLOATS if physics else READ_FLOATS))
     log[:, :, READ_FLOATS:] = np.nan
     return log
 

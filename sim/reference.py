@@ -63,7 +63,7 @@ class ReferenceModel:
         self.start_rows = [array("d", nan_row) for _ in range(k_n)]
         self.stages = [Stage(self, k, quantiles[k].tolist()) for k in range(k_n)]
         self.log_i = np.zeros((s.n_ticks, k_n, READ_INTS), dtype=np.int64)  # every tick's read-out (readouts)
-        self.log_f = float_log(s.n_ticks, k_n)  # its readings columns are the heat's log
+        self.log_f = float_log(s.n_ticks, k_n, s.has_physics)  # readings columns: the heat's log
         self.row = 0
         self.links = [Link(self, k) for k in range(k_n - 1)]
         self.heat = Heat.of(s, False, self.log_f[:, :, READ_FLOATS:])  # the nodes' physics, stepped in settle
@@ -108,9 +108,7 @@ class ReferenceModel:
         self.row += 1
         self.log_i[self.row] = ints
         self.log_f[self.row, :, :READ_FLOATS] = floats
-        if self.heat is None:
-            return ints, floats
-        return ints, self.log_f[self.row].tolist()  # with the readings the physics step logged
+        return ints, self.log_f[self.row].tolist()  # with the readings the physics step logged, if any
 
     def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
         """The read-out log (row 0: the deployment's zeros)."""

@@ -72,7 +72,7 @@ def _numpy_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) -> 
         fs=fs,
         ist=np.zeros((kernels.IST_ROWS, k_n), dtype=np.int64),
         iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
-        fout=kernels.float_log(s.n_ticks, k_n),
+        fout=kernels.float_log(s.n_ticks, k_n, s.has_physics),
     )
 
 
@@ -98,7 +98,7 @@ def _python_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) ->
         ist=[[0] * k_n for _ in range(kernels.IST_ROWS)],
         # the read-out log stays numpy (compact for long runs; written a few times per tick)
         iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
-        fout=kernels.float_log(s.n_ticks, k_n),
+        fout=kernels.float_log(s.n_ticks, k_n, s.has_physics),
     )
 
 
@@ -133,7 +133,7 @@ class FastPipeline:
         self.heat_kernel: kernels.Kernel = (
             None if self.heat is None else _heat_kernel(self.st, self.heat, self.is_numpy)
         )
-        self.float_read = self.st.fout if self.heat is not None else self.st.fout[:, :, : kernels.READ_FLOATS]
+        self.int_log, self.float_log = self.st.iout, self.st.fout
         self._services = (self.st.start, self.st.svc, self.st.ist[kernels.STARTED])  # views: they stay current
         self.factor = self.st.fs[kernels.FACTOR]
         self.next_instant_s = 0.0
@@ -149,15 +149,15 @@ class FastPipeline:
         ``row``, and with physics the nodes' step at ``time_s`` (``sim.physics.Heat.at``), in one kernel call."""
         if row >= 0:
             self.row = row
-        heat = self.heat
-        if heat is None:
+        if self.heat is None:
             self.kernel(time_s, row, self.st)
         else:
+            heat = self.heat
             heat.n_changed, heat.next_s = self.heat_kernel(time_s, row, self.st, heat.nd, self.period_s)
 
     def read(self, time_s: float) -> ReadOut:
         """The read-out :meth:`settle` made at this tick."""
-        return self.st.iout[self.row].tolist(), self.float_read[self.row].tolist()
+        return self.int_log[self.row].tolist(), self.float_log[self.row].tolist()
 
     def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
         """The first ``ticks`` read-outs (row 0: the deployment's zeros): ``[ticks, stage, field]`` arrays."""
