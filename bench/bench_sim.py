@@ -2,6 +2,7 @@
 
     python bench/bench_sim.py                 # 100k and 1M requests, plus a naive SimPy baseline
     python bench/bench_sim.py --sizes 100000  # just one size
+    python bench/bench_sim.py --against TREE --sizes 100000  # this engine vs another checkout's, side by side
 
 Each size runs twice: without device physics and with every node under the ``rpi4b`` preset in a hot
 enclosure (the governor deciding every second, 4 nodes integrated at every tick); the ratio of the warm
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,10 +98,23 @@ def _profile_path(tmp: Path) -> tuple[Path, str]:
 PHYSICS = 'physics = { preset = "rpi4b", thermal = { ambient_c = 45.0 } }\n'  # hot: the governor acts
 
 
-def one_size(n: int, physics: bool = False, engine_only: bool = False) -> dict[str, float]:
+class Hold:
+    """A policy that keeps every stage at level 0 and does nothing else: timing a run under it times the
+    engine alone (requests, ticks, observations, validation), without the controller's own arithmetic."""
+
+    def __init__(self, n_stages: int) -> None:
+        self.levels = (0,) * n_stages
+
+    def decide(self, observation: object) -> tuple[int, ...]:
+        """Level 0 everywhere."""
+        return self.levels
+
+
+def one_size(n: int, physics: bool = False, engine_only: bool = False, hold: bool = False) -> dict[str, float]:
     """Run one size in this process and return its figures (``physics``: every node with the ``rpi4b``
     preset in a 45 C enclosure, governor deciding every second; ``engine_only``: the engine's figures only,
-    which any earlier tree's ``sim`` can give — see ``--against``)."""
+    which any earlier tree's ``sim`` can give — see ``--against``; ``hold``: under :class:`Hold` instead of
+    ``bottleneck``)."""
     from edgeprune.controller import make_policy
     from edgeprune.scenario import load_scenario
     from sim import compile_setup, curves_for, draw_streams, run_policy, simulate
@@ -131,15 +146,19 @@ def one_size(n: int, physics: bool = False, engine_only: bool = False) -> dict[s
         streams = draw_streams(sc)
         third = list(inspect.signature(compile_setup).parameters)[2]  # earlier trees took the arrivals
         setup = compile_setup(sc, spec, streams.arrivals_s if third == "arrivals_s" else streams)
+
+        def policy() -> Any:
+            return Hold(4) if hold else make_policy(spec, curves_for(sc))
+
         t0 = time.perf_counter()
-        out = simulate(setup, make_policy(spec, curves_for(sc)), streams.arrivals_s, streams.quantiles)
+        out = simulate(setup, policy(), streams.arrivals_s, streams.quantiles)
         engine_s = time.perf_counter() - t0  # cold: the first run in this process loads numba's code
         ticks = len(out.timeline["time_s"]) / 4
         del out
         warm_s = math.inf
         for _ in range(WARM_REPEATS):  # best of N: this shared VM's neighbours only ever slow a run down
             t0 = time.perf_counter()
-            out = simulate(setup, make_policy(spec, curves_for(sc)), streams.arrivals_s, streams.quantiles)
+            out = simulate(setup, policy(), streams.arrivals_s, streams.quantiles)
             warm_s = min(warm_s, time.perf_counter() - t0)
             del out
         if engine_only:
@@ -211,16 +230,21 @@ def _one(n: int, tree: Path, *flags: str) -> dict[str, float]:
 
 def against(base: Path, sizes: list[int], rounds: int = 3) -> int:
     """Warm engine speed of this tree and of ``base`` on the same scenario, alternated ``rounds`` times
-    (this VM's speed drifts: only figures taken side by side compare); the best of each."""
+    (this VM's speed drifts: only figures taken side by side compare); the best of each.  Under the
+    ``bottleneck`` policy (what a user runs) and under :class:`Hold` (the engine alone: the two trees'
+    policies may differ, the engine's per-tick work is what the comparison is about)."""
     print(f"this tree: {ROOT}\nbaseline:  {base}")
     for n in sizes:
-        best = {ROOT: 0.0, base: 0.0}
-        for r in range(rounds):
-            for tree in (base, ROOT):
-                rate = _one(n, tree, "--engine-only")["warm_req_per_s"]
-                best[tree] = max(best[tree], rate)
-                print(f"{n:>10,} round {r + 1} {'this' if tree == ROOT else 'base'}: {rate:>10,.0f} req/s warm")
-        print(f"{n:>10,} best: this {best[ROOT]:,.0f} vs base {best[base]:,.0f} = {best[ROOT] / best[base]:.2f}x")
+        for label, flags in (("bottleneck", ()), ("hold", ("--hold",))):
+            best = {ROOT: 0.0, base: 0.0}
+            for r in range(rounds):
+                for tree in (base, ROOT):
+                    rate = _one(n, tree, "--engine-only", *flags)["warm_req_per_s"]
+                    best[tree] = max(best[tree], rate)
+                    side = "this" if tree == ROOT else "base"
+                    print(f"{n:>10,} {label:<10} round {r + 1} {side}: {rate:>10,.0f} req/s warm")
+            ratio = best[ROOT] / best[base]
+            print(f"{n:>10,} {label:<10} best: this {best[ROOT]:,.0f} vs base {best[base]:,.0f} = {ratio:.2f}x")
     return 0
 
 
@@ -230,6 +254,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--physics", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
         "--against",
@@ -240,7 +265,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.one, args.physics, args.engine_only)))
+        print(json.dumps(one_size(args.one, args.physics, args.engine_only, args.hold)))
         return 0
     if args.against is not None:
         return against(args.against.resolve(), [int(s) for s in args.sizes.split(",")])
