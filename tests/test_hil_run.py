@@ -19,6 +19,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -38,6 +39,7 @@ pytest.importorskip("open_clip")
 pytestmark = capped_cluster_marks()
 
 SCENARIO = Path(__file__).parents[1] / "scenarios" / "hil" / "bursty-4node.toml"
+LULL_LOAD, BURST_LOAD = 0.4, 1.6  # arrival rates as shares of the slowed stage's unpruned capacity
 
 
 cluster, no_leftovers = cluster_fixtures(4, cgroups=True)  # four "Pis", each in its own cpu cgroup
@@ -61,9 +63,32 @@ def measured(cluster_file: Path, cluster: LocalCluster) -> Path:
 
 
 def _scenario(folder: Path, measured: Path) -> Path:
+    """The bursty scenario beside the measured profile, its rates set from the profile (:func:`_burst_rates_hz`)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(measured, folder / "local-cluster.json")
-    return Path(shutil.copy(SCENARIO, folder / SCENARIO.name))
+    text = SCENARIO.read_text()
+    lull_hz, burst_hz = _burst_rates_hz(measured, tomllib.loads(text))
+    text = text.replace("rates_hz = [2.0, 7.0]", f"rates_hz = [{lull_hz:.3f}, {burst_hz:.3f}]", 1)
+    assert f"{burst_hz:.3f}" in text, "the shipped scenario's rates line changed"
+    path = folder / SCENARIO.name
+    path.write_text(text)
+    return path
+
+
+def _burst_rates_hz(measured: Path, scenario: dict[str, Any]) -> tuple[float, float]:
+    """Lull and burst rates relative to the slowed stage's measured capacity, not fixed in req/s.
+
+    The nodes' speed is this machine's CPU under a quota, so a fixed rate overloads the slowed node on a busy
+    machine and not at all on a quiet one (a CI run once had both policies at 100 % attainment).  At
+    ``BURST_LOAD`` of the slowed unpruned stage's capacity a burst of the scenario's mean dwell queues well
+    over an SLO's worth of work without pruning; at ``LULL_LOAD`` the backlog drains between bursts.
+    """
+    from edgeprune.profile import load_profile
+
+    unpruned_s = load_profile(measured).devices["local"].mean_s(1, 0)
+    slowdown = scenario["environment"][0]["slowdown"]
+    capacity_hz = 1.0 / (slowdown * unpruned_s)
+    return LULL_LOAD * capacity_hz, BURST_LOAD * capacity_hz
 
 
 def test_profile_has_every_stage_and_level(measured: Path) -> None:
