@@ -32,4 +32,4 @@ $PY -m pip install -q --disable-pip-version-check -e '.[all]'
 $PY -m ruff format --check edgeprune sim traces models hil bench tests
 $PY -m ruff check edgeprune sim traces models hil bench tests
 $PY -m mypy edgeprune sim traces models hil
-$PY -m pytest -q "$@"
+$PY -m pytest -q --durations=20 "$@"  # the 20 slowest, to keep CI under its 20-minute budget
