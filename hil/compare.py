@@ -60,6 +60,7 @@ __all__ = [
     "format_compare",
     "idle_overhead_s",
     "level_shapes",
+    "level_switches",
     "percentile_interval",
     "predict",
     "realised_factors",
@@ -568,6 +569,16 @@ def throttled_node_s(result: RunResult, end_s: float) -> float | None:
     return float(rows.sum()) * _period_s(tl)
 
 
+def level_switches(result: RunResult) -> int:
+    """Level changes over the run, summed over stages (from the timeline's per-period ``level``): how often the
+    policy switched, to set the hardware's against the prediction's."""
+    tl = result.timeline.sort("time_s")
+    if tl.is_empty():
+        return 0
+    changed = tl.select((pl.col("level").diff().over("stage").fill_null(0) != 0).sum())
+    return int(changed.item())
+
+
 def _throttled_row(hw: RunResult, sim: RunResult) -> dict[str, Any] | None:
     """Time throttled on both sides over the time both timelines cover; ``None`` when neither knows it."""
     if hw.timeline.is_empty() or sim.timeline.is_empty():
@@ -675,6 +686,7 @@ def _table(hw: Mapping[str, RunResult], sim: Mapping[str, RunResult], slo_s: flo
         rows: dict[str, Any] = {m: _metric_row(m, hm, sm) for m in _METRICS}
         ok = {"p50": "p50_latency_s", "p95": "p95_latency_s", "slo": "slo_attainment"}
         rows["within_bounds"] = {k: bool(rows[m]["within_bound"]) for k, m in ok.items()}
+        rows["switches"] = {"hw": level_switches(h), "sim": level_switches(s)}
         throttled = _throttled_row(h, s)
         if throttled is not None:
             rows["throttled_s"] = throttled
