@@ -110,7 +110,10 @@ EMULATION_APPROXIMATIONS = (
     "control period it ends in) plus the CPU time of everything else in the node's cgroup over its quota; the "
     "simulator counts the services only, each over its own interval",
     "a frequency step is applied as the CPU quota cpu_quota x (f / f_max)^alpha (CFS throttling, not a "
-    "slower clock): a service's time scales by (f_max / f)^alpha on average, with the CFS period's jitter",
+    "slower clock): a service's time scales by (f_max / f)^alpha on average, with the CFS period's jitter; "
+    "measured a little more (1.51-1.54x at 1000 MHz for a stated 1.47x once the host's drift is taken out; "
+    "the worker's own CPU outside the service shares the quota, a candidate cause, not isolated): the "
+    "as-realised replay uses each step's measured factor",
     "the worker reads the emulated temperature and frequency once per control period: the timeline's "
     "throttled / freq_mhz lag the emulator by up to one period",
 )
@@ -354,11 +357,12 @@ def realised_freq_factors(
     slice's factor (``drift``) and its level's shape (``shapes``); the stated ``(f_max / f)^alpha`` for a step
     with fewer than ``MIN_LEVEL_SERVICES`` services (or without any at the top step).
 
-    Why: the emulator applies a step as the CPU quota ``cpu_quota x (f / f_max)^alpha``, but that quota is
-    shared by everything the node runs — the stage worker's sockets, its reports, the interpreter — so the
-    service itself loses more than the stated share (measured: 1000 MHz realised 1.56-1.64x the top step's
-    service time for a stated 1.47x).  A Pi's DVFS would differ in its own way; the replay uses what the
-    node showed.
+    Why: the emulator applies a step as the CPU quota ``cpu_quota x (f / f_max)^alpha``, and a quota is not a
+    clock: it is shared by everything the node runs besides the service (the worker's sockets and reports),
+    and CFS hands it out in periods.  Measured on the local cluster: 1000 MHz realised 1.51-1.54x the top
+    step's service time for a stated 1.47x once the host's drift is taken out (1.56-1.64x with the drift
+    left in, which the slices now carry).  A Pi's DVFS would differ in its own way; the replay uses what
+    the node showed.
     """
     tl = hw.timeline.filter(pl.col("served") > 0)
     out: dict[str, list[float]] = {}
