@@ -13,7 +13,7 @@ the scenario below ``--repeats`` times with ``edgeprune-hil run`` (each run: eve
 the simulator's prediction with the same physics in ``sim_vs_hw.json``) and prints per run and policy the
 time throttled on the emulated hardware, p50 / p95 / p99 / SLO attainment, the simulator's prediction, the
 errors against the project's bounds (p50 5 %, p95 10 %, SLO 3 points, throttled 10 %), the hardware
-percentiles' 95 % intervals, and the spread across runs.
+percentiles' 95 % intervals, the level switches on both sides, and the spread across runs.
 
 Physics (*assumptions*, not measurements): the ``rpi4b`` preset (its sources are in the preset file) with
 the thermal time constant scaled from ~120 s to ``TAU_S`` so that a run of about a minute heats up; pi2 sits
