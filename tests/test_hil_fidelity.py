@@ -273,3 +273,103 @@ def test_level_shapes_do_not_count_a_slowdown_twice(tmp_path: Path) -> None:
     shapes = level_shapes(sc, hw, realised_factors(sc, hw))
     for stage in ("s1", "s3"):  # on pi2
         assert max(abs(x - 1.0) for x in shapes[stage]) < 0.1, shapes[stage]
+
+
+def _drifting(sc: Scenario, slice_s: float, factors: np.ndarray) -> Scenario:
+    """``sc`` whose nodes all run at ``factors[i]`` x their profile in ``[i x slice_s, (i + 1) x slice_s)``:
+    a shared host whose speed drifts, all nodes together."""
+    from edgeprune.scenario import EnvironmentEvent
+
+    times = tuple(float(i * slice_s) for i in range(len(factors)))
+    events = tuple(
+        EnvironmentEvent(device=d.name, times_s=times, slowdowns=tuple(float(f) for f in factors)) for d in sc.devices
+    )
+    return replace(sc, environment=events)
+
+
+def test_drift_slices_replay_a_host_whose_speed_drifts(tmp_path: Path) -> None:
+    """Stand-in hardware: the simulator on a host whose speed changes every 5 s (0.7-1.5x, both nodes
+    together) where the scenario states none.  The slices come back from the run's timeline, and the replay
+    with them predicts the run's p95 within its bound, where one factor for the whole run does not."""
+    from edgeprune.scenario import load_scenario
+    from hil.compare import compare, drift_factors, realised_factors, realised_inputs
+    from sim.runner import draw_streams, run_policy
+
+    sc = load_scenario(write_case(tmp_path / "case", short_scenario(120, slowed_s=(300, 400))))
+    truth_f = np.random.default_rng(16).uniform(0.7, 1.5, 24)
+    spec = next(p for p in sc.policies if p.name == "no-pruning")
+    streams = draw_streams(sc)
+    hw = run_policy(_drifting(sc, 5.0, truth_f), spec, streams)
+    factors = realised_factors(sc, hw)
+    drift = drift_factors(sc, hw, factors)
+    for device in ("pi1", "pi2"):
+        got = dict(drift[device])
+        inside = [i for i in range(1, 23) if i * 5.0 in got]
+        assert len(inside) == 22
+        err = [abs(got[i * 5.0] / truth_f[i] - 1.0) for i in inside]
+        assert float(np.median(err)) < 0.05 and max(err) < 0.2
+    errors = {}
+    for slice_s in (math.inf, 5.0):
+        inp = realised_inputs(sc, hw, factors, slice_s=slice_s, freq_steps=False, dispersion=False)
+        replay = run_policy(inp.scenario, spec, streams)
+        doc = compare({spec.name: hw}, {spec.name: replay}, sc.slo_s)
+        errors[slice_s] = abs(doc["policies"][spec.name]["p95_latency_s"]["error"])
+    assert errors[5.0] < 10.0 < errors[math.inf], errors
+
+
+def test_service_dispersion_recovers_a_wider_spread(tmp_path: Path) -> None:
+    """Stand-in hardware: the simulator whose services spread four times as wide around the profile's means
+    (the means kept; cv ~0.2 as on the local cluster).  service_dispersion measures ~4 for every stage from
+    the per-period means alone, and the replay widened by it predicts the p95 better than the profile's
+    spread."""
+    from edgeprune.scenario import load_scenario
+    from hil.compare import compare, realised_factors, realised_inputs, service_dispersion, with_dispersion
+    from sim.runner import draw_streams, run_policy
+
+    sc = load_scenario(write_case(tmp_path / "case", short_scenario(300, slowed_s=(400, 500))))
+    spec = next(p for p in sc.policies if p.name == "no-pruning")
+    streams = draw_streams(sc)
+    wide = {st.name: 4.0 for st in sc.stages}
+    truth = with_dispersion(sc, wide)
+    k0 = sc.profile.devices["cpu"].latency_s[0][0]
+    assert float(np.mean(truth.profile.devices["cpu"].latency_s[0][0])) == pytest.approx(float(np.mean(k0)))
+    hw = run_policy(truth, spec, streams, known_profile=sc.profile)
+    factors = realised_factors(sc, hw)
+    spread = service_dispersion(sc, hw, factors, {})
+    assert all(x == pytest.approx(4.0, rel=0.25) for x in spread.values()), spread
+    plain = realised_inputs(sc, hw, factors, freq_steps=False, dispersion=False)
+    widened = realised_inputs(sc, hw, factors, freq_steps=False)
+    err = {}
+    for name, inp in (("plain", plain), ("widened", widened)):
+        replay = run_policy(inp.scenario, spec, streams, known_profile=sc.profile)
+        doc = compare({spec.name: hw}, {spec.name: replay}, sc.slo_s)
+        err[name] = abs(doc["policies"][spec.name]["p95_latency_s"]["error"])
+    assert err["widened"] < err["plain"], err  # measured: 3.5 % -> 0.8 %
+
+
+def test_realised_freq_factors_replay_the_slowdown_a_step_really_caused(tmp_path: Path) -> None:
+    """Stand-in hardware: n2 (R = 16 C/W, throttles) whose services slow by (f_max / f)^0.95 where the
+    scenario states alpha = 0.5.  The step it ran at comes back at (1500 / 1000)^0.95 = 1.47, and the
+    replay's effective ladder slows its services by that."""
+    from edgeprune.physics import freq_factor
+    from edgeprune.scenario import load_scenario
+    from hil.compare import level_shapes, realised_factors, realised_freq_factors, with_realised_ladder
+    from sim.runner import draw_streams, run_policy
+
+    sc = with_cluster_physics_for(
+        load_scenario(write_case(tmp_path / "case", short_scenario(120, slowed_s=(300, 400)))), tmp_path
+    )
+    stated_devices = []
+    for d in sc.devices:
+        phys = d.physics if d.physics is None else replace(d.physics, dvfs=replace(d.physics.dvfs, alpha=0.5))
+        stated_devices.append(replace(d, physics=phys))
+    stated = replace(sc, devices=tuple(stated_devices))
+    spec = stated.policies[0]  # no-pruning
+    hw = run_policy(sc, spec, draw_streams(sc))
+    assert hw.timeline.filter(hw.timeline["freq_mhz"] == 1000.0).height > 10  # n2 ran throttled
+    factors = realised_factors(stated, hw)
+    steps = realised_freq_factors(stated, hw, factors, level_shapes(stated, hw, factors))
+    assert set(steps) == {"n2"}
+    assert steps["n2"][0] == 1.0 and steps["n2"][1] == pytest.approx(1.5**0.95, rel=0.05)
+    n2 = {d.name: d for d in with_realised_ladder(stated, steps).devices}["n2"].physics
+    assert n2 is not None and freq_factor(n2, 1) == pytest.approx(steps["n2"][1])

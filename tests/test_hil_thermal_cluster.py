@@ -1,4 +1,5 @@
-"""The thermal emulator on the local cluster: a loaded node heats and throttles, an idle one does not.
+"""The thermal emulator on the local cluster: a loaded node heats and throttles, an idle one does not; and a
+heated cluster's run is predicted within the project's bounds (issue #16, first must-show).
 
 Four "Pis" at 0.4 CPU each run the tiny model's stages at 2 requests/s (a few ms of CPU per request: the
 nodes stay nearly idle).  From t = 1 s a co-located ``stress-ng --cpu 1`` (the scenario's ``stress``
@@ -25,10 +26,8 @@ from hil.cli import main
 
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
-pytestmark = [
-    *capped_cluster_marks(),
-    pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed"),
-]
+pytestmark = capped_cluster_marks()
+needs_stress = pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed")
 
 BASE_CPUS = 0.4
 PHYSICS = '{ preset = "rpi4b", thermal = { resistance_c_per_w = 12.0, time_constant_s = 8.0, initial_c = 57.4 } }'
@@ -85,6 +84,7 @@ def _cluster_file(cluster: LocalCluster) -> Path:
     return path
 
 
+@needs_stress
 def test_loaded_node_heats_and_throttles_idle_nodes_do_not(cluster: LocalCluster, tmp_path: Path) -> None:
     cluster_file = _cluster_file(cluster)
     prof = cluster.root / "local-cluster.json"
@@ -126,3 +126,96 @@ def test_loaded_node_heats_and_throttles_idle_nodes_do_not(cluster: LocalCluster
     # the run restored every node's quota (the cgroups had none)
     for n in cluster.nodes:
         assert n.cgroup is not None and int((n.cgroup / "cpu.cfs_quota_us").read_text()) == -1
+
+
+# The heated cluster of bench/bench_hil_thermal.py, shortened to two policies: every node the rpi4b preset with
+# tau = 15 s (scaled from ~120 s so that a minute heats up) and pi2 in an enclosure (R = 14 C/W, the others
+# the preset's 10), each starting at its idle steady state (assumptions); Poisson 6 req/s for 60 s.
+HEATED_RATE_HZ = 6.0
+HEATED_S = 60.0
+HEATED = """\
+name = "hil-heated"
+seed = 41
+duration_s = {duration_s}
+warmup_s = 2.0
+slo_s = 1.0
+drain_s = 5.0
+profile = "local-cluster.json"
+{devices}
+{stages}
+[arrivals]
+kind = "poisson"
+rate_hz = {rate_hz}
+[[policy]]
+name = "no-pruning"
+kind = "static"
+levels = [0, 0, 0, 0]
+period_s = 0.5
+[[policy]]
+name = "thermal"
+kind = "thermal"
+period_s = 0.5
+cooldown_s = 3.0
+"""
+# What the as-realised prediction is held to, per policy: the bounds that held in every run measured so far
+# (README, "A heated cluster"); what did not hold reliably is reported there, not asserted here.
+ASSERTED = {"no-pruning": ("p50", "p95", "slo"), "thermal": ("p95", "slo")}
+
+
+def _heated_physics(node: str) -> str:
+    r = 14.0 if node == "pi2" else 10.0
+    return (
+        f'{{ preset = "rpi4b", thermal = {{ resistance_c_per_w = {r}, time_constant_s = 15.0, '
+        f"initial_c = {25.0 + r * 2.7:.2f} }} }}"
+    )
+
+
+def _heated_cluster_file(cluster: LocalCluster) -> Path:
+    from hil.local import RUN_VIT
+
+    ckpt = make_tiny_checkpoint(cluster.root / "run-model", RUN_VIT)
+    extra = {
+        n.name: f'thermal_zone_file = "{n.dir / "temp"}"\ncpu_freq_file = "{n.dir / "freq"}"\n'
+        f"emulate_physics = {_heated_physics(n.name)}"
+        for n in cluster.nodes
+    }
+    path = cluster.root / "heated.toml"
+    path.write_text(cluster.cluster_toml(ckpt, cpu_quota=BASE_CPUS, slowdown="stress", host_extra=extra))
+    return path
+
+
+def test_heated_cluster_heats_and_the_prediction_holds_the_bounds(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Nobody scripts the heat: pi2 heats under no-pruning from the load the run puts on it, and the simulator
+    replaying what the run measured (hil.compare.realised_inputs) predicts the run within the project's
+    bounds (ASSERTED)."""
+    from hil.compare import format_compare
+
+    cluster_file = _heated_cluster_file(cluster)
+    prof = cluster.root / "heated-profile.json"
+    cmd = ["--cluster", str(cluster_file), "profile", "--out", str(prof), "--samples", "10", "--warmup", "2"]
+    assert main(cmd) == 0
+    folder = tmp_path / "sc"
+    folder.mkdir()
+    shutil.copy(prof, folder / "local-cluster.json")
+    devices = "\n".join(f'[[device]]\nname = "pi{k}"\nprofile_device = "local"' for k in range(1, 5))
+    stages = "\n".join(f'[[stage]]\nname = "s{k}"\ndevice = "pi{k + 1}"' for k in range(4))
+    sc = folder / "heated.toml"
+    sc.write_text(HEATED.format(duration_s=HEATED_S, rate_hz=HEATED_RATE_HZ, devices=devices, stages=stages))
+    out = tmp_path / "run"
+    assert main(["--cluster", str(cluster_file), "run", str(sc), "--out", str(out), "--profile", str(prof)]) == 0
+    doc = json.loads((out / "sim_vs_hw.json").read_text())
+    shown = format_compare(doc)
+    summary = json.loads((out / "summary.json").read_text())
+    emulated = {
+        p: {e["node"]: e for e in summary["environment_applied"][p] if e["how"] == "thermal emulator"}
+        for p in ("no-pruning", "thermal")
+    }
+    # the load heated the enclosed node well above its idle steady state (whether it reaches the 80 C
+    # threshold depends on how fast the shared host runs the services: not asserted), and a bare board stayed
+    # below the threshold
+    assert emulated["no-pruning"]["pi2"]["peak_temp_c"] > 25.0 + 14.0 * 2.7 + 5.0, shown
+    assert emulated["no-pruning"]["pi1"]["throttled_s"] == 0, shown
+    realised = doc["as_realised"]["policies"]
+    for policy, bounds in ASSERTED.items():
+        held = realised[policy]["within_bounds"]
+        assert all(held[b] for b in bounds), f"{policy}: {held}\n{shown}"
