@@ -1,8 +1,8 @@
 """Open-loop interference on the local cluster: one node slowed by a co-located ``stress-ng`` that nobody retunes,
 and the simulator's prediction of it (issue #16, "must show", second item).  Root only.
 
-    python bench/bench_hil_stress.py                        # 3 repeats of no-pruning and dynamic, stated 3x
-    python bench/bench_hil_stress.py --repeats 2 --slowdown 2.0
+    python bench/bench_hil_stress.py                        # 3 repeats of no-pruning and dynamic, stated 2x
+    python bench/bench_hil_stress.py --repeats 2 --slowdown 3.0
     python bench/bench_hil_stress.py --keep DIR             # keep the run folders (and reuse DIR's profiles)
 
 What it does: starts the 4-node local cluster (``hil.local``, cgroups, 0.4 CPU per node), writes the ``RUN_VIT``
@@ -195,7 +195,7 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--slowdown", type=float, default=3.0, help="pi2's stated factor (stress-ng --cpu round(f - 1))")
+    ap.add_argument("--slowdown", type=float, default=2.0, help="pi2's stated factor (stress-ng --cpu round(f - 1))")
     ap.add_argument("--policies", nargs="+", default=["no-pruning", "dynamic"])
     ap.add_argument("--first-seed", type=int, default=11, help="run i uses seed first + i (fresh arrivals)")
     ap.add_argument("--keep", type=Path, help="keep the run folders here (and reuse its profiles)")
