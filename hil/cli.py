@@ -2,16 +2,21 @@
 
 edgeprune-hil --cluster pis.toml check
 edgeprune-hil --cluster pis.toml profile --out models/profiles/mycluster.json
+edgeprune-hil --cluster pis.toml profile --out under.json --under stress:2 --node pi2 --baseline mycluster.json
 edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--profile P] [--policy NAME]
+    [--under-profile U]
 edgeprune-hil calibrate runs/hil1 [--out calibrated.toml] [--holdout runs/hil2]
 edgeprune-hil local up --nodes 4 --out DIR        (root) ... edgeprune-hil local down DIR
 
 ``check``   connect to every node (host keys verified), report Python / edgeprune / torch versions, clock
             offset and what is missing; ``--upload`` also installs the wheel / uploads the checkpoint.
-``profile`` the offline benchmark on the nodes (:mod:`hil.profiling`), written as an EdgePrune profile.
+``profile`` the offline benchmark on the nodes (:mod:`hil.profiling`), written as an EdgePrune profile;
+            ``--under stress:N [--node NAME] [--baseline CLEAN]``: measured while ``stress-ng --cpu N`` runs on the
+            named nodes (all by default), with each level's factor against the clean profile (interference).
 ``run``     every policy of the scenario on the cluster; results in the simulator's run-dir layout (plus
             ``"backend": "hil"`` and the nodes in ``summary.json``), and ``sim_vs_hw.json`` /
-            ``sim_vs_hw.txt``: the simulator's prediction with the profile measured on the same nodes.
+            ``sim_vs_hw.txt``: the simulator's prediction with the profile measured on the same nodes (as stated,
+            as realised, why they differ per slowed node; ``--under-profile P``: also as profiled under interference).
 ``calibrate`` fit thermal R / tau / ambient, the frequency exponent, the hop overhead and interference factors
             from a run folder (:mod:`hil.calibrate`); ``--out`` writes them as a scenario fragment, ``--holdout``
             reports the error predicting a second run.
