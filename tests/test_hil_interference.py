@@ -145,3 +145,30 @@ def test_as_profiled_predicts_a_level_dependent_load_the_statement_misses(tmp_pa
     text = format_interference({"interference": reasons, "as_profiled": doc})
     assert "why as stated differs under no-pruning: pi2 from 60 s: stated 1.6x" in text[0]
     assert any(line.startswith("as profiled under interference") for line in text)
+
+
+def test_cli_refuses_bad_interference_options_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``profile --node`` without ``--under``, a malformed ``--under``, and a ``run --under-profile`` measured
+    under another load than the scenario's stress slowdown starts: one line each, exit 2, before any node is
+    contacted (the cluster's addresses do not exist) and with nothing written."""
+    from hil.cli import main
+
+    sc = _scenario(tmp_path)
+    cluster = tmp_path / "pis.toml"
+    _cluster(tmp_path)  # writes pis.toml
+    out = tmp_path / "p.json"
+    cases = [
+        (["profile", "--out", str(out), "--node", "n2"], "--node and --baseline go with --under stress:N"),
+        (["profile", "--out", str(out), "--under", "stress:0"], "expected stress:N with N >= 1"),
+    ]
+    two_hogs = tmp_path / "under.json"
+    _under(sc.profile, {1: [2.0] * sc.profile.n_levels}, Interference(2, ("n2", "n4"))).save(two_hogs)
+    run = ["run", str(sc.source), "--out", str(tmp_path / "run"), "--under-profile", str(two_hogs)]
+    cases.append((run, "no environment event of"))
+    for argv, says in cases:
+        rc = main(["--cluster", str(cluster), *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and says in err[0], err
+    assert not out.exists() and not (tmp_path / "run").exists()
