@@ -104,13 +104,15 @@ def recompare(folder: Path) -> dict[str, Any]:
     the slowdown methods and the as-profiled factors as the run recorded them); written beside the run's own as
     ``sim_vs_hw.recomputed.json``."""
     from hil.calibrate import load_run
-    from hil.compare import as_profiled, sim_vs_hw, stated_vs_realised, to_json
+    from hil.compare import OPEN_LOOP_BIN_S, as_profiled, sim_vs_hw, stated_vs_realised, to_json
 
     run = folder / "run"
     sc, results = load_run(run)
     old = json.loads((run / "sim_vs_hw.json").read_text())
     idle_s = old["hop_probe"]["overhead_s"]
-    doc = sim_vs_hw(sc, list(results.values()), idle_s, {})
+    methods = old.get("slowdown_methods", {})  # folders kept before binned_s was recorded: the stress devices
+    binned = old["as_realised"].get("binned_s") or {d: OPEN_LOOP_BIN_S for d, h in methods.items() if "stress" in h}
+    doc = sim_vs_hw(sc, list(results.values()), idle_s, {}, binned)
     doc["hop_probe"] = old["hop_probe"]
     doc["slowdown_methods"] = old.get("slowdown_methods", {})
     doc["interference"] = stated_vs_realised(

@@ -332,6 +332,7 @@ def _sim_vs_hw(
     already carries the emulated hosts' physics (``hil.compare.with_cluster_physics``); ``profiled``: the
     interference factors of ``--under-profile`` (``hil.profiling.with_interference``) for the as-profiled table."""
     from hil.compare import (
+        OPEN_LOOP_BIN_S,
         as_profiled,
         format_compare,
         format_interference,
@@ -343,14 +344,24 @@ def _sim_vs_hw(
 
     idle_s = idle_overhead_s(probe) if probe is not None else None
     emulated = {h.name: h.emulate_physics.preset for h in cluster.stage_hosts() if h.emulate_physics is not None}
-    doc = sim_vs_hw(sc, results, idle_s, emulated)
+    methods = _slowdown_methods(cluster, sc)
+    binned = {d: OPEN_LOOP_BIN_S for d in methods if _all_stress(cluster, sc, d)}
+    doc = sim_vs_hw(sc, results, idle_s, emulated, binned)
     doc["hop_probe"] = {"requests": probe.requests.height if probe is not None else 0, "overhead_s": idle_s}
-    doc["slowdown_methods"] = _slowdown_methods(cluster, sc)
+    doc["slowdown_methods"] = methods
     doc["interference"] = stated_vs_realised(sc, results, doc["as_realised"]["factors"], doc["slowdown_methods"])
     if profiled:
         doc["as_profiled"] = as_profiled(sc, results, profiled, idle_s)
     table = "\n".join([format_compare(doc), *format_interference(doc)])
     return table, {"sim_vs_hw.json": to_json(doc), "sim_vs_hw.txt": table + "\n"}
+
+
+def _all_stress(cluster: ClusterSpec, sc: Scenario, device: str) -> bool:
+    """Whether every host ``device`` stands for realises slowdowns with stress-ng (open-loop: its slowed
+    windows are replayed in bins, ``hil.compare.binned_window``)."""
+    from hil.environment import hosts_of_device
+
+    return all(cluster.host(h).slowdown_method == "stress" for h in hosts_of_device(sc, cluster, device))
 
 
 def _slowdown_methods(cluster: ClusterSpec, sc: Scenario) -> dict[str, str]:

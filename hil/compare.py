@@ -194,7 +194,9 @@ def with_level_shapes(sc: Scenario, shapes: Mapping[str, Sequence[float]]) -> Sc
     return replace(sc, profile=replace(sc.profile, devices=devices))
 
 
-def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float, float]]]:
+def realised_factors(
+    sc: Scenario, hw: RunResult, binned: Mapping[str, float] | None = None
+) -> dict[str, list[tuple[float, float]]]:
     """Per scenario device: ``(time_s, factor)`` change points with the service-time factors the hardware
     showed, relative to the profile.
 
@@ -203,7 +205,8 @@ def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float,
     window (the first period after a change left out as a transition).  A window without a completed
     service keeps its stated factor.  Where the device has physics and the timeline its frequency, each
     period's slowdown from the frequency (``(f_max / f)^alpha``) is taken out: the replay's physics applies
-    it again, from its own temperature.
+    it again, from its own temperature.  ``binned``: per device, a bin width for its slowed windows, replayed
+    bin by bin (:func:`binned_window`: an open-loop load's factor drifts within its window).
     """
     tl = hw.timeline
     period_s = _period_s(tl)
@@ -215,6 +218,10 @@ def realised_factors(sc: Scenario, hw: RunResult) -> dict[str, list[tuple[float,
         ends = [p[0] for p in points[1:]] + [math.inf]
         realised = []
         for (t, stated), end in zip(points, ends, strict=True):
+            bin_s = (binned or {}).get(device)
+            if bin_s is not None and stated != 1.0:
+                realised += binned_window(rows, t, end, stated, period_s, bin_s)
+                continue
             r = _ratio(rows, t + period_s if t > 0 else -math.inf, end)
             realised.append((t, stated if r is None else r))
         out[device] = realised
@@ -244,6 +251,49 @@ def _without_window(rows: pl.DataFrame, points: Sequence[tuple[float, float]]) -
 def _period_s(tl: pl.DataFrame) -> float:
     times = np.unique(tl["time_s"].to_numpy())
     return float(np.median(np.diff(times))) if times.size > 1 else 0.0
+
+
+MIN_BIN_SERVICES = 5  # a bin of a binned window with fewer services joins the bin before it
+# Bin width for open-loop (stress) windows.  Measured on bench_hil_stress.py's stated-2x runs (3 runs x 2
+# policies): with one factor per window 3 of 6 rows met p50 / p95 / SLO; with 2.5 / 5 / 10 s bins 5 / 6 / 3
+# of 6 (2.5 s: too few services per bin; 10 s: the drift is averaged away again).
+OPEN_LOOP_BIN_S = 5.0
+
+
+def binned_window(
+    rows: pl.DataFrame, start_s: float, end_s: float, stated: float, period_s: float, bin_s: float
+) -> list[tuple[float, float]]:
+    """``(time_s, factor)`` points over one slowed window ``[start_s, end_s)``, one per ``bin_s`` bin: the
+    measured / profiled service time of the periods ending in it (the first period of the window left out as
+    a transition); a bin with fewer than ``MIN_BIN_SERVICES`` services is merged into the one before (the
+    first into the next).  An open-loop load (a co-located ``stress-ng``) holds no factor: on the local
+    cluster pi2's factor under two hogs ranged 3.1-6.2x between 2.5 s bins of one window, and one window mean
+    replays a queue that grows at the wrong times.  ``[(start_s, stated)]`` when nothing was served."""
+    lo = start_s + period_s if start_s > 0 else -math.inf
+    last_s = float(rows["time_s"].max()) if rows.height else start_s  # type: ignore[arg-type]
+    n_bins = max(1, math.ceil((min(end_s, last_s) - start_s) / bin_s))
+    groups: list[list[float]] = []  # [start, end] of each emitted bin
+    for i in range(n_bins):
+        a, b = start_s + i * bin_s, start_s + (i + 1) * bin_s
+        if groups and _served(rows, max(groups[-1][0], lo), groups[-1][1]) < MIN_BIN_SERVICES:
+            groups[-1][1] = b  # the bin before is still too thin: this one joins it
+        elif groups and _served(rows, max(a, lo), b) < MIN_BIN_SERVICES:
+            groups[-1][1] = b
+        else:
+            groups.append([a, b])
+    if len(groups) > 1 and _served(rows, max(groups[-1][0], lo), groups[-1][1]) < MIN_BIN_SERVICES:
+        groups[-2][1] = groups.pop()[1]
+    groups[-1][1] = end_s  # the last bin runs to the window's end
+    out = []
+    for a, b in groups:
+        r = _ratio(rows, max(a, lo), b)
+        out.append((a, stated if r is None else r))
+    return out
+
+
+def _served(rows: pl.DataFrame, start_s: float, end_s: float) -> int:
+    """Services completed in the periods ending in ``(start_s, end_s]``."""
+    return int(rows.filter((pl.col("time_s") > start_s) & (pl.col("time_s") <= end_s))["served"].sum())
 
 
 def _ratio(rows: pl.DataFrame, start_s: float, end_s: float) -> float | None:
@@ -600,7 +650,11 @@ def _format_table(policies: Mapping[str, Any]) -> list[str]:
 
 
 def sim_vs_hw(
-    sc: Scenario, results: Sequence[RunResult], idle_s: float | None, emulated: Mapping[str, str | None]
+    sc: Scenario,
+    results: Sequence[RunResult],
+    idle_s: float | None,
+    emulated: Mapping[str, str | None],
+    binned: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The whole comparison of a hardware run (``sim_vs_hw.json`` less the hop probe's entry).
 
@@ -610,10 +664,11 @@ def sim_vs_hw(
     (:func:`realised_factors`) and each stage's per-level shape (:func:`level_shapes`) applied to the
     services while the policy still knows the profile, plus one fixed overhead per request
     (:func:`realised_overhead_s`, measured under the static policies; the hop probe's where none is
-    measurable)."""
+    measurable).  ``binned``: per device, the bin width its slowed windows are replayed in
+    (:func:`binned_window`; the open-loop ones)."""
     stated_sc = with_hop_overhead(sc, idle_s) if idle_s is not None else sc
     sim = predict(stated_sc, [r.policy for r in results])
-    factors = {r.policy: realised_factors(sc, r) for r in results}
+    factors = {r.policy: realised_factors(sc, r, binned) for r in results}
     shapes = {r.policy: level_shapes(sc, r, factors[r.policy]) for r in results}
     replayed_scs = {r.policy: with_level_shapes(as_realised(sc, factors[r.policy]), shapes[r.policy]) for r in results}
     replays = {p: (rsc, predict(rsc, [p], sc.profile)[p]) for p, rsc in replayed_scs.items()}
@@ -628,6 +683,7 @@ def sim_vs_hw(
         )
     doc = compare({r.policy: r for r in results}, sim, sc.slo_s, realised, factors, overhead_s, source)
     doc["as_realised"]["level_shapes"] = shapes
+    doc["as_realised"]["binned_s"] = dict(binned or {})
     doc["profile"] = str(sc.profile_path)
     if emulated:
         doc["physics"] = {"emulated": dict(emulated), "approximations": list(EMULATION_APPROXIMATIONS)}
@@ -673,9 +729,11 @@ def stated_vs_realised(
         per_device: dict[str, list[dict[str, Any]]] = {}
         for device in slowed:
             stated = merged_schedule([ev for ev in sc.environment if ev.device == device])
-            realised = dict(factors.get(hw.policy, {}).get(device, []))
+            replayed = factors.get(hw.policy, {}).get(device, [])
             per_device[device] = [
-                _window_row(sc, hw, device, t, f, realised.get(t), end, methods.get(device, ""))
+                _window_row(
+                    sc, hw, device, (t, end), f, [x for u, x in replayed if t <= u < end], methods.get(device, "")
+                )
                 for (t, f), end in zip(stated, [p[0] for p in stated[1:]] + [math.inf], strict=True)
             ]
         out[hw.policy] = per_device
@@ -686,17 +744,18 @@ def _window_row(
     sc: Scenario,
     hw: RunResult,
     device: str,
-    start_s: float,
+    window: tuple[float, float],
     stated: float,
-    realised: float | None,
-    end_s: float,
+    replayed: Sequence[float],
     how: str,
 ) -> dict[str, Any]:
-    """One window of :func:`stated_vs_realised`."""
+    """One window of :func:`stated_vs_realised` (``replayed``: the factors replayed in it, one per bin)."""
+    start_s, end_s = window
     stages = [s.name for s in sc.stages if s.device == device]
     tl = hw.timeline
     rows = _without_freq(tl.filter(pl.col("stage").is_in(stages) & (pl.col("served") > 0)), sc, device)
     lo = start_s + _period_s(tl) if start_s > 0 else -math.inf
+    realised = _ratio(rows, lo, end_s)
     per_level = []
     for lv in range(sc.profile.n_levels):
         at = rows.filter((pl.col("level") == lv) & (pl.col("time_s") > lo) & (pl.col("time_s") <= end_s))
@@ -705,8 +764,17 @@ def _window_row(
     levels = "/".join("-" if f is None else f"{f:.2f}" for f in per_level)
     shown = "-" if realised is None else f"{realised:.2f}x"
     reason = f"from {start_s:g} s: stated {stated:g}x, realised {shown}" + (f" ({how})" if how else "")
+    if len(replayed) > 1:
+        reason += f", replayed in {len(replayed)} bins of x{min(replayed):.2f}..{max(replayed):.2f}"
     reason += f"; per level {levels}"
-    return {"from_s": start_s, "stated": stated, "realised": realised, "per_level": per_level, "reason": reason}
+    return {
+        "from_s": start_s,
+        "stated": stated,
+        "realised": realised,
+        "replayed": list(replayed),
+        "per_level": per_level,
+        "reason": reason,
+    }
 
 
 PROFILED_NOTE = (

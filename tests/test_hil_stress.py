@@ -80,13 +80,9 @@ def test_open_loop_stress_run_is_predicted_as_realised(
     cluster_file: Path, profiles: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The stress load is never retuned; the comparison says why as stated misses (stated vs realised factor)
-    and, replaying the realised factors, holds SLO attainment within its bound for both policies.  A real-time
-    run on two shared cores is noisy: one repeat is allowed before the bound must hold.
-
-    p50 / p95 are not held here: on this shared 2-core machine the as-realised p50 met its 5 % bound in 4 of
-    12 rows and p95 its 10 % in 8 of 12 (bench/bench_hil_stress.py; the README's interference paragraph has
-    the figures and what drives them: the host's speed drifting between policy segments by more than the
-    bound).  They are printed, and the rows must be complete."""
+    and, replaying the factors the run measured (in ``OPEN_LOOP_BIN_S`` bins over the stressed window), holds
+    p50 / p95 / SLO within the bounds for both policies.  A real-time run on two shared cores is noisy: one
+    repeat is allowed before the bounds must hold."""
     clean, under = profiles
     sc = _scenario(tmp_path / "sc", clean)
     for attempt in range(2):
@@ -99,7 +95,7 @@ def test_open_loop_stress_run_is_predicted_as_realised(
         assert rc == 0, printed.err
         cmp = json.loads((out / "sim_vs_hw.json").read_text())
         realised = cmp["as_realised"]["policies"]
-        if all(realised[p]["within_bounds"]["slo"] for p in realised):
+        if all(all(realised[p]["within_bounds"].values()) for p in realised):
             break
     doc = json.loads((out / "summary.json").read_text())
     for policy in ("no-pruning", "dynamic"):
@@ -112,10 +108,10 @@ def test_open_loop_stress_run_is_predicted_as_realised(
         assert window["reason"].startswith(f"from {SLOWED_FROM_S:g} s: stated {STATED:g}x, realised ")
         assert "stress-ng --cpu 1, open-loop" in window["reason"]
         rows = cmp["as_realised"]["policies"][policy]
-        assert rows["within_bounds"]["slo"], rows["slo_attainment"]
-        for metric in ("p50_latency_s", "p95_latency_s"):  # judged and reported, not held (see above)
-            assert rows[metric]["error"] is not None and rows[metric]["n_hw"] > 100, rows[metric]
+        assert rows["within_bounds"] == {"p50": True, "p95": True, "slo": True}, rows
+        assert len(window["replayed"]) >= 2  # the stressed window was replayed bin by bin
     assert set(cmp["as_profiled"]["policies"]) == {"no-pruning", "dynamic"}
+    assert cmp["as_realised"]["binned_s"] == {"pi2": 5.0}
     text = (out / "sim_vs_hw.txt").read_text()
     assert "why as stated differs under no-pruning: pi2 from" in text
     assert "as profiled under interference" in text
