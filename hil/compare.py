@@ -254,9 +254,9 @@ def _period_s(tl: pl.DataFrame) -> float:
 
 
 MIN_BIN_SERVICES = 5  # a bin of a binned window with fewer services joins the bin before it
-# Bin width for open-loop (stress) windows.  Measured on bench_hil_stress.py's stated-2x runs (3 runs x 2
-# policies): with one factor per window 3 of 6 rows met p50 / p95 / SLO; with 2.5 / 5 / 10 s bins 5 / 6 / 3
-# of 6 (2.5 s: too few services per bin; 10 s: the drift is averaged away again).
+# Bin width for open-loop (stress) windows, chosen on bench_hil_stress.py's stated-2x runs (3 runs x 2
+# policies): with one factor per window 2 of 6 rows met p50 / p95 / SLO together; with 2.5 / 5 / 10 s bins
+# 5 / 6 / 3 of 6 (2.5 s: too few services per bin; 10 s: the drift is averaged away again).
 OPEN_LOOP_BIN_S = 5.0
 
 
