@@ -172,3 +172,62 @@ def test_cli_refuses_bad_interference_options_before_connecting(
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and says in err[0], err
     assert not out.exists() and not (tmp_path / "run").exists()
+
+
+def _rows(times_s: list[float], served: list[int], factor: list[float], nominal_s: float = 0.1) -> object:
+    """Timeline rows of one stage: per period its services, each ``factor`` times its profiled ``nominal_s``."""
+    import polars as pl
+
+    return pl.DataFrame(
+        {
+            "time_s": times_s,
+            "served": served,
+            "service_time_s": [nominal_s * f for f in factor],
+            "env_factor": factor,
+        }
+    )
+
+
+def test_binned_window_follows_a_drifting_load_and_merges_thin_bins() -> None:
+    """A window from 10 s whose load drifts from 2x to 4x: one point per 5 s bin with that bin's factor; the
+    window's first period (a transition) is left out; a bin with too few services joins the one before."""
+    from hil.compare import MIN_BIN_SERVICES, binned_window
+
+    times = [10.0 + 0.5 * i for i in range(1, 41)]  # 20 s of 0.5 s periods
+    factor = [9.0] + [2.0] * 19 + [4.0] * 20  # the first period is the transition
+    got = binned_window(_rows(times, [1] * 40, factor), 10.0, 30.0, 3.0, 0.5, 5.0)  # type: ignore[arg-type]
+    assert [t for t, _ in got] == [10.0, 15.0, 20.0, 25.0]
+    assert [f for _, f in got] == pytest.approx([2.0, 2.0, 4.0, 4.0])
+    served = [1] * 10 + [0] * 9 + [MIN_BIN_SERVICES - 4] + [1] * 20  # 15-20 s holds too few: joins 10-15 s
+    got = binned_window(_rows(times, served, factor), 10.0, 30.0, 3.0, 0.5, 5.0)  # type: ignore[arg-type]
+    assert [t for t, _ in got] == [10.0, 20.0, 25.0]
+    assert got[1][1] == pytest.approx(4.0)
+    assert binned_window(_rows([], [], []), 10.0, 30.0, 3.0, 0.5, 5.0) == [(10.0, 3.0)]  # type: ignore[arg-type]
+
+
+def test_binned_replay_predicts_a_drifting_load_one_window_factor_misses(tmp_path: Path) -> None:
+    """Stand-in hardware: pi2 at 1.3x for the first half of its window and 2.2x for the second (stated 1.6x).
+    The binned replay holds the bounds; the replay with one factor per window misses the adaptive policy's p95."""
+    from hil.compare import realised_factors, sim_vs_hw
+
+    sc = _scenario(tmp_path, duration_s=240, slowed_s=(60, 240))
+    truth = replace(
+        sc,
+        environment=tuple(
+            replace(ev, slowdown=None, start_s=0.0, end_s=None, times_s=(60.0, 150.0), slowdowns=(1.3, 2.2))
+            for ev in sc.environment
+        ),
+    )
+    from sim.runner import draw_streams, run_policy
+
+    streams = draw_streams(sc)
+    hw = [run_policy(truth, p, streams) for p in sc.policies]
+    binned = sim_vs_hw(sc, hw, None, {}, {"pi2": 10.0})
+    whole = sim_vs_hw(sc, hw, None, {})
+    assert binned["as_realised"]["binned_s"] == {"pi2": 10.0}
+    pts = realised_factors(sc, hw[0], {"pi2": 10.0})["pi2"]
+    assert len(pts) > 3 and min(f for t, f in pts if t >= 60) < 1.45 and max(f for _, f in pts) > 2.0
+    for p in ("no-pruning", "dynamic"):
+        assert all(binned["as_realised"]["policies"][p]["within_bounds"].values()), p
+    dynamic = whole["as_realised"]["policies"]["dynamic"]  # one factor for both halves: its tail is missed
+    assert not dynamic["within_bounds"]["p95"], dynamic["p95_latency_s"]
