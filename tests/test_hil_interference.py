@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import pytest
 from simfixtures import short_scenario, write_case
 
@@ -174,10 +175,8 @@ def test_cli_refuses_bad_interference_options_before_connecting(
     assert not out.exists() and not (tmp_path / "run").exists()
 
 
-def _rows(times_s: list[float], served: list[int], factor: list[float], nominal_s: float = 0.1) -> object:
+def _rows(times_s: list[float], served: list[int], factor: list[float], nominal_s: float = 0.1) -> pl.DataFrame:
     """Timeline rows of one stage: per period its services, each ``factor`` times its profiled ``nominal_s``."""
-    import polars as pl
-
     return pl.DataFrame(
         {
             "time_s": times_s,
@@ -195,14 +194,14 @@ def test_binned_window_follows_a_drifting_load_and_merges_thin_bins() -> None:
 
     times = [10.0 + 0.5 * i for i in range(1, 41)]  # 20 s of 0.5 s periods
     factor = [9.0] + [2.0] * 19 + [4.0] * 20  # the first period is the transition
-    got = binned_window(_rows(times, [1] * 40, factor), 10.0, 30.0, 3.0, 0.5, 5.0)  # type: ignore[arg-type]
+    got = binned_window(_rows(times, [1] * 40, factor), 10.0, 30.0, 3.0, 0.5, 5.0)
     assert [t for t, _ in got] == [10.0, 15.0, 20.0, 25.0]
     assert [f for _, f in got] == pytest.approx([2.0, 2.0, 4.0, 4.0])
     served = [1] * 10 + [0] * 9 + [MIN_BIN_SERVICES - 4] + [1] * 20  # 15-20 s holds too few: joins 10-15 s
-    got = binned_window(_rows(times, served, factor), 10.0, 30.0, 3.0, 0.5, 5.0)  # type: ignore[arg-type]
+    got = binned_window(_rows(times, served, factor), 10.0, 30.0, 3.0, 0.5, 5.0)
     assert [t for t, _ in got] == [10.0, 20.0, 25.0]
     assert got[1][1] == pytest.approx(4.0)
-    assert binned_window(_rows([], [], []), 10.0, 30.0, 3.0, 0.5, 5.0) == [(10.0, 3.0)]  # type: ignore[arg-type]
+    assert binned_window(_rows([], [], []), 10.0, 30.0, 3.0, 0.5, 5.0) == [(10.0, 3.0)]
 
 
 def test_binned_replay_predicts_a_drifting_load_one_window_factor_misses(tmp_path: Path) -> None:
