@@ -2,16 +2,21 @@
 
 edgeprune-hil --cluster pis.toml check
 edgeprune-hil --cluster pis.toml profile --out models/profiles/mycluster.json
+edgeprune-hil --cluster pis.toml profile --out under.json --under stress:2 --node pi2 --baseline mycluster.json
 edgeprune-hil --cluster pis.toml run scenarios/bursty.toml --out runs/hil1 [--profile P] [--policy NAME]
+    [--under-profile U]
 edgeprune-hil calibrate runs/hil1 [--out calibrated.toml] [--holdout runs/hil2]
 edgeprune-hil local up --nodes 4 --out DIR        (root) ... edgeprune-hil local down DIR
 
 ``check``   connect to every node (host keys verified), report Python / edgeprune / torch versions, clock
             offset and what is missing; ``--upload`` also installs the wheel / uploads the checkpoint.
-``profile`` the offline benchmark on the nodes (:mod:`hil.profiling`), written as an EdgePrune profile.
+``profile`` the offline benchmark on the nodes (:mod:`hil.profiling`), written as an EdgePrune profile;
+            ``--under stress:N [--node NAME] [--baseline CLEAN]``: measured while ``stress-ng --cpu N`` runs on the
+            named nodes (all by default), with each level's factor against the clean profile (interference).
 ``run``     every policy of the scenario on the cluster; results in the simulator's run-dir layout (plus
             ``"backend": "hil"`` and the nodes in ``summary.json``), and ``sim_vs_hw.json`` /
-            ``sim_vs_hw.txt``: the simulator's prediction with the profile measured on the same nodes.
+            ``sim_vs_hw.txt``: the simulator's prediction with the profile measured on the same nodes (as stated,
+            as realised, why they differ per slowed node; ``--under-profile P``: also as profiled under interference).
 ``calibrate`` fit thermal R / tau / ambient, the frequency exponent, the hop overhead and interference factors
             from a run folder (:mod:`hil.calibrate`); ``--out`` writes them as a scenario fragment, ``--holdout``
             reports the error predicting a second run.
@@ -56,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--out", type=Path, required=True, help="profile JSON to write")
     prof.add_argument("--samples", type=int, default=30, help="timed runs per stage and level")
     prof.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    prof.add_argument(
+        "--under",
+        metavar="stress:N",
+        help="profile while `stress-ng --cpu N` runs on each --node (every stage node by default): a co-located load",
+    )
+    prof.add_argument("--node", action="append", default=None, help="with --under: load only this node (repeatable)")
+    prof.add_argument(
+        "--baseline", type=Path, help="with --under: the clean profile; prints and records the per-level factors"
+    )
     run = sub.add_parser("run", help="run a scenario's policies on the cluster")
     run.add_argument("scenario", type=Path)
     run.add_argument("--out", type=Path, required=True, help="run directory to write")
@@ -64,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=seed_arg, help="override the scenario's seed")
     run.add_argument("--force", action="store_true", help="replace an existing --out directory")
     run.add_argument("--no-sim", action="store_true", help="skip the simulator's prediction")
+    run.add_argument(
+        "--under-profile",
+        type=Path,
+        help="a `profile --under stress:N` of this cluster: also predict with its per-level interference factors",
+    )
     cal = sub.add_parser("calibrate", help="fit the simulator's environment and overhead parameters from a run")
     cal.add_argument("run_dir", type=Path, help="a run folder (edgeprune-hil run or edgeprune-sim --out)")
     cal.add_argument("--out", type=Path, help="scenario fragment (TOML) to write the fitted values to")
@@ -108,28 +127,57 @@ async def _check(cluster: ClusterSpec, upload: bool) -> int:
 
 
 # -- profile ---------------------------------------------------------------------------------------------------
-async def _profile(cluster: ClusterSpec, out: Path, samples: int, warmup: int, argv: Sequence[str]) -> int:
+async def _profile(
+    cluster: ClusterSpec,
+    out: Path,
+    samples: int,
+    warmup: int,
+    argv: Sequence[str],
+    under: Any = None,
+    baseline: Path | None = None,
+) -> int:
+    """Profile every stage node (``under``: a :class:`hil.profiling.Interference` loading some of them), write
+    ``out``; with ``baseline``, print and record each level's factor against that clean profile."""
+    from edgeprune.profile import load_profile
     from hil.connect import close_all, connect_all
     from hil.deploy import ensure_deployed
-    from hil.profiling import assemble_profile, measure_nodes
+    from hil.profiling import assemble_profile, interference_factors, measure_nodes, replace_meta
 
+    clean = load_profile(baseline) if baseline is not None else None  # a bad baseline fails before the nodes
     hosts = cluster.stage_hosts()
     nodes = await connect_all(hosts, cluster.coordinator)
     try:
         await ensure_deployed(cluster, nodes)
         t0 = time.perf_counter()
-        parts = await measure_nodes(cluster, nodes, samples, warmup)
-        profile = assemble_profile(cluster, parts, argv)
+        parts = await measure_nodes(cluster, nodes, samples, warmup, under)
+        profile = assemble_profile(cluster, parts, argv, under)
     finally:
         await close_all(nodes)
+    factors = interference_factors(clean, profile) if clean is not None else None
+    if factors is not None:
+        profile = replace_meta(profile, cluster.name, interference_factors=factors, baseline=str(baseline))
     profile.save(out)
     dev = profile.devices[cluster.name]
-    print(f"profiled {len(parts)} stages on {len(nodes)} nodes in {time.perf_counter() - t0:.1f} s -> {out}")
+    loaded = f" under stress-ng --cpu {under.stress_cpus} on {', '.join(under.nodes)}" if under is not None else ""
+    print(f"profiled {len(parts)} stages on {len(nodes)} nodes{loaded} in {time.perf_counter() - t0:.1f} s -> {out}")
     for k, node in enumerate(dev.meta["nodes"]):
         means = " ".join(f"{dev.mean_s(k, lv) * 1000:.2f}" for lv in range(profile.n_levels))
-        print(f"  stage {k} on {node}: mean ms per level {means}")
-    print(f"profile device: {cluster.name!r} (map the scenario's devices to it, or pass --profile to `run`)")
+        shown = f"; x per level vs {baseline}: " + " ".join(f"{f:.2f}" for f in factors[node]) if factors else ""
+        print(f"  stage {k} on {node}: mean ms per level {means}{shown}")
+    if under is not None:
+        print(f"use: `run ... --under-profile {out}` predicts a stress slowdown of that many hogs with these factors")
+    else:
+        print(f"profile device: {cluster.name!r} (map the scenario's devices to it, or pass --profile to `run`)")
     return 0
+
+
+def _profile_cmd(cluster: ClusterSpec, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from hil.profiling import parse_under
+
+    if args.under is None and (args.node or args.baseline is not None):
+        raise ConfigError("profile: --node and --baseline go with --under stress:N")
+    under = parse_under(args.under, cluster, args.node) if args.under is not None else None
+    return asyncio.run(_profile(cluster, args.out, args.samples, args.warmup, argv, under, args.baseline))
 
 
 # -- run -------------------------------------------------------------------------------------------------------
@@ -274,18 +322,75 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _sim_vs_hw(
-    cluster: ClusterSpec, sc: Scenario, results: Sequence[RunResult], probe: RunResult | None
+    cluster: ClusterSpec,
+    sc: Scenario,
+    results: Sequence[RunResult],
+    probe: RunResult | None,
+    profiled: dict[str, dict[str, list[float]]] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """The comparison table and its files (``sim_vs_hw.json``, ``sim_vs_hw.txt``) for the run folder.  ``sc``
-    already carries the emulated hosts' physics (``hil.compare.with_cluster_physics``)."""
-    from hil.compare import format_compare, idle_overhead_s, sim_vs_hw, to_json
+    already carries the emulated hosts' physics (``hil.compare.with_cluster_physics``); ``profiled``: the
+    interference factors of ``--under-profile`` (``hil.profiling.with_interference``) for the as-profiled table."""
+    from hil.compare import (
+        as_profiled,
+        format_compare,
+        format_interference,
+        idle_overhead_s,
+        sim_vs_hw,
+        stated_vs_realised,
+        to_json,
+    )
 
     idle_s = idle_overhead_s(probe) if probe is not None else None
     emulated = {h.name: h.emulate_physics.preset for h in cluster.stage_hosts() if h.emulate_physics is not None}
+    methods = _slowdown_methods(cluster, sc)
     doc = sim_vs_hw(sc, results, idle_s, emulated)
     doc["hop_probe"] = {"requests": probe.requests.height if probe is not None else 0, "overhead_s": idle_s}
-    table = format_compare(doc)
+    doc["slowdown_methods"] = methods
+    doc["interference"] = stated_vs_realised(sc, results, doc["as_realised"]["drift_factors"], doc["slowdown_methods"])
+    if profiled:
+        doc["as_profiled"] = as_profiled(sc, results, profiled, idle_s)
+    table = "\n".join([format_compare(doc), *format_interference(doc)])
     return table, {"sim_vs_hw.json": to_json(doc), "sim_vs_hw.txt": table + "\n"}
+
+
+def _slowdown_methods(cluster: ClusterSpec, sc: Scenario) -> dict[str, str]:
+    """Per scenario device with environment events: how its hosts realise them (open-loop or retuned)."""
+    from hil.environment import hosts_of_device, stress_cpus
+
+    hosts = {h.name: h for h in cluster.hosts}
+    out = {}
+    for device in sorted({ev.device for ev in sc.environment}):
+        stated = sorted({f for ev in sc.environment if ev.device == device for _, f in ev.change_points() if f != 1})
+        ways = set()
+        for h in sorted(hosts_of_device(sc, cluster, device)):
+            method = hosts[h].slowdown_method
+            if method == "stress":
+                ways.add(f"stress-ng --cpu {'/'.join(str(stress_cpus(f)) for f in stated)}, open-loop")
+            elif method == "cgroup":
+                tracked = cluster.coordinator.track_slowdowns and hosts[h].emulate_physics is None
+                ways.add("CPU quota, retuned to the stated factor" if tracked else "CPU quota, open-loop")
+            else:
+                ways.add("cpufreq cap, open-loop")
+        out[device] = "; ".join(sorted(ways))
+    return out
+
+
+def _under_profile(cluster: ClusterSpec, sc: Scenario, path: Path) -> dict[str, dict[str, list[float]]]:
+    """``run --under-profile``: the interference factors it gives the scenario's stress-slowed devices; a
+    one-line error, before any node is touched, when it fits none of them."""
+    from edgeprune.profile import load_profile
+    from hil.profiling import profiled_interference, with_interference
+
+    under = load_profile(path)
+    profiled = with_interference(sc, cluster, under)
+    if not profiled:
+        _, load = profiled_interference(under)
+        raise ConfigError(
+            f"{path}: measured under stress-ng --cpu {load.stress_cpus} on {', '.join(load.nodes)}; no environment "
+            f"event of {sc.source} is a stress slowdown starting that many hogs there (stress-ng --cpu round(f - 1))"
+        )
+    return profiled
 
 
 def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
@@ -293,6 +398,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
     from edgeprune.runs import format_table, scenario_toml
 
     sc = _load_run_scenario(cluster, args)
+    profiled = _under_profile(cluster, sc, args.under_profile) if args.under_profile is not None else None
     t0 = time.perf_counter()
     out = asyncio.run(_run(cluster, sc, probe=not args.no_sim))
     wall_s = time.perf_counter() - t0
@@ -300,7 +406,7 @@ def _run_cmd(cluster: ClusterSpec, args: argparse.Namespace) -> int:
     files: dict[str, str] = {}
     if out.error is None and not args.no_sim:
         try:
-            table, files = _sim_vs_hw(cluster, sc, out.results, out.probe)
+            table, files = _sim_vs_hw(cluster, sc, out.results, out.probe, profiled)
         except Exception as exc:  # the hardware results are published all the same, then the error is raised
             cmp_error = exc
     files.update({f"{policy}/thermal_emulator.csv": text for policy, text in out.emulation.items()})
@@ -425,7 +531,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.command == "check":
         return asyncio.run(_check(cluster, args.upload))
     if args.command == "profile":
-        return asyncio.run(_profile(cluster, args.out, args.samples, args.warmup, argv))
+        return _profile_cmd(cluster, args, argv)
     return _run_cmd(cluster, args)
 
 

@@ -854,7 +854,10 @@ def realised_inputs(
 
 
 def sim_vs_hw(
-    sc: Scenario, results: Sequence[RunResult], idle_s: float | None, emulated: Mapping[str, str | None]
+    sc: Scenario,
+    results: Sequence[RunResult],
+    idle_s: float | None,
+    emulated: Mapping[str, str | None],
 ) -> dict[str, Any]:
     """The whole comparison of a hardware run (``sim_vs_hw.json`` less the hop probe's entry).
 
@@ -910,3 +913,133 @@ def _static_overhead_s(
 def to_json(doc: Mapping[str, Any]) -> str:
     """Stable JSON text."""
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+# -- interference (open-loop stress): why as stated differs, and the prediction from profile --under -----------
+def stated_vs_realised(
+    sc: Scenario,
+    results: Sequence[RunResult],
+    factors: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
+    methods: Mapping[str, str],
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per policy, per scenario device with environment events, per window of its schedule: the stated factor,
+    the realised one, the factors replayed (``factors``: the drift slices of :func:`realised_inputs`), per
+    level the realised factor of its stages in that window (``None`` under ``MIN_LEVEL_SERVICES`` services)
+    and a one-line ``reason`` (``methods``: per device, how the slowdown was realised, e.g. ``stress-ng --cpu
+    2, open-loop``) — what the as-stated prediction got wrong when the environment is not tuned to the
+    scenario."""
+    slowed = sorted({ev.device for ev in sc.environment})
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for hw in results:
+        per_device: dict[str, list[dict[str, Any]]] = {}
+        for device in slowed:
+            stated = merged_schedule([ev for ev in sc.environment if ev.device == device])
+            replayed = factors.get(hw.policy, {}).get(device, [])
+            per_device[device] = [
+                _window_row(
+                    sc, hw, device, (t, end), f, [x for u, x in replayed if t <= u < end], methods.get(device, "")
+                )
+                for (t, f), end in zip(stated, [p[0] for p in stated[1:]] + [math.inf], strict=True)
+            ]
+        out[hw.policy] = per_device
+    return out
+
+
+def _window_row(
+    sc: Scenario,
+    hw: RunResult,
+    device: str,
+    window: tuple[float, float],
+    stated: float,
+    replayed: Sequence[float],
+    how: str,
+) -> dict[str, Any]:
+    """One window of :func:`stated_vs_realised` (``replayed``: the factors replayed in it, one per drift slice)."""
+    start_s, end_s = window
+    stages = [s.name for s in sc.stages if s.device == device]
+    tl = hw.timeline
+    rows = _without_freq(tl.filter(pl.col("stage").is_in(stages) & (pl.col("served") > 0)), sc, device)
+    lo = start_s + _period_s(tl) if start_s > 0 else -math.inf
+    realised = _ratio(rows, lo, end_s)
+    per_level = []
+    for lv in range(sc.profile.n_levels):
+        at = rows.filter((pl.col("level") == lv) & (pl.col("time_s") > lo) & (pl.col("time_s") <= end_s))
+        enough = int(at["served"].sum()) >= MIN_LEVEL_SERVICES
+        per_level.append(_ratio(at, -math.inf, math.inf) if enough else None)
+    levels = "/".join("-" if f is None else f"{f:.2f}" for f in per_level)
+    shown = "-" if realised is None else f"{realised:.2f}x"
+    reason = f"from {start_s:g} s: stated {stated:g}x, realised {shown}" + (f" ({how})" if how else "")
+    if len(replayed) > 1:
+        reason += f", replayed in {len(replayed)} drift slices of x{min(replayed):.2f}..{max(replayed):.2f}"
+    reason += f"; per level {levels}"
+    return {
+        "from_s": start_s,
+        "stated": stated,
+        "realised": realised,
+        "replayed": list(replayed),
+        "per_level": per_level,
+        "reason": reason,
+    }
+
+
+PROFILED_NOTE = (
+    "as profiled: each stress-slowed device's windows take the level-0 factor `profile --under` measured "
+    "(instead of the stated one) and its stages' levels the measured per-level factors relative to it; the "
+    "per-level shape applies to the whole run (the simulator's environment factor is per stage, not per level), "
+    "so a pruned level outside the slowed window is scaled too; hops carry the hop probe's overhead as stated"
+)
+
+
+def as_profiled(
+    sc: Scenario,
+    results: Sequence[RunResult],
+    profiled: Mapping[str, Mapping[str, Sequence[float]]],
+    idle_s: float | None,
+) -> dict[str, Any]:
+    """The *as profiled* prediction of a run and its table (``sim_vs_hw.json``'s ``as_profiled``).
+
+    ``profiled``: per device, per stage, per level the interference factor measured by ``profile --under``
+    (:func:`hil.profiling.with_interference`).  A device's window factor is the mean of its stages' level-0
+    factors; each stage's samples are scaled per level by its factor over that (:func:`with_level_shapes`),
+    the policies still knowing the clean profile.  Nothing from the run itself is used, so this is what the
+    simulator predicts from the calibration alone (see ``PROFILED_NOTE``)."""
+    window = {d: float(np.mean([f[0] for f in per_stage.values()])) for d, per_stage in profiled.items()}
+    points = {
+        d: [
+            (t, 1.0 if f == 1.0 else window[d])
+            for t, f in merged_schedule([e for e in sc.environment if e.device == d])
+        ]
+        for d in profiled
+    }
+    shapes = {st: [x / window[d] for x in f] for d, per_stage in profiled.items() for st, f in per_stage.items()}
+    psc = with_level_shapes(as_realised(sc, points), shapes)
+    psc = with_hop_overhead(psc, idle_s) if idle_s is not None else psc
+    sim = {r.policy: predict(psc, [r.policy], sc.profile)[r.policy] for r in results}
+    return {
+        "factors": {d: dict(v) for d, v in profiled.items()},
+        "window_factor": window,
+        "note": PROFILED_NOTE,
+        "policies": _table({r.policy: r for r in results}, sim, sc.slo_s),
+    }
+
+
+def format_interference(doc: Mapping[str, Any]) -> list[str]:
+    """The stated-vs-realised reasons and the as-profiled table as text lines (empty when neither is there)."""
+    lines: list[str] = []
+    for policy, per_device in doc.get("interference", {}).items():
+        for device, windows in per_device.items():
+            shown = "; ".join(w["reason"] for w in windows if w["stated"] != 1.0)
+            if shown:
+                lines.append(f"why as stated differs under {policy}: {device} {shown}")
+    profiled = doc.get("as_profiled")
+    if profiled:
+        factors = "; ".join(
+            f"{st} " + "/".join(f"{x:.2f}" for x in f)
+            for per_stage in profiled["factors"].values()
+            for st, f in per_stage.items()
+        )
+        lines += [
+            f"as profiled under interference (profile --under; per level {factors}):",
+            *_format_table(profiled["policies"]),
+        ]
+    return lines

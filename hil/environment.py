@@ -11,9 +11,14 @@ factor is realised by the host's ``slowdown`` method:
              *share*, it does not scale speed: a busy node has no idle gaps that refill its budget and spends
              it on sockets and (de)serialisation too, so ``base / 4`` alone gave 4.6-6x on the test cluster.
              Needs a cgroup the login user may write.
-``stress``   ``stress-ng --cpu N`` on the node, ``N = round(factor - 1)``: N CPU hogs sharing the worker's
-             CPU(s) give about ``N + 1`` times longer services when the worker and the hogs share one core
-             or one quota.  Approximate; needs ``stress-ng`` on the node.
+``stress``   ``stress-ng --cpu N`` on the node, ``N = round(factor - 1)`` (:func:`stress_cpus`): N CPU hogs
+             sharing the worker's CPU(s) give about ``N + 1`` times longer services when the worker and the
+             hogs share one core or one quota.  Open-loop, on purpose: co-located load on a real node is not
+             tuned by anyone, so nothing retunes it (no :class:`QuotaTracker`), and the comparison replays
+             the factor the run measured (``hil.compare``: as realised), reporting it beside the stated one.
+             On the local cluster (hogs in the node's 0.4-CPU cgroup) it realised more than ``N + 1``: the
+             hogs are always runnable, the worker sleeps between requests and pays for the per-request work
+             outside the timed span too.  Needs ``stress-ng`` on the node.
 ``cpufreq``  cap ``scaling_max_freq`` of every core (``cpufreq_dir/cpu*/cpufreq``) at
              ``cpuinfo_max_freq / factor``: written directly when the user may (a udev rule or group), else
              via ``sudo -n tee`` (needs passwordless sudo for that file).  The caps found before the first
@@ -41,7 +46,15 @@ from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
 from hil.thermal_emulator import NodeEmulator, emulate, emulation_csv
 
-__all__ = ["MIN_QUOTA_US", "Environment", "NodeChange", "QuotaTracker", "hosts_of_device", "node_schedule"]
+__all__ = [
+    "MIN_QUOTA_US",
+    "Environment",
+    "NodeChange",
+    "QuotaTracker",
+    "hosts_of_device",
+    "node_schedule",
+    "stress_cpus",
+]
 
 MIN_QUOTA_US = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
 # write $v to $d/scaling_max_freq: directly when the user may, else through passwordless sudo
@@ -81,6 +94,13 @@ def node_schedule(sc: Scenario, cluster: ClusterSpec) -> list[NodeChange]:
         NodeChange(t, host, f) for host, events in per_host.items() for t, f in factor_changes(merged_schedule(events))
     ]
     return sorted(out, key=lambda c: (c.time_s, c.node))
+
+
+def stress_cpus(factor: float) -> int:
+    """The ``stress-ng --cpu`` workers a ``stress`` slowdown of ``factor`` starts: ``round(factor - 1)`` (N hogs
+    and the worker sharing a CPU or a quota give about ``N + 1`` times longer services; measured, it is
+    more: see the module docstring)."""
+    return round(factor - 1.0)
 
 
 @dataclass
@@ -235,19 +255,26 @@ class Environment:
         entry.setdefault("retuned", []).append([round(time_s, 3), round(cpus, 4)])
 
     async def _stress(self, st: _HostState, factor: float) -> str:
+        """Open-loop: ``stress_cpus(factor)`` hogs from now on, never retuned (what they do to the node's
+        service times is measured by the run, and only that is replayed: ``hil.compare.realised_factors``)."""
+        return await self.stress(st.node.name, stress_cpus(factor))
+
+    async def stress(self, node: str, cpus: int) -> str:
+        """Replace ``node``'s co-located load by ``stress-ng --cpu cpus`` (none for ``cpus < 1``); its
+        description.  Also how ``edgeprune-hil profile --under stress:N`` loads a node (``hil.profiling``)."""
+        st = self.hosts[node]
         await kill_groups(st.node, st.stress_tags, self.opts, grace_s=0.1)
         st.stress_tags.clear()
-        n = round(factor - 1.0)
-        if n < 1:
+        if cpus < 1:
             return "stress-ng stopped"
         tag = f"{self.tag}-stress-{len(self.log)}"
-        rp = await start_remote(st.node, tag, ["stress-ng", "--cpu", str(n), "--quiet", "--timeout", "3600"])
+        rp = await start_remote(st.node, tag, ["stress-ng", "--cpu", str(cpus), "--quiet", "--timeout", "3600"])
         st.stress_tags.append(tag)
         await asyncio.sleep(0.2)
         if rp.proc.exit_status is not None:
             why = rp.stderr_tail[-1] if rp.stderr_tail else f"exit status {rp.proc.exit_status}"
             raise HilError(f"{where(st.node.spec)}: stress-ng failed to start ({why}; is stress-ng installed?)")
-        return f"stress-ng --cpu {n}"
+        return f"stress-ng --cpu {cpus} (open-loop)"
 
     async def _cpufreq(self, st: _HostState, factor: float) -> str:
         if st.original_freq is None:
