@@ -10,6 +10,12 @@ profile) and every policy's ``timeline.parquet`` / ``requests.parquet``:
   the node's mean power over the period (as both backends record it).  Started from the linear regression
   ``T[k] = a T[k-1] + b P[k] + c`` (exact for a constant period: ``a = exp(-h/tau)``, ``b = R (1 - a)``).
   The ambient is taken as constant over the run (a run under an ambient schedule is outside this fit).
+  Power source: a run on emulated hosts (``hil.thermal_emulator``) has each node's emulated power and
+  temperature per governor period in ``<policy>/thermal_emulator.csv``; the fit uses those (``power="auto"``
+  or ``"emulator"``), as it would a power meter's readings on a real node.  The timeline's ``power_w`` of an
+  emulated host is the power model at the *cgroup's* CPU time (a node capped at 0.4 CPU looks 0.4 cores busy
+  at most), while the emulator heats the node as if its whole CPU served (``stage_cores``): fitted on it, R
+  comes out several times too large and the ambient absorbs the rest (``power="timeline"`` shows it).
 * **Frequency exponent** ``alpha`` per node: weighted regression of ``log env_factor`` (measured / profiled
   service time) on ``log(f_max / f)`` over the periods whose frequency did not change since the previous
   two readings (services of the period ran at that frequency), outside scripted slowdowns.
@@ -47,10 +53,12 @@ from edgeprune.physics import DevicePhysics, rc_step
 from edgeprune.results import RunResult, read_run_dir
 from edgeprune.scenario import Scenario, hop_time_s, load_scenario
 
-__all__ = ["Calibration", "Fit", "calibrate", "calibration_toml", "holdout_errors"]
+__all__ = ["POWER_SOURCES", "Calibration", "Fit", "calibrate", "calibration_toml", "holdout_errors"]
 
 _THERMAL_COLUMNS = ("time_s", "stage", "temp_c", "power_w")
 _ALPHA_COLUMNS = ("time_s", "stage", "served", "env_factor", "freq_mhz")
+EMULATOR_CSV = "thermal_emulator.csv"  # per policy folder, written by a run on emulated hosts (hil.thermal_emulator)
+POWER_SOURCES = ("auto", "timeline", "emulator")
 
 
 @dataclass(frozen=True)
@@ -274,18 +282,48 @@ def _window_ratios(
     return np.concatenate(ratios), np.concatenate(weights)
 
 
-def calibrate(run_dir: Path) -> Calibration:
-    """Every fit the run supports (see the module docstring)."""
+def _emulator_records(run_dir: Path, policies: Sequence[str], power: str) -> list[pl.DataFrame]:
+    """Every policy's emulator records (time_s, node, power_w, temp_c; sorted by time) where ``power`` asks for
+    them (``emulator``: required; ``auto``: where every policy has them); empty: use the timeline."""
+    if power not in POWER_SOURCES:
+        raise ResultError(f"power source {power!r}: one of {', '.join(POWER_SOURCES)}")
+    paths = [run_dir / p / EMULATOR_CSV for p in policies]
+    have = all(path.is_file() and path.stat().st_size > 0 for path in paths)
+    if power == "timeline" or (power == "auto" and not have):
+        return []
+    if not have:
+        missing = next(p for p in paths if not (p.is_file() and p.stat().st_size > 0))
+        raise ResultError(f"{missing}: no emulator records (a run on hosts with emulate_physics writes them)")
+    frames = []
+    for path in paths:
+        try:
+            frame = pl.read_csv(path).select("time_s", "node", "power_w", "temp_c")
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise ResultError(f"{path}: cannot read the emulator records: {exc}") from None
+        frames.append(frame.sort("time_s"))
+    return frames
+
+
+def calibrate(run_dir: Path, power: str = "auto") -> Calibration:
+    """Every fit the run supports (see the module docstring); ``power`` says where the thermal fit takes the
+    node's power from (``auto``: the emulator's records where the run has them, else the timeline)."""
     sc, results = load_run(run_dir)
     cal = Calibration(source=str(run_dir.resolve()), policies=list(results))
     for policy, r in results.items():
         _need(run_dir, policy, r.timeline, _THERMAL_COLUMNS, "the thermal RC")
+    emulated = _emulator_records(run_dir, list(results), power)
+    if emulated:
+        cal.notes.append(
+            f"thermal fit on the emulator's per-period power and temperature ({EMULATOR_CSV}: the local "
+            "cluster's stand-in for a power meter), not the timeline's power_w"
+        )
     f_max: dict[str, float] = {}
     for device in _physics_devices(sc, results):
         stages = _stage_names(sc, device)
         series = [r.timeline.filter(pl.col("stage").is_in(stages)).sort("time_s") for r in results.values()]
+        thermal_series = [e.filter(pl.col("node") == device) for e in emulated] if emulated else series
         try:
-            cal.thermal[device] = fit_thermal(series)
+            cal.thermal[device] = fit_thermal(thermal_series)
         except ResultError as exc:
             cal.notes.append(f"{device}: {exc}")
         phys = next((d.physics for d in sc.devices if d.name == device), None)

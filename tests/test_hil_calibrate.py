@@ -165,3 +165,48 @@ def test_a_run_without_physics_is_one_line(tmp_path: Path, capsys: pytest.Captur
 def test_not_a_run_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"edgeprune-hil: error: {tmp_path}: not a run directory (no summary.json)\n"
+
+
+def _emulator_csv(run: Path, folder: Path, power_scale: float) -> Path:
+    """A copy of ``run`` whose policies carry ``thermal_emulator.csv`` records made from the timeline (node =
+    the stage's device) and whose timeline power is scaled by ``power_scale`` (as a capped node's CPU-time
+    power would be)."""
+    import shutil
+
+    import polars as pl
+
+    copy = folder / run.name
+    shutil.copytree(run, copy)
+    devices = {f"slice{k}": f"pi{k + 1}" for k in range(4)}
+    for policy in ("no-pruning", "thermal"):
+        path = copy / policy / "timeline.parquet"
+        tl = pl.read_parquet(path)
+        records = tl.select(
+            "time_s", pl.col("stage").cast(pl.String).replace(devices).alias("node"), "power_w", "temp_c"
+        )
+        records.write_csv(copy / policy / "thermal_emulator.csv")
+        tl.with_columns(pl.col("power_w") * power_scale).write_parquet(path)
+    return copy
+
+
+def test_the_emulator_records_replace_the_timeline_power(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    run = _emulator_csv(runs[0], tmp_path, power_scale=0.1)
+    auto = calibrate(run)
+    assert any("thermal_emulator.csv" in n for n in auto.notes)
+    for device, th in auto.thermal.items():
+        assert th["resistance_c_per_w"].value == pytest.approx(R, rel=0.01), device
+        assert th["time_constant_s"].value == pytest.approx(TAU, rel=0.01), device
+    timeline = calibrate(run, power="timeline")
+    assert not any("thermal_emulator.csv" in n for n in timeline.notes)
+    assert timeline.thermal["pi1"]["resistance_c_per_w"].value == pytest.approx(10 * R, rel=0.01)
+
+
+def test_emulator_power_without_records_is_one_line(
+    runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["calibrate", str(runs[0]), "--power", "emulator"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"edgeprune-hil: error: {runs[0]}/no-pruning/thermal_emulator.csv: no emulator records "
+        "(a run on hosts with emulate_physics writes them)\n"
+    )
