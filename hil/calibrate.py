@@ -85,6 +85,8 @@ class Calibration:
     hop: Fit | None = None  # time per request outside the services
     hop_latency_s: float | None = None  # per hop, after the scenario's transfer times
     interference: list[dict[str, Any]] = field(default_factory=list)
+    service_factor: dict[str, float] = field(default_factory=dict)  # device -> measured / profiled, no slowdown
+    level_shapes: dict[str, list[float]] = field(default_factory=dict)  # stage -> per level, relative
     base_physics: dict[str, DevicePhysics] = field(default_factory=dict)  # the run's physics per device
     notes: list[str] = field(default_factory=list)
 
@@ -347,7 +349,28 @@ def calibrate(run_dir: Path, power: str = "auto") -> Calibration:
     if hop is not None:
         cal.hop, cal.hop_latency_s = hop
     cal.interference = fit_interference(sc, results, cal.alpha, f_max)
+    cal.service_factor, cal.level_shapes = fit_services(sc, results)
     return cal
+
+
+def fit_services(sc: Scenario, results: Mapping[str, RunResult]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Per device outside its scripted windows, the measured / profiled service time over every policy's
+    periods (the frequency's share divided out with the run's physics), and per stage the per-level shape
+    of its service times relative to that (``hil.compare.realised_factors`` / ``level_shapes`` on the policies'
+    timelines pooled): how this cluster's services differ from the profile — on the capped local nodes, the
+    host CPU the other nodes share and a fixed part per service that the pruned levels do not shed."""
+    from hil.compare import level_shapes, realised_factors
+
+    first = next(iter(results.values()))
+    pooled = replace(first, timeline=pl.concat([r.timeline for r in results.values()], how="diagonal_relaxed"))
+    factors = realised_factors(sc, pooled)
+    unslowed = {}
+    for device, points in factors.items():
+        stated = merged_schedule([ev for ev in sc.environment if ev.device == device])
+        values = [f for (_, f), (_, s) in zip(points, stated, strict=True) if s == 1.0]
+        if values:
+            unslowed[device] = float(np.mean(values))
+    return unslowed, level_shapes(sc, pooled, factors)
 
 
 def fitted_physics(cal: Calibration, device: str, base: DevicePhysics) -> DevicePhysics:
@@ -397,6 +420,13 @@ def calibration_toml(cal: Calibration, holdout: Mapping[str, Any] | None = None)
         calib["hop"] = {"overhead_per_request_s": cal.hop.doc(), "latency_per_hop_s": cal.hop_latency_s}
     if cal.interference:
         calib["interference"] = [{k: v for k, v in i.items() if not _is_inf(v)} for i in cal.interference]
+    if cal.service_factor:
+        calib["services"] = {
+            "note": "measured / profiled service time per device outside scripted windows (frequency's share "
+            "divided out), and per stage per level relative to it; --holdout applies both",
+            "factor": cal.service_factor,
+            "level_shapes": cal.level_shapes,
+        }
     if cal.notes:
         calib["notes"] = cal.notes
     if holdout is not None:
@@ -433,9 +463,25 @@ def predicted_scenario(cal: Calibration, sc: Scenario) -> Scenario:
             d = replace(d, physics=fitted_physics(cal, d.name, base))
         devices.append(d)
     out = replace(sc, devices=tuple(devices))
+    out = with_services(cal, out)
     if cal.hop_latency_s is not None:
         out = replace(out, network=replace(sc.network, latency_s=max(cal.hop_latency_s, 0.0)), links=())
     return out
+
+
+def with_services(cal: Calibration, sc: Scenario) -> Scenario:
+    """``sc`` with the fitted service-time factor on every device without scripted events of its own (one
+    where the scenario scripts a slowdown keeps the script) and the fitted level shapes on its stages."""
+    from hil.compare import as_realised, with_level_shapes
+
+    scripted = {ev.device for ev in sc.environment}
+    factors = {
+        d: [(0.0, f)]
+        for d, f in cal.service_factor.items()
+        if d not in scripted and any(st.device == d for st in sc.stages)
+    }
+    shapes = {st.name: cal.level_shapes[st.name] for st in sc.stages if st.name in cal.level_shapes}
+    return with_level_shapes(as_realised(sc, factors), shapes)
 
 
 def holdout_errors(cal: Calibration, run_dir: Path) -> dict[str, Any]:
@@ -443,7 +489,7 @@ def holdout_errors(cal: Calibration, run_dir: Path) -> dict[str, Any]:
     from hil.compare import compare, predict
 
     sc, results = load_run(run_dir)
-    pred = predict(predicted_scenario(cal, sc), list(results))
+    pred = predict(predicted_scenario(cal, sc), list(results), known_profile=sc.profile)
     doc = compare(results, pred, sc.slo_s)
     out: dict[str, Any] = {"run": str(run_dir.resolve()), "policies": {}}
     for policy, hw in results.items():
@@ -500,6 +546,9 @@ def format_calibration(cal: Calibration, holdout: Mapping[str, Any] | None = Non
             f"  {i['device']} from {i['start_s']:g} s: service-time factor {i['factor']:.3f} ± {i['stderr']:.3f} "
             f"(stated {i['stated']:g})"
         )
+    if cal.service_factor:
+        shown = "  ".join(f"{d} {f:.3f}" for d, f in sorted(cal.service_factor.items()))
+        lines.append(f"  service time measured / profiled (no slowdown, frequency divided out): {shown}")
     lines += [f"  note: {n}" for n in cal.notes]
     if holdout is not None:
         lines.append(f"held-out run {holdout['run']}: predicted with the fitted values vs measured")

@@ -210,3 +210,12 @@ def test_emulator_power_without_records_is_one_line(
         f"edgeprune-hil: error: {runs[0]}/no-pruning/thermal_emulator.csv: no emulator records "
         "(a run on hosts with emulate_physics writes them)\n"
     )
+
+
+def test_service_factors_of_a_simulated_run_are_the_profiles(runs: tuple[Path, Path]) -> None:
+    cal = calibrate(runs[0])
+    assert sorted(cal.service_factor) == ["pi1", "pi2", "pi3", "pi4"]  # pi2 from outside its 1.5x window
+    for device, factor in cal.service_factor.items():
+        assert factor == pytest.approx(1.0, abs=0.05), device
+    for stage, shapes in cal.level_shapes.items():
+        assert shapes == pytest.approx([1.0] * len(shapes), abs=0.08), stage
