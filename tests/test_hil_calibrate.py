@@ -12,7 +12,9 @@ request within 20 % (the same noise, ~5 % standard error), the interference fact
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,7 @@ from hil.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 R, TAU, AMBIENT, ALPHA, LATENCY_S = 12.0, 90.0, 30.0, 0.9, 0.04
+LIVE_R_TAU_REL, LIVE_AMBIENT_ABS_C = 0.03, 0.5  # the live test's tolerances (see below)
 PHYSICS = (
     f'{{ preset = "rpi4b", thermal = {{ resistance_c_per_w = {R}, time_constant_s = {TAU}, ambient_c = {AMBIENT}, '
     f"initial_c = 50.0 }}, dvfs = {{ alpha = {ALPHA} }} }}"
@@ -219,3 +222,108 @@ def test_service_factors_of_a_simulated_run_are_the_profiles(runs: tuple[Path, P
         assert factor == pytest.approx(1.0, abs=0.05), device
     for stage, shapes in cal.level_shapes.items():
         assert shapes == pytest.approx([1.0] * len(shapes), abs=0.08), stage
+
+
+# -- live: the local cluster with the thermal emulator ---------------------------------------------------------
+# Reduced form of bench/bench_hil_calibrate.py.  True physics (assumptions, not the preset: a 30 C room, per
+# node R / tau, tau scaled from the Pi's ~120 s to 8-10 s so that a 30 s run shows the heating transient):
+LIVE_AMBIENT_C = 30.0
+LIVE_TRUE = {"pi1": (9.0, 10.0), "pi2": (13.0, 8.0), "pi3": (9.0, 10.0), "pi4": (8.0, 9.0)}  # R C/W, tau s
+LIVE_SCENARIO = """\
+name = "{name}"
+seed = {seed}
+duration_s = 30.0
+warmup_s = 2.0
+slo_s = 1.0
+drain_s = 4.0
+profile = "profile.json"
+{devices}
+{stages}
+{arrivals}
+[[policy]]
+name = "no-pruning"
+kind = "static"
+levels = [0, 0, 0, 0]
+period_s = 0.5
+"""
+
+
+def _live_physics(node: str) -> str:
+    r, tau = LIVE_TRUE[node]
+    idle_c = LIVE_AMBIENT_C + r * 2.7  # the preset's idle power: every node starts at its idle steady state
+    return (
+        f'{{ preset = "rpi4b", thermal = {{ resistance_c_per_w = {r}, time_constant_s = {tau}, '
+        f"ambient_c = {LIVE_AMBIENT_C}, initial_c = {idle_c:.2f} }} }}"
+    )
+
+
+def _live_marks(fn: Any) -> Any:
+    from hil_cluster import capped_cluster_marks
+
+    for mark in capped_cluster_marks():
+        fn = mark(fn)
+    return fn
+
+
+@pytest.fixture(scope="module")
+def live_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """On the local cluster, every node emulated with its true physics: run A (Poisson 5/s), run B (MMPP)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("open_clip")
+    from hil_cluster import RUN_VIT, make_tiny_checkpoint, start_local_cluster
+
+    folder = tmp_path_factory.mktemp("live")
+    cluster = start_local_cluster(4, cgroups=True)
+    try:
+        ckpt = make_tiny_checkpoint(cluster.root / "model", RUN_VIT)
+        extra = {
+            n.name: f'thermal_zone_file = "{n.dir / "temp"}"\ncpu_freq_file = "{n.dir / "freq"}"\n'
+            f"emulate_physics = {_live_physics(n.name)}"
+            for n in cluster.nodes
+        }
+        ctoml = cluster.root / "pis.toml"
+        ctoml.write_text(cluster.cluster_toml(ckpt, cpu_quota=0.4, slowdown="stress", host_extra=extra))
+        prof = folder / "profile.json"
+        cmd = ["--cluster", str(ctoml), "profile", "--out", str(prof), "--samples", "8", "--warmup", "2"]
+        assert main(cmd) == 0
+        devices = "\n".join(f'[[device]]\nname = "pi{k}"\nprofile_device = "local"' for k in range(1, 5))
+        stages = "\n".join(f'[[stage]]\nname = "s{k}"\ndevice = "pi{k + 1}"' for k in range(4))
+        arrivals = {
+            "a": '[arrivals]\nkind = "poisson"\nrate_hz = 5.0\n',
+            "b": '[arrivals]\nkind = "mmpp"\nrates_hz = [3.0, 6.5]\nmean_dwell_s = [8.0, 8.0]\n',
+        }
+        outs = []
+        for name, seed in (("a", 41), ("b", 42)):
+            sc = folder / f"{name}.toml"
+            sc.write_text(
+                LIVE_SCENARIO.format(name=name, seed=seed, devices=devices, stages=stages, arrivals=arrivals[name])
+            )
+            out = folder / f"run-{name}"
+            cmd = ["--cluster", str(ctoml), "run", str(sc), "--out", str(out), "--profile", str(prof), "--no-sim"]
+            assert main(cmd) == 0
+            outs.append(out)
+    finally:
+        left = cluster.stop()
+    assert not left, f"processes left on the nodes: {left}"
+    yield outs[0], outs[1]
+
+
+@_live_marks
+def test_live_calibration_recovers_the_emulated_physics(live_runs: tuple[Path, Path]) -> None:
+    cal = calibrate(live_runs[0])
+    assert any("thermal_emulator.csv" in n for n in cal.notes)
+    for node, (r, tau) in LIVE_TRUE.items():
+        th = cal.thermal[node]
+        assert th["resistance_c_per_w"].value == pytest.approx(r, rel=LIVE_R_TAU_REL), node
+        assert th["time_constant_s"].value == pytest.approx(tau, rel=LIVE_R_TAU_REL), node
+        assert th["ambient_c"].value == pytest.approx(LIVE_AMBIENT_C, abs=LIVE_AMBIENT_ABS_C), node
+
+
+@_live_marks
+def test_live_calibration_predicts_another_scenario(live_runs: tuple[Path, Path]) -> None:
+    held = holdout_errors(calibrate(live_runs[0]), live_runs[1])
+    e = held["policies"]["no-pruning"]
+    assert e["throttled_s"] > 0  # pi2 throttled in the held-out run
+    assert abs(e["throttled_error_pct"]) <= 10.0
+    assert abs(e["slo_attainment"]) <= 3.0
+    assert abs(e["p50_latency_s"]) <= 5.0
