@@ -228,13 +228,13 @@ def test_service_factors_of_a_simulated_run_are_the_profiles(runs: tuple[Path, P
 # Reduced form of bench/bench_hil_calibrate.py.  True physics (assumptions, not the preset: a 30 C room, per
 # node R / tau, tau scaled from the Pi's ~120 s to 8-10 s so that a 30 s run shows the heating transient):
 LIVE_AMBIENT_C = 30.0
-LIVE_TRUE = {"pi1": (9.0, 10.0), "pi2": (13.0, 8.0), "pi3": (9.0, 10.0), "pi4": (8.0, 9.0)}  # R C/W, tau s
+LIVE_TRUE = {"pi1": (9.0, 10.0), "pi2": (16.0, 8.0), "pi3": (9.0, 10.0), "pi4": (8.0, 9.0)}  # R C/W, tau s
 LIVE_SCENARIO = """\
 name = "{name}"
 seed = {seed}
 duration_s = 30.0
 warmup_s = 2.0
-slo_s = 1.0
+slo_s = 0.4
 drain_s = 4.0
 profile = "profile.json"
 {devices}
