@@ -18,10 +18,12 @@ to find them), profiles the nodes once, then per repeat:
    physics: B's scenario with every node's physics replaced by the fitted one) against B's measurement:
    p50 / p95 / SLO attainment / time throttled against the bounds (5 %, 10 %, 3 points, 10 %).
 
-It prints the recovered parameters beside the emulator's true ones, both fitted from the timeline's own
-``power_w`` (what a node without a power meter reports: the node's power model at its measured CPU time) and
-from the emulator's per-period power (``<policy>/thermal_emulator.csv``; on a real Pi the power meter's
-readings), and the holdout errors per policy and metric; with ``--repeats`` the spread.
+It prints the recovered parameters beside the emulator's true ones for each power source of the thermal fit
+(``hil.calibrate``): ``busy`` (the default: the power model at each period's measured busy time and
+frequency, from the timeline alone, as on a real node without a meter), ``timeline`` (the timeline's
+``power_w``: the model at the capped cgroup's CPU time — shown to be the wrong power for an emulated node)
+and ``emulator`` (the emulator's own records: a check that the fit is exact on exact data), and the holdout
+errors per policy and metric; with ``--repeats`` the spread.
 
 Physics (*assumptions*, not measurements): the ``rpi4b`` preset's power model, ladder and governor, with the
 thermal time constant scaled from ~120 s to 12-20 s so that a 60 s run shows the heating transient several
@@ -136,14 +138,19 @@ def run_scenario(cluster_toml: Path, folder: Path, profile: Path, text: str) -> 
 def analyse(pair: Path) -> dict[str, Any]:
     """Calibrate on ``pair/a/run`` (CLI, fragment in ``pair/calibrated.toml``), predict ``pair/b/run``; the
     fitted values from both power sources beside the true ones, and the holdout errors."""
-    from hil.calibrate import calibrate, holdout_errors
+    from hil.calibrate import calibrate, holdout_errors, load_run
     from hil.cli import main
 
     run_a, run_b = pair / "a" / "run", pair / "b" / "run"
     if main(["calibrate", str(run_a), "--out", str(pair / "calibrated.toml"), "--holdout", str(run_b)]) != 0:
         raise SystemExit(f"calibrate {run_a} failed")
-    doc: dict[str, Any] = {"fits": {}, "holdout": {}}
-    for source in ("timeline", "emulator"):
+    sc, _ = load_run(run_a)
+    doc: dict[str, Any] = {"fits": {}, "holdout": {}, "true": {}}
+    for d in sc.devices:  # the emulated physics the run gave each host (hil.compare.with_cluster_physics)
+        if d.physics is not None:
+            th = d.physics.thermal
+            doc["true"][d.name] = [th.resistance_c_per_w, th.tau_s, th.ambient_c, d.physics.dvfs.alpha]
+    for source in ("busy", "timeline", "emulator"):
         cal = calibrate(run_a, power=source)
         doc["fits"][source] = {
             d: {k: f.value for k, f in th.items()} | ({"alpha": cal.alpha[d].value} if d in cal.alpha else {})
@@ -160,7 +167,7 @@ def fits_text(doc: dict[str, Any]) -> list[str]:
     lines = []
     for source, fits in doc["fits"].items():
         lines.append(f"  fitted with power from the {source}  (hop latency {fits.get('hop_latency_s') or 0:.4f} s)")
-        for node, (r, tau) in TRUE.items():
+        for node, (r, tau, ambient_c, alpha) in doc["true"].items():
             f = fits.get(node)
             if f is None:
                 lines.append(f"    {node}: not fitted")
@@ -168,10 +175,14 @@ def fits_text(doc: dict[str, Any]) -> list[str]:
             lines.append(
                 f"    {node}: R {f['resistance_c_per_w']:6.2f} (true {r:5.1f}, {_rel(f['resistance_c_per_w'], r)})  "
                 f"tau {f['time_constant_s']:6.2f} s (true {tau:4.1f}, {_rel(f['time_constant_s'], tau)})  "
-                f"ambient {f['ambient_c']:6.2f} C (true {AMBIENT_C:.1f})  alpha {f.get('alpha', float('nan')):.3f} "
-                "(true 0.95)"
+                f"ambient {f['ambient_c']:6.2f} C (true {ambient_c:.1f})  alpha {f.get('alpha', float('nan')):.3f} "
+                f"(true {alpha})"
             )
     return lines
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} sd {statistics.stdev(values):.2f}"
 
 
 def _rel(v: float, true: float) -> str:
@@ -196,9 +207,9 @@ def holdout_text(doc: dict[str, Any]) -> list[str]:
 
 def spread_text(docs: list[dict[str, Any]]) -> list[str]:
     """Across pairs: min..max of each holdout error and how many met the bound (emulator-power fit)."""
-    lines = ["spread across pairs (emulator-power fit):"]
+    lines = ["spread across pairs (the default fit: power from the measured busy time):"]
     for policy in POLICIES:
-        rows = [d["holdout"]["emulator"][policy] for d in docs if policy in d["holdout"]["emulator"]]
+        rows = [d["holdout"]["busy"][policy] for d in docs if policy in d["holdout"]["busy"]]
         parts = []
         for m, bound in BOUNDS.items():
             vals = [r[m] for r in rows if r.get(m) is not None]
@@ -206,9 +217,12 @@ def spread_text(docs: list[dict[str, Any]]) -> list[str]:
                 met = sum(abs(v) <= bound for v in vals)
                 parts.append(f"{m.split('_')[0]} {min(vals):+.1f}..{max(vals):+.1f} met {met}/{len(vals)}")
         lines.append(f"  {policy:<11} " + "  ".join(parts))
-    r2 = [d["fits"]["emulator"]["pi2"]["resistance_c_per_w"] for d in docs if "pi2" in d["fits"]["emulator"]]
-    if len(r2) > 1:
-        lines.append(f"  pi2 R over pairs: mean {statistics.mean(r2):.3f} sd {statistics.stdev(r2):.3f}")
+    for node in TRUE:
+        fits = [d["fits"]["busy"][node] for d in docs if node in d["fits"]["busy"]]
+        if len(fits) > 1:
+            keys = ("resistance_c_per_w", "time_constant_s", "ambient_c")
+            parts = [f"{k.split('_')[0]} {_mean_sd([f[k] for f in fits])}" for k in keys]
+            lines.append(f"  {node} fitted over pairs: " + "  ".join(parts))
     return lines
 
 

@@ -10,12 +10,15 @@ profile) and every policy's ``timeline.parquet`` / ``requests.parquet``:
   the node's mean power over the period (as both backends record it).  Started from the linear regression
   ``T[k] = a T[k-1] + b P[k] + c`` (exact for a constant period: ``a = exp(-h/tau)``, ``b = R (1 - a)``).
   The ambient is taken as constant over the run (a run under an ambient schedule is outside this fit).
-  Power source: a run on emulated hosts (``hil.thermal_emulator``) has each node's emulated power and
-  temperature per governor period in ``<policy>/thermal_emulator.csv``; the fit uses those (``power="auto"``
-  or ``"emulator"``), as it would a power meter's readings on a real node.  The timeline's ``power_w`` of an
-  emulated host is the power model at the *cgroup's* CPU time (a node capped at 0.4 CPU looks 0.4 cores busy
-  at most), while the emulator heats the node as if its whole CPU served (``stage_cores``): fitted on it, R
-  comes out several times too large and the ambient absorbs the rest (``power="timeline"`` shows it).
+  Fitted on the whole trajectory (output error; started from the one-step fit): see :func:`fit_thermal`.
+  Power source (``power``): ``busy`` (``auto`` where the run's devices have physics) — the run's power model
+  at each period's measured busy time and frequency (:func:`busy_power`), the power the simulator computes
+  from what the node did, so the fitted R is the one that makes the simulator reproduce the measured
+  temperatures; ``timeline`` — the timeline's ``power_w``, a power meter's readings where the host has one,
+  else the model at the node's *CPU time* (on a capped local node that is a fraction of the time it served:
+  the emulator heats it as if its whole CPU served, so R comes out several times too large and the ambient
+  absorbs the rest); ``emulator`` — the thermal emulator's own per-period power and temperature
+  (``<policy>/thermal_emulator.csv``; a check of the fit, not something a real node has).
 * **Frequency exponent** ``alpha`` per node: weighted regression of ``log env_factor`` (measured / profiled
   service time) on ``log(f_max / f)`` over the periods whose frequency did not change since the previous
   two readings (services of the period ran at that frequency), outside scripted slowdowns.
@@ -49,7 +52,7 @@ from scipy.optimize import least_squares
 
 from edgeprune.environment import merged_schedule
 from edgeprune.errors import ResultError
-from edgeprune.physics import DevicePhysics, rc_step
+from edgeprune.physics import DevicePhysics, dynamic_power_w, node_power_w, rc_step
 from edgeprune.results import RunResult, read_run_dir
 from edgeprune.scenario import Scenario, hop_time_s, load_scenario
 
@@ -58,7 +61,7 @@ __all__ = ["POWER_SOURCES", "Calibration", "Fit", "calibrate", "calibration_toml
 _THERMAL_COLUMNS = ("time_s", "stage", "temp_c", "power_w")
 _ALPHA_COLUMNS = ("time_s", "stage", "served", "env_factor", "freq_mhz")
 EMULATOR_CSV = "thermal_emulator.csv"  # per policy folder, written by a run on emulated hosts (hil.thermal_emulator)
-POWER_SOURCES = ("auto", "timeline", "emulator")
+POWER_SOURCES = ("auto", "busy", "timeline", "emulator")
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,38 @@ def _covariance_se(jac: np.ndarray, resid: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(np.diag(cov), 0.0))
 
 
+def _trajectory_residuals(theta: np.ndarray, segments: Sequence[tuple[np.ndarray, ...]]) -> np.ndarray:
+    """Output error: each segment's temperature simulated from its first reading through its powers, minus
+    the readings (a row without a reading is integrated through, not compared)."""
+    r_c_per_w, tau_s, ambient_c = (float(v) for v in theta)
+    out: list[float] = []
+    for t, temp, power in segments:
+        pred = float(temp[0])
+        for k in range(1, t.size):
+            pred = rc_step(pred, ambient_c, float(power[k]), r_c_per_w, float(t[k] - t[k - 1]), tau_s)
+            if math.isfinite(temp[k]):
+                out.append(pred - float(temp[k]))
+    return np.asarray(out)
+
+
+def _segment(rows: pl.DataFrame) -> tuple[np.ndarray, ...] | None:
+    """(t, T, P) from the first row with a temperature reading on, over rows with a known power."""
+    rows = rows.filter(pl.col("power_w").is_not_null() & pl.col("power_w").is_not_nan())
+    temp = rows["temp_c"].fill_null(np.nan).to_numpy()
+    first = np.flatnonzero(np.isfinite(temp))
+    if first.size < 2:
+        return None
+    rows = rows.slice(int(first[0]))
+    return rows["time_s"].to_numpy(), rows["temp_c"].fill_null(np.nan).to_numpy(), rows["power_w"].to_numpy()
+
+
 def fit_thermal(series: Sequence[pl.DataFrame]) -> dict[str, Fit]:
-    """R, tau and ambient of one node from its timeline rows (one frame per policy, sorted by time)."""
+    """R, tau and ambient of one node from its timeline rows (one frame per policy, sorted by time).
+
+    Started from the one-step (equation-error) fit, refined on the whole trajectory (output error): a
+    per-period power estimate is noisy (a service counted in the period it ends in, a reading a period late),
+    and on one step that noise biases R towards 0 and the ambient up (errors in the regressor); through the
+    RC filter it averages out."""
     parts = [_steps(rows) for rows in series]
     prev, power, h, temp = (np.concatenate([p[i] for p in parts]) for i in range(4))
     n = temp.size
@@ -158,12 +191,45 @@ def fit_thermal(series: Sequence[pl.DataFrame]) -> dict[str, Fit]:
     a = min(max(a, 1e-6), 1 - 1e-9)
     h_mean = float(np.mean(h))
     start = np.array([max(b / (1 - a), 1e-3), -h_mean / math.log(a), c / (1 - a)])
-    res = least_squares(
-        _rc_residuals, start, args=(prev, power, h, temp), bounds=([1e-6, 1e-6, -100.0], [np.inf, np.inf, 200.0])
+    lower, upper = [1e-6, 1e-6, -100.0], [np.inf, np.inf, 200.0]
+    step = least_squares(
+        _rc_residuals, np.clip(start, lower, [1e6, 1e6, 200.0]), args=(prev, power, h, temp), bounds=(lower, upper)
     )
+    segments = [seg for seg in (_segment(rows) for rows in series) if seg is not None]
+    res = least_squares(_trajectory_residuals, step.x, args=(segments,), bounds=(lower, upper))
     se = _covariance_se(res.jac, res.fun)
     names = ("resistance_c_per_w", "time_constant_s", "ambient_c")
     return {k: Fit(float(v), float(e), n) for k, v, e in zip(names, res.x, se, strict=True)}
+
+
+def _spread_back(busy_s: np.ndarray, period_s: np.ndarray) -> np.ndarray:
+    """Busy time per period, what exceeds a period moved into the periods before it: a service is counted in
+    the period it ends in, and one longer than what is left of the period began before it."""
+    out = np.zeros_like(busy_s)
+    carry = 0.0
+    for k in range(busy_s.size - 1, -1, -1):
+        total = busy_s[k] + carry
+        out[k] = min(total, max(period_s[k], 0.0))
+        carry = total - out[k]
+    return out
+
+
+def busy_power(phys: DevicePhysics, rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` (one stage's timeline, sorted) with ``power_w`` replaced by the simulator's power model at each
+    period's measured busy time (``served x service_time_s``, see :func:`_spread_back`) and the frequency in
+    effect over it (the previous row's reading; the top before any): ``P(idle) + busy / period x (P(busy) -
+    P(idle))``.  What the simulator would have computed from what the node did — on a node without a power
+    meter the consistent power to fit R against (the timeline's own ``power_w`` is the model at the CPU time,
+    which on a capped node is a fraction of the time it served)."""
+    freqs = list(phys.dvfs.freqs_mhz)
+    t = rows["time_s"].to_numpy()
+    period_s = np.diff(np.concatenate([[0.0], t]))
+    busy_s = (rows["served"].cast(pl.Float64) * rows["service_time_s"].fill_null(0.0)).fill_null(0.0).to_numpy()
+    util = _spread_back(busy_s, period_s) / np.where(period_s > 0, period_s, np.inf)
+    f_in_effect = rows["freq_mhz"].shift(1).fill_null(freqs[0]).fill_nan(freqs[0]).to_numpy()
+    steps = [int(np.argmin([abs(f - x) for x in freqs])) for f in f_in_effect]
+    power = [node_power_w(phys, k, False) + u * dynamic_power_w(phys, k) for k, u in zip(steps, util, strict=True)]
+    return rows.with_columns(pl.Series("power_w", power, dtype=pl.Float64))
 
 
 def _stable_rows(rows: pl.DataFrame) -> pl.DataFrame:
@@ -284,20 +350,12 @@ def _window_ratios(
     return np.concatenate(ratios), np.concatenate(weights)
 
 
-def _emulator_records(run_dir: Path, policies: Sequence[str], power: str) -> list[pl.DataFrame]:
-    """Every policy's emulator records (time_s, node, power_w, temp_c; sorted by time) where ``power`` asks for
-    them (``emulator``: required; ``auto``: where every policy has them); empty: use the timeline."""
-    if power not in POWER_SOURCES:
-        raise ResultError(f"power source {power!r}: one of {', '.join(POWER_SOURCES)}")
-    paths = [run_dir / p / EMULATOR_CSV for p in policies]
-    have = all(path.is_file() and path.stat().st_size > 0 for path in paths)
-    if power == "timeline" or (power == "auto" and not have):
-        return []
-    if not have:
-        missing = next(p for p in paths if not (p.is_file() and p.stat().st_size > 0))
-        raise ResultError(f"{missing}: no emulator records (a run on hosts with emulate_physics writes them)")
+def _emulator_records(run_dir: Path, policies: Sequence[str]) -> list[pl.DataFrame]:
+    """Every policy's emulator records (time_s, node, power_w, temp_c; sorted by time)."""
     frames = []
-    for path in paths:
+    for path in (run_dir / p / EMULATOR_CSV for p in policies):
+        if not (path.is_file() and path.stat().st_size > 0):
+            raise ResultError(f"{path}: no emulator records (a run on hosts with emulate_physics writes them)")
         try:
             frame = pl.read_csv(path).select("time_s", "node", "power_w", "temp_c")
         except (pl.exceptions.PolarsError, OSError) as exc:
@@ -306,26 +364,64 @@ def _emulator_records(run_dir: Path, policies: Sequence[str], power: str) -> lis
     return frames
 
 
+def _device_busy_power(phys: DevicePhysics, rows: pl.DataFrame, stages: Sequence[str]) -> pl.DataFrame:
+    """One row per period for the device: :func:`busy_power` of each of its stages, their services' power
+    added (a device running two stages serves both)."""
+    per_stage = [busy_power(phys, rows.filter(pl.col("stage") == st).sort("time_s")) for st in stages]
+    if len(per_stage) == 1:
+        return per_stage[0]
+    idle = pl.col("power_w").min()
+    both = (
+        pl.concat(per_stage)
+        .group_by("time_s")
+        .agg(pl.col("temp_c").first(), (pl.col("power_w").sum() - (pl.len() - 1) * idle).alias("power_w"))
+    )
+    return both.sort("time_s")
+
+
+def thermal_series(
+    power: str, sc: Scenario, device: str, series: Sequence[pl.DataFrame], emulated: Sequence[pl.DataFrame]
+) -> list[pl.DataFrame]:
+    """The rows the thermal fit of ``device`` uses for the ``power`` source (see the module docstring)."""
+    if power == "emulator":
+        return [e.filter(pl.col("node") == device) for e in emulated]
+    phys = next((d.physics for d in sc.devices if d.name == device), None)
+    if power == "timeline" or (power == "auto" and phys is None):
+        return list(series)
+    if phys is None:
+        raise ResultError(f"{sc.source}: device {device!r} has no physics: no power model for the busy time")
+    return [_device_busy_power(phys, rows, _stage_names(sc, device)) for rows in series]
+
+
+_POWER_NOTES = {
+    "emulator": f"thermal fit on the emulator's own per-period power ({EMULATOR_CSV}; a check, not a measurement)",
+    "timeline": "thermal fit on the timeline's power_w (a meter's readings, or the power model at the CPU time)",
+    "busy": "thermal fit on the run's power model at each period's measured busy time and frequency",
+}
+
+
 def calibrate(run_dir: Path, power: str = "auto") -> Calibration:
     """Every fit the run supports (see the module docstring); ``power`` says where the thermal fit takes the
-    node's power from (``auto``: the emulator's records where the run has them, else the timeline)."""
+    node's power from (``auto``: ``busy`` where the run's devices have physics, else the timeline's)."""
     sc, results = load_run(run_dir)
     cal = Calibration(source=str(run_dir.resolve()), policies=list(results))
     for policy, r in results.items():
         _need(run_dir, policy, r.timeline, _THERMAL_COLUMNS, "the thermal RC")
-    emulated = _emulator_records(run_dir, list(results), power)
-    if emulated:
-        cal.notes.append(
-            f"thermal fit on the emulator's per-period power and temperature ({EMULATOR_CSV}: the local "
-            "cluster's stand-in for a power meter), not the timeline's power_w"
-        )
+    if power not in POWER_SOURCES:
+        raise ResultError(f"power source {power!r}: one of {', '.join(POWER_SOURCES)}")
+    emulated = _emulator_records(run_dir, list(results)) if power == "emulator" else []
+    auto = (
+        "busy"
+        if all(d.physics is not None for d in sc.devices if d.name in _physics_devices(sc, results))
+        else "timeline"
+    )
+    cal.notes.append(_POWER_NOTES[auto if power == "auto" else power])
     f_max: dict[str, float] = {}
     for device in _physics_devices(sc, results):
         stages = _stage_names(sc, device)
         series = [r.timeline.filter(pl.col("stage").is_in(stages)).sort("time_s") for r in results.values()]
-        thermal_series = [e.filter(pl.col("node") == device) for e in emulated] if emulated else series
         try:
-            cal.thermal[device] = fit_thermal(thermal_series)
+            cal.thermal[device] = fit_thermal(thermal_series(power, sc, device, series, emulated))
         except ResultError as exc:
             cal.notes.append(f"{device}: {exc}")
         phys = next((d.physics for d in sc.devices if d.name == device), None)

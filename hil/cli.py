@@ -70,10 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--holdout", type=Path, help="a second run folder: report the fit's error predicting it")
     cal.add_argument(
         "--power",
-        choices=("auto", "timeline", "emulator"),
+        choices=("auto", "busy", "timeline", "emulator"),
         default="auto",
-        help="the thermal fit's power: the emulator's records (thermal_emulator.csv) or the timeline's power_w "
-        "(auto: the emulator's where the run has them)",
+        help="the thermal fit's power: the power model at the measured busy time (busy), the timeline's power_w, "
+        "or the thermal emulator's records (auto: busy where the run's devices have physics)",
     )
     local = sub.add_parser("local", help="an emulated cluster of OpenSSH servers on this machine (root only)")
     lsub = local.add_subparsers(dest="local_command", metavar="{up,down}")

@@ -26,7 +26,7 @@ from hil.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 R, TAU, AMBIENT, ALPHA, LATENCY_S = 12.0, 90.0, 30.0, 0.9, 0.04
-LIVE_R_TAU_REL, LIVE_AMBIENT_ABS_C = 0.03, 0.5  # the live test's tolerances (see below)
+LIVE_R_TAU_REL, LIVE_AMBIENT_ABS_C = 0.15, 4.0  # the live test's tolerances (see below)
 PHYSICS = (
     f'{{ preset = "rpi4b", thermal = {{ resistance_c_per_w = {R}, time_constant_s = {TAU}, ambient_c = {AMBIENT}, '
     f"initial_c = 50.0 }}, dvfs = {{ alpha = {ALPHA} }} }}"
@@ -99,7 +99,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_recovers_the_true_parameters(runs: tuple[Path, Path]) -> None:
-    cal = calibrate(runs[0])
+    cal = calibrate(runs[0], power="timeline")  # the simulator's power_w: exact
     assert sorted(cal.thermal) == ["pi1", "pi2", "pi3", "pi4"]
     for device, th in cal.thermal.items():
         assert th["resistance_c_per_w"].value == pytest.approx(R, rel=0.01), device
@@ -117,6 +117,17 @@ def test_recovers_the_true_parameters(runs: tuple[Path, Path]) -> None:
     assert slowed["factor"] == pytest.approx(1.5, rel=0.05)
     normal = [i for i in cal.interference if i["stated"] == 1.0]
     assert normal and all(i["factor"] == pytest.approx(1.0, rel=0.05) for i in normal)
+
+
+def test_the_busy_time_power_recovers_them_too(runs: tuple[Path, Path]) -> None:
+    """The default power source: the run's power model at each period's measured busy time (a service counted
+    in the period it ends in) — no power readings needed; within 1 % and 0.2 C (measured: 0.3 %, 0.12 C)."""
+    cal = calibrate(runs[0])
+    assert any("measured busy time" in n for n in cal.notes)
+    for device, th in cal.thermal.items():
+        assert th["resistance_c_per_w"].value == pytest.approx(R, rel=0.01), device
+        assert th["time_constant_s"].value == pytest.approx(TAU, rel=0.01), device
+        assert th["ambient_c"].value == pytest.approx(AMBIENT, abs=0.2), device
 
 
 def test_predicts_the_held_out_run_within_the_bounds(runs: tuple[Path, Path]) -> None:
@@ -192,11 +203,11 @@ def _emulator_csv(run: Path, folder: Path, power_scale: float) -> Path:
     return copy
 
 
-def test_the_emulator_records_replace_the_timeline_power(runs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_power_source_is_chosen(runs: tuple[Path, Path], tmp_path: Path) -> None:
     run = _emulator_csv(runs[0], tmp_path, power_scale=0.1)
-    auto = calibrate(run)
-    assert any("thermal_emulator.csv" in n for n in auto.notes)
-    for device, th in auto.thermal.items():
+    emulated = calibrate(run, power="emulator")
+    assert any("thermal_emulator.csv" in n for n in emulated.notes)
+    for device, th in emulated.thermal.items():
         assert th["resistance_c_per_w"].value == pytest.approx(R, rel=0.01), device
         assert th["time_constant_s"].value == pytest.approx(TAU, rel=0.01), device
     timeline = calibrate(run, power="timeline")
@@ -310,19 +321,23 @@ def live_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 @_live_marks
 def test_live_calibration_recovers_the_emulated_physics(live_runs: tuple[Path, Path]) -> None:
-    cal = calibrate(live_runs[0])
-    assert any("thermal_emulator.csv" in n for n in cal.notes)
+    cal = calibrate(live_runs[0])  # power from the timeline's busy time: what a node without a meter gives
+    exact = calibrate(live_runs[0], power="emulator")  # the emulator's own records: the fit itself is exact
     for node, (r, tau) in LIVE_TRUE.items():
         th = cal.thermal[node]
+        print(node, {k: round(f.value, 3) for k, f in th.items()})
         assert th["resistance_c_per_w"].value == pytest.approx(r, rel=LIVE_R_TAU_REL), node
         assert th["time_constant_s"].value == pytest.approx(tau, rel=LIVE_R_TAU_REL), node
         assert th["ambient_c"].value == pytest.approx(LIVE_AMBIENT_C, abs=LIVE_AMBIENT_ABS_C), node
+        assert exact.thermal[node]["resistance_c_per_w"].value == pytest.approx(r, rel=0.01), node
+        assert exact.thermal[node]["time_constant_s"].value == pytest.approx(tau, rel=0.01), node
 
 
 @_live_marks
 def test_live_calibration_predicts_another_scenario(live_runs: tuple[Path, Path]) -> None:
     held = holdout_errors(calibrate(live_runs[0]), live_runs[1])
     e = held["policies"]["no-pruning"]
+    print(e)
     assert e["throttled_s"] > 0  # pi2 throttled in the held-out run
     assert abs(e["throttled_error_pct"]) <= 10.0
     assert abs(e["slo_attainment"]) <= 3.0
