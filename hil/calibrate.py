@@ -445,8 +445,27 @@ def calibrate(run_dir: Path, power: str = "auto") -> Calibration:
     if hop is not None:
         cal.hop, cal.hop_latency_s = hop
     cal.interference = fit_interference(sc, results, cal.alpha, f_max)
-    cal.service_factor, cal.level_shapes = fit_services(sc, results)
+    for device, a in cal.alpha.items():
+        if a.value > ALPHA_MAX_SCHEMA:
+            cal.notes.append(
+                f"{device}: services slowed as alpha {a.value:.3f} > {ALPHA_MAX_SCHEMA:g}; the fragment carries "
+                f"{ALPHA_MAX_SCHEMA:g} (the schema's bound), --holdout predicts with {a.value:.3f}"
+            )
+    cal.service_factor, cal.level_shapes = fit_services(_with_fitted_alpha(cal, sc), results)
     return cal
+
+
+def _with_fitted_alpha(cal: Calibration, sc: Scenario) -> Scenario:
+    """``sc`` whose devices' physics carry the fitted alpha (the services' factors are taken net of it)."""
+    devices = []
+    for d in sc.devices:
+        if d.physics is not None and d.name in cal.alpha:
+            d = replace(
+                d,
+                physics=replace(d.physics, dvfs=replace(d.physics.dvfs, alpha=fitted_alpha(cal, d.name, schema=False))),
+            )
+        devices.append(d)
+    return replace(sc, devices=tuple(devices))
 
 
 def fit_services(sc: Scenario, results: Mapping[str, RunResult]) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -469,8 +488,19 @@ def fit_services(sc: Scenario, results: Mapping[str, RunResult]) -> tuple[dict[s
     return unslowed, level_shapes(sc, pooled, factors)
 
 
-def fitted_physics(cal: Calibration, device: str, base: DevicePhysics) -> DevicePhysics:
-    """``base`` with the fitted thermal constants (and alpha, where fitted) in place."""
+ALPHA_MAX_SCHEMA = 1.0  # the scenario schema's bound on dvfs.alpha (a physical node slows at most as f)
+
+
+def fitted_alpha(cal: Calibration, device: str, *, schema: bool) -> float:
+    """The fitted alpha, at least 0; with ``schema``, at most the scenario schema's bound.  A node whose
+    services slowed *more* than the frequency ratio (the emulated cluster: a CPU quota cut under CFS costs
+    more than its share) is predicted with what it did; the fragment can only carry the bound (noted)."""
+    value = max(0.0, cal.alpha[device].value)
+    return min(ALPHA_MAX_SCHEMA, value) if schema else value
+
+
+def fitted_physics(cal: Calibration, device: str, base: DevicePhysics, *, schema: bool = False) -> DevicePhysics:
+    """``base`` with the fitted thermal constants (and alpha, where fitted: :func:`fitted_alpha`) in place."""
     th = cal.thermal[device]
     thermal = replace(
         base.thermal,
@@ -479,7 +509,8 @@ def fitted_physics(cal: Calibration, device: str, base: DevicePhysics) -> Device
         capacitance_j_per_c=None,
         ambient_c=th["ambient_c"].value,
     )
-    dvfs = replace(base.dvfs, alpha=min(1.0, max(0.0, cal.alpha[device].value))) if device in cal.alpha else base.dvfs
+    alpha = fitted_alpha(cal, device, schema=schema) if device in cal.alpha else base.dvfs.alpha
+    dvfs = replace(base.dvfs, alpha=alpha)
     return replace(base, thermal=thermal, dvfs=dvfs)
 
 
@@ -487,10 +518,10 @@ def _physics_table(cal: Calibration, device: str) -> dict[str, Any]:
     """The device's physics table: the run's physics with the fitted keys replaced, or only the fitted keys."""
     base = cal.base_physics.get(device)
     if base is not None:
-        return dict(_drop_none(asdict(fitted_physics(cal, device, base))))
+        return dict(_drop_none(asdict(fitted_physics(cal, device, base, schema=True))))
     table: dict[str, Any] = {"thermal": {k: f.value for k, f in cal.thermal[device].items()}}
     if device in cal.alpha:
-        table["dvfs"] = {"alpha": cal.alpha[device].value}
+        table["dvfs"] = {"alpha": fitted_alpha(cal, device, schema=True)}
     return table
 
 
