@@ -26,6 +26,9 @@ profile) and every policy's ``timeline.parquet`` / ``requests.parquet``:
   left), latency minus the expected services (profiled mean at the levels served x the stage's measured
   service-time factor in that period); the mean per request, its standard error, and the per-hop latency
   that leaves after the scenario's transfer times (the ``[network] latency_s`` that reproduces it).
+* **Service times**: per node outside scripted windows, measured / profiled service time (the fitted
+  alpha's frequency share divided out), and per stage per level its shape relative to that
+  (:func:`fit_services`): how this cluster serves compared with its profile.  ``--holdout`` applies both.
 * **Interference factors**: per scripted slowdown window of a node, the measured / profiled service time
   divided by the frequency's share ``(f_max / f)^alpha``, against the stated factor.
 
