@@ -576,9 +576,12 @@ def _is_inf(v: object) -> bool:
 
 
 def _nan_free(value: Any) -> Any:
-    """TOML has nan, but a reader should not have to handle it: NaN entries are left out."""
+    """TOML has nan, but a reader should not have to handle it: NaN entries are left out, and so are unknown
+    ones (``None``: an error with no figure on one side), which TOML cannot hold."""
     if isinstance(value, Mapping):
-        return {k: _nan_free(v) for k, v in value.items() if not (isinstance(v, float) and math.isnan(v))}
+        return {
+            k: _nan_free(v) for k, v in value.items() if v is not None and not (isinstance(v, float) and math.isnan(v))
+        }
     if isinstance(value, list):
         return [_nan_free(v) for v in value]
     return value

@@ -21,7 +21,7 @@ import pytest
 from edgeprune.cli.sim import main as sim_main
 from edgeprune.config import Ctx
 from edgeprune.physics import device_physics_from_table
-from hil.calibrate import calibrate, holdout_errors
+from hil.calibrate import calibrate, calibration_toml, holdout_errors
 from hil.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -343,3 +343,10 @@ def test_live_calibration_predicts_another_scenario(live_runs: tuple[Path, Path]
     assert e["temp_rmse_c"] < 1.5
     # p50 / p95 / SLO attainment are reported by bench/bench_hil_calibrate.py, not asserted: on this cluster a
     # node's service time grows with its load (see the README), which no fixed factor fitted on run A carries
+
+
+def test_an_unknown_holdout_error_is_left_out_of_the_fragment(runs: tuple[Path, Path]) -> None:
+    """A held-out error with no figure on one side (``None``: e.g. a p95 that is unfinished) is not TOML."""
+    held = {"run": "b", "policies": {"no-pruning": {"p50_latency_s": 1.5, "p95_latency_s": None}}}
+    doc = tomllib.loads(calibration_toml(calibrate(runs[0]), held))
+    assert doc["calibration"]["holdout"]["policies"]["no-pruning"] == {"p50_latency_s": 1.5}
