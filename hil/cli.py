@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("run_dir", type=Path, help="a run folder (edgeprune-hil run or edgeprune-sim --out)")
     cal.add_argument("--out", type=Path, help="scenario fragment (TOML) to write the fitted values to")
     cal.add_argument("--holdout", type=Path, help="a second run folder: report the fit's error predicting it")
+    cal.add_argument(
+        "--power",
+        choices=("auto", "busy", "timeline", "emulator"),
+        default="auto",
+        help="the thermal fit's power: the power model at the measured busy time (busy), the timeline's power_w, "
+        "or the thermal emulator's records (auto: busy where the run's devices have physics)",
+    )
     local = sub.add_parser("local", help="an emulated cluster of OpenSSH servers on this machine (root only)")
     lsub = local.add_subparsers(dest="local_command", metavar="{up,down}")
     up = lsub.add_parser("up", help="start it; write its cluster file, a small checkpoint, a profile, a scenario")
@@ -446,7 +453,7 @@ def _calibrate_cmd(args: argparse.Namespace) -> int:
     from edgeprune.atomic import atomic_write_text
     from hil.calibrate import calibrate, calibration_toml, format_calibration, holdout_errors
 
-    cal = calibrate(args.run_dir)
+    cal = calibrate(args.run_dir, args.power)
     held = holdout_errors(cal, args.holdout) if args.holdout is not None else None
     print(format_calibration(cal, held))
     if args.out is not None:
