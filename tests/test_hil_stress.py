@@ -24,8 +24,8 @@ pytestmark = capped_cluster_marks()
 
 SCENARIO = Path(__file__).parents[1] / "scenarios" / "hil" / "bursty-4node.toml"
 STATED = 2.0  # stress-ng --cpu 1 on pi2 (the scenario file's factor; 3x overloads no-pruning: see the README)
-DURATION_S = 40.0
-SLOWED_FROM_S = 20.0
+DURATION_S = 30.0
+SLOWED_FROM_S = 15.0
 
 cluster, no_leftovers = cluster_fixtures(4, cgroups=True)
 
@@ -43,7 +43,7 @@ def cluster_file(cluster: LocalCluster) -> Path:
 def profiles(cluster_file: Path, cluster: LocalCluster) -> tuple[Path, Path]:
     """The clean profile and the one measured with ``stress-ng --cpu 1`` on pi2 (``profile --under``)."""
     clean, under = cluster.root / "local-cluster.json", cluster.root / "under-stress1.json"
-    base = ["--cluster", str(cluster_file), "profile", "--samples", "15", "--warmup", "3"]
+    base = ["--cluster", str(cluster_file), "profile", "--samples", "8", "--warmup", "2"]
     assert main([*base, "--out", str(clean)]) == 0
     assert main([*base, "--out", str(under), "--under", "stress:1", "--node", "pi2", "--baseline", str(clean)]) == 0
     return clean, under

@@ -478,7 +478,7 @@ def test_sim_vs_hw_is_inside_the_folder_when_it_is_published(
     monkeypatch.setattr(hil.cli, "_load_run_scenario", lambda *_: sc)
     monkeypatch.setattr(hil.cli, "_sim_vs_hw", lambda *_: ("table", {"sim_vs_hw.json": "{}", "sim_vs_hw.txt": "t\n"}))
     cluster: Any = argparse.Namespace(name="lab", stages=[], coordinator=argparse.Namespace(transport="direct"))
-    args = argparse.Namespace(out=tmp_path / "run", force=False, no_sim=False)
+    args = argparse.Namespace(out=tmp_path / "run", force=False, no_sim=False, under_profile=None)
     assert hil.cli._run_cmd(cluster, args) == 0
     assert published == [["no-pruning", "scenario.toml", "sim_vs_hw.json", "sim_vs_hw.txt", "summary.json"]]
 
