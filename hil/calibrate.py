@@ -15,9 +15,8 @@ profile) and every policy's ``timeline.parquet`` / ``requests.parquet``:
   at each period's measured busy time and frequency (:func:`busy_power`), the power the simulator computes
   from what the node did, so the fitted R is the one that makes the simulator reproduce the measured
   temperatures; ``timeline`` — the timeline's ``power_w``, a power meter's readings where the host has one,
-  else the model at the node's *CPU time* (on a capped local node that is a fraction of the time it served:
-  the emulator heats it as if its whole CPU served, so R comes out several times too large and the ambient
-  absorbs the rest); ``emulator`` — the thermal emulator's own per-period power and temperature
+  else the model at the node's CPU time (on an emulated node, at the emulator's busy fraction:
+  ``hil.records.RunRecorder``); ``emulator`` — the thermal emulator's own per-period power and temperature
   (``<policy>/thermal_emulator.csv``; a check of the fit, not something a real node has).
 * **Frequency exponent** ``alpha`` per node: weighted regression of ``log env_factor`` (measured / profiled
   service time) on ``log(f_max / f)`` over the periods whose frequency did not change since the previous
@@ -222,8 +221,7 @@ def busy_power(phys: DevicePhysics, rows: pl.DataFrame) -> pl.DataFrame:
     period's measured busy time (``served x service_time_s``, see :func:`_spread_back`) and the frequency in
     effect over it (the previous row's reading; the top before any): ``P(idle) + busy / period x (P(busy) -
     P(idle))``.  What the simulator would have computed from what the node did — on a node without a power
-    meter the consistent power to fit R against (the timeline's own ``power_w`` is the model at the CPU time,
-    which on a capped node is a fraction of the time it served)."""
+    meter the consistent power to fit R against."""
     freqs = list(phys.dvfs.freqs_mhz)
     t = rows["time_s"].to_numpy()
     period_s = np.diff(np.concatenate([[0.0], t]))
@@ -398,7 +396,7 @@ def thermal_series(
 
 _POWER_NOTES = {
     "emulator": f"thermal fit on the emulator's own per-period power ({EMULATOR_CSV}; a check, not a measurement)",
-    "timeline": "thermal fit on the timeline's power_w (a meter's readings, or the power model at the CPU time)",
+    "timeline": "thermal fit on the timeline's power_w (a meter's readings, or the power model at the measured use)",
     "busy": "thermal fit on the run's power model at each period's measured busy time and frequency",
 }
 

@@ -118,8 +118,10 @@ class _Run:
         self.run_index = run_index
         self.loop = asyncio.get_running_loop()
         self.t0 = 0.0
-        physics = tuple(h.power_model for h in session.cluster.stage_hosts())
-        self.rec = RunRecorder(spec.name, curves.stage_names, arrivals_s, sc.warmup_s, curves, physics)
+        hosts = session.cluster.stage_hosts()
+        physics = tuple(h.power_model for h in hosts)
+        emulated = tuple(h.cpu_quota if h.emulate_physics is not None and h.physics is None else None for h in hosts)
+        self.rec = RunRecorder(spec.name, curves.stage_names, arrivals_s, sc.warmup_s, curves, physics, emulated)
         self.all_accounted = asyncio.Event()
         self.levels: list[int] = [0] * curves.n_stages
         self.env: Environment | None = None

@@ -6,9 +6,9 @@ period and stage; :meth:`RunRecorder.result` builds the identical :class:`~edgep
 (``requests`` and ``timeline`` with the simulator's columns and types, ``summary`` from
 :func:`~edgeprune.results.summarise`).  Each period's node readings (``hil.readings``) fill the simulator's
 physics columns (``temp_c``, ``freq_mhz``, ``power_w``: the meter or the node's power model at the measured
-utilisation and frequency, ``throttled``) plus the measured ``cpu_stage_s`` / ``cpu_other_s``, and the
-summary gets the simulator's physics keys from the same :func:`edgeprune.physics.physics_summary`.
-Requests with no result are ``unfinished``, so a run cut short by a
+utilisation and frequency — an emulated node's utilisation by the emulator's rule —, ``throttled``) plus the
+measured ``cpu_stage_s`` / ``cpu_other_s``, and the summary gets the simulator's physics keys from the same
+:func:`edgeprune.physics.physics_summary`.  Requests with no result are ``unfinished``, so a run cut short by a
 failure still yields a valid, partial result.
 """
 
@@ -36,6 +36,7 @@ from edgeprune.records import (
     timeline_table,
 )
 from edgeprune.results import RunResult, summarise
+from hil.thermal_emulator import emulated_quota_cpus, emulated_util
 
 __all__ = ["RunRecorder", "stage_obs"]
 
@@ -81,6 +82,7 @@ class RunRecorder:
     levels: np.ndarray = field(init=False)
     dropped_at: list[str | None] = field(init=False)
     node_physics: Sequence[DevicePhysics | None] = ()  # per stage: its host's power model (cluster file)
+    emulated_cpus: Sequence[float | None] = ()  # per stage: its host's quota at the top step if emulated, else None
     timeline: dict[str, list[Any]] = field(
         default_factory=lambda: {c: [] for c in (*RAW_TIMELINE, *PHYSICS_TIMELINE, *CPU_TIMELINE)}
     )
@@ -129,21 +131,38 @@ class RunRecorder:
             row = (obs.time_s, k, st.level, int(decided[k]), st.queue_len, st.busy, st.arrivals, st.served)
             for name, value in zip(RAW_TIMELINE, (*row, st.busy_s, st.nominal_s, st.dropped), strict=True):
                 self.timeline[name].append(value)
-            self._node_period(k, obs.period_s, st.temp_c, st.freq_mhz, rep)
+            self._node_period(k, obs.period_s, st, rep)
             for rid in rep.get("dropped_ids", []):
                 self.dropped(int(rid), k)
         self.measured_s += obs.period_s
 
-    def _node_period(self, k: int, period_s: float, temp_c: float, freq_mhz: float, rep: dict[str, Any]) -> None:
+    def _node_period(self, k: int, period_s: float, st: StageObs, rep: dict[str, Any]) -> None:
         """Stage ``k``'s node over one period: its readings, CPU times, power and throttle state."""
+        temp_c, freq_mhz = st.temp_c, st.freq_mhz
         stage_s, other_s = _reading(rep, "cpu_stage_s"), _reading(rep, "cpu_other_s")
-        busy_cores = (stage_s + other_s) / period_s if period_s > 0 else math.nan
+        busy_cores = self._busy_cores(k, period_s, st, stage_s, other_s)
         flag = rep.get("throttled")
         power_w, throttled = self.nodes[k].add(period_s, temp_c, freq_mhz, flag, busy_cores, _reading(rep, "power_w"))
         for name, value in zip(
             (*PHYSICS_TIMELINE, *CPU_TIMELINE), (temp_c, freq_mhz, power_w, throttled, stage_s, other_s), strict=True
         ):
             self.timeline[name].append(value)
+
+    def _busy_cores(self, k: int, period_s: float, st: StageObs, stage_s: float, other_s: float) -> float:
+        """Stage ``k``'s node's busy cores over the period: its CPU time per second, or, on a node whose physics
+        the coordinator emulates, the emulator's busy fraction (``hil.thermal_emulator.emulated_util``: a capped
+        node's CPU time understates how long its services keep a Pi's cores busy) times the cores a service
+        uses, so the timeline's power and energy are the emulated node's."""
+        if period_s <= 0:
+            return math.nan
+        phys = self.nodes[k].phys
+        base_cpus = self.emulated_cpus[k] if self.emulated_cpus else None
+        if base_cpus is None or phys is None or math.isnan(st.freq_mhz) or math.isnan(stage_s + other_s):
+            return (stage_s + other_s) / period_s
+        freqs = phys.dvfs.freqs_mhz
+        step = min(range(len(freqs)), key=lambda i: abs(freqs[i] - st.freq_mhz))  # the emulator's step
+        quota_cpus = emulated_quota_cpus(phys, base_cpus, step)
+        return emulated_util(st.busy_s, stage_s + other_s, stage_s, period_s, quota_cpus) * phys.service_cores
 
     def requests_table(self) -> pl.DataFrame:
         """Per-request rows (``edgeprune.records``, shared with the simulator)."""

@@ -64,6 +64,7 @@ __all__ = [
     "PeriodRecord",
     "emulate",
     "emulated_quota_cpus",
+    "emulated_util",
     "emulation_csv",
     "io_for",
     "usage_files",
@@ -90,6 +91,24 @@ class PeriodRecord(NamedTuple):
 def emulated_quota_cpus(phys: DevicePhysics, base_cpus: float, freq_index: int) -> float:
     """The CPU quota that slows the node as frequency step ``freq_index`` would: ``base x (f / f_max)^alpha``."""
     return base_cpus / freq_factor(phys, freq_index)
+
+
+def emulated_util(
+    serving_s: float | None, cpu_s: float, stage_cpu_s: float, elapsed_s: float, quota_cpus: float
+) -> float:
+    """The emulated node's busy fraction over ``elapsed_s`` (module docstring, step 2), in ``[0, 1]``.
+
+    ``serving_s`` the time its stage spent serving (``None``: not reported, then ``cpu_s`` alone counts),
+    ``cpu_s`` the CPU time of the whole node, ``stage_cpu_s`` the stage process's share of it, ``quota_cpus``
+    the quota in effect.  The rule of both the emulator's heat and the run's timeline power."""
+    capacity_s = elapsed_s * quota_cpus
+    if capacity_s <= 0:
+        return 0.0
+    if serving_s is None:
+        return min(1.0, max(0.0, cpu_s / capacity_s))
+    # the other use not clipped on its own: the reports' periods are not the governor's, so the difference is
+    # noisy around the true other use, and clipping its negative side would add heat nobody made
+    return min(1.0, max(0.0, serving_s / elapsed_s + (cpu_s - stage_cpu_s) / capacity_s))
 
 
 @dataclass
@@ -128,16 +147,7 @@ class EmulatorState:
         process used (module docstring, step 2), then take the governor's decision; returns ``(util, mean
         power_w)``."""
         h_s = t_s - self.t_s
-        capacity_s = elapsed_s * self.quota_cpus
-        if capacity_s <= 0:
-            util = 0.0
-        elif serving_s is None:
-            util = cpu_s / capacity_s
-        else:
-            # not clipped per period: the reports' periods are not the governor's, so the difference is noisy
-            # around the true other use, and clipping its negative side would add heat nobody made
-            util = serving_s / elapsed_s + (cpu_s - stage_cpu_s) / capacity_s
-        util = min(1.0, max(0.0, util))
+        util = emulated_util(serving_s, cpu_s, stage_cpu_s, elapsed_s, self.quota_cpus)
         power_w = node_power_w(self.phys, self.step, False) + util * dynamic_power_w(self.phys, self.step)
         self.temp_c, _ = rc_period(self.phys.thermal, self.temp_c, self.t_s, t_s, [], power_w, 0.0)
         self.energy_j += power_w * h_s

@@ -330,6 +330,12 @@ def test_live_calibration_recovers_the_emulated_physics(live_runs: tuple[Path, P
     cal = calibrate(live_runs[0])
     exact = calibrate(live_runs[0], power="emulator")  # the emulator's own records: the fit itself is exact
     emulated = pl.read_csv(live_runs[0] / "no-pruning" / "thermal_emulator.csv")
+    timeline = pl.read_parquet(live_runs[0] / "no-pruning" / "timeline.parquet")
+    for k, node in enumerate(LIVE_TRUE):  # the timeline's power is the emulator's (0.1 % apart in a live run)
+        reported_w = float(timeline.filter(pl.col("stage") == f"s{k}")["power_w"].mean() or 0.0)
+        assert reported_w == pytest.approx(
+            float(emulated.filter(pl.col("node") == node)["power_w"].mean() or 0.0), rel=0.02
+        )
     for node, (r, tau) in LIVE_TRUE.items():
         th = {k: f.value for k, f in cal.thermal[node].items()}
         print(node, th)

@@ -154,6 +154,32 @@ def test_recorder_puts_node_readings_in_the_simulators_physics_columns_and_summa
     assert summary["time_at_freq_s"] == {"800": 1.0}
 
 
+def test_an_emulated_nodes_timeline_power_is_the_emulators() -> None:
+    """On a node whose physics the coordinator emulates, the timeline's power is the emulator's power for the
+    same period (its busy fraction from the serving time, not the capped cgroup's CPU time), at every step."""
+    from hil.thermal_emulator import EmulatorState
+
+    lat = ((0.1, 0.05), (0.1, 0.05))
+    curves = PipelineCurves((0.0, 0.5), lat, lat, (0.0,), 0.0, 1.0, None, stage_names=("s0", "s1"))
+    rec = RunRecorder("p", ("s0", "s1"), np.array([0.1]), 0.0, curves, (GENERIC, GENERIC), (0.4, None))
+    expected = []
+    for step, busy_s in ((0, 0.4), (1, 0.3), (2, 0.5)):
+        reports = [
+            {**_report(0, freq_mhz=GENERIC.dvfs.freqs_mhz[step], cpu_stage_s=0.1, cpu_other_s=0.02), "busy_s": busy_s},
+            _report(0, freq_mhz=1000.0, cpu_stage_s=0.1, cpu_other_s=0.02),
+        ]
+        stages = tuple(stage_obs(r, n) for r, n in zip(reports, rec.nodes, strict=True))
+        rec.period(Observation(0.5 * (step + 1), 0.5, 1, stages), (0, 0), reports)
+        emulator = EmulatorState(GENERIC, 0.4)
+        emulator.step = step
+        expected.append(emulator.advance(0.5, 0.12, 0.5, busy_s, 0.1)[1])
+    tl = rec.result(slo_s=1.0, window_end_s=1.5).timeline
+    emulated, plain = tl.filter(tl["stage"] == "s0"), tl.filter(tl["stage"] == "s1")
+    assert emulated["power_w"].to_list() == pytest.approx(expected, rel=1e-12)
+    assert expected[0] > measured_power_w(GENERIC, 1000.0, 0.12 / 0.5)  # the CPU time alone understates it
+    assert plain["power_w"].to_list() == pytest.approx([measured_power_w(GENERIC, 1000.0, 0.12 / 0.5)] * 3)
+
+
 def test_reports_with_malformed_readings_are_refused() -> None:
     good = {"event": "report", **_report(0, temp_c=50.5, throttled=False, power_w=3)}
     assert check_event(good) is good
