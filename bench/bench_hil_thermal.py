@@ -4,6 +4,7 @@ simulator, given the same physics, predicts both (issue #16, "must show", first 
     python bench/bench_hil_thermal.py                       # 3 repeats of no-pruning, thermal and bottleneck
     python bench/bench_hil_thermal.py --repeats 1 --policies no-pruning thermal bottleneck
     python bench/bench_hil_thermal.py --keep DIR            # keep the run folders (and reuse DIR/profile.json)
+    python bench/bench_hil_thermal.py --rate-hz 8           # another arrival rate
 
 What it does: starts the 4-node local cluster (``hil.local``, cgroups, 0.4 CPU per node), writes the
 ``RUN_VIT`` checkpoint (~70-90 ms per stage at 0.4 CPU), a cluster file in which every host is emulated
@@ -98,12 +99,12 @@ def physics_table(node: str) -> Any:
     return device_physics_from_table(tomllib.loads(f"x = {physics_of(node)}")["x"], Ctx("bench_hil_thermal"))
 
 
-def scenario_text(seed: int) -> str:
+def scenario_text(seed: int, rate_hz: float = RATE_HZ) -> str:
     """The scenario (its devices carry no physics: the run gives each stage its host's emulated physics)."""
     devices = "\n".join(f'[[device]]\nname = "pi{k}"\nprofile_device = "local"' for k in range(1, 5))
     stages = "\n".join(f'[[stage]]\nname = "s{k}"\ndevice = "pi{k + 1}"' for k in range(4))
     return SCENARIO.format(
-        seed=seed, duration_s=DURATION_S, slo_s=SLO_S, rate_hz=RATE_HZ, devices=devices, stages=stages
+        seed=seed, duration_s=DURATION_S, slo_s=SLO_S, rate_hz=rate_hz, devices=devices, stages=stages
     )
 
 
@@ -122,14 +123,16 @@ def cluster_file(cluster: Any, root: Path) -> Path:
     return path
 
 
-def run_once(cluster_toml: Path, folder: Path, profile: Path, policies: list[str], seed: int) -> dict[str, Any]:
+def run_once(
+    cluster_toml: Path, folder: Path, profile: Path, policies: list[str], seed: int, rate_hz: float = RATE_HZ
+) -> dict[str, Any]:
     """One ``edgeprune-hil run`` of every policy; its comparison document."""
     from hil.cli import main
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(profile, folder / "profile.json")
     sc = folder / "hil-thermal.toml"
-    sc.write_text(scenario_text(seed))
+    sc.write_text(scenario_text(seed, rate_hz))
     out = folder / "run"
     cmd = ["--cluster", str(cluster_toml), "run", str(sc), "--out", str(out), "--profile", str(profile)]
     for p in policies:
@@ -210,6 +213,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--policies", nargs="+", default=["no-pruning", "thermal", "bottleneck"])
     ap.add_argument("--first-seed", type=int, default=21, help="run i uses seed first + i (fresh arrivals)")
+    ap.add_argument("--rate-hz", type=float, default=RATE_HZ, help="Poisson arrival rate (req/s)")
     ap.add_argument("--keep", type=Path, help="keep the run folders here (and reuse its profile.json)")
     ap.add_argument("--compare-only", type=Path, help="no cluster: redo the comparison of DIR/run*/ (a --keep DIR)")
     args = ap.parse_args()
@@ -240,7 +244,7 @@ def main() -> int:
             print(f"profiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         for i in range(args.repeats):
             t0 = time.perf_counter()
-            doc = run_once(ctoml, work / f"run{i + 1}", profile, args.policies, args.first_seed + i)
+            doc = run_once(ctoml, work / f"run{i + 1}", profile, args.policies, args.first_seed + i, args.rate_hz)
             docs.append(doc)
             print(f"run {i + 1} took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     finally:
