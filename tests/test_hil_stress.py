@@ -74,11 +74,12 @@ def test_profile_under_stress_slows_the_loaded_node_only(profiles: tuple[Path, P
     assert dev.meta["under"] == {"load": "stress-ng --cpu 1", "stress_cpus": 1, "nodes": ["pi2"]}
     factors = dev.meta["interference_factors"]
     assert list(factors) == ["pi1", "pi2", "pi3", "pi4"] and all(len(f) == 4 for f in factors.values())
-    # per level against the other nodes' median: at 8 samples one ~16 ms level of a clean node can read 1.5x
-    # by the host's noise alone (a fresh-clone CI run: pi3's last level 1.52, pi2's levels 1.87-3.23)
+    # per level against the other nodes' median, never an absolute bound: at 8 samples one ~16 ms level of a
+    # clean node can read 1.5x by the host's noise alone (a fresh-clone CI run: pi3's last level 1.52), and the
+    # host itself can slow between the two profiles (another: every clean node 1.23-1.52x, pi2 2.7-3.0x)
     for level, loaded in enumerate(factors["pi2"]):
         clean = statistics.median(factors[n][level] for n in ("pi1", "pi3", "pi4"))
-        assert loaded > 1.5 * clean and clean < 1.5, (level, factors)
+        assert loaded > 1.5 * clean, (level, factors)
 
 
 def test_open_loop_stress_run_says_why_as_stated_differs(
