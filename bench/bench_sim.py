@@ -145,7 +145,8 @@ def one_size(n: int, physics: bool = False, engine_only: bool = False, hold: boo
         spec = sc.policies[0]
         streams = draw_streams(sc)
         third = list(inspect.signature(compile_setup).parameters)[2]  # earlier trees took the arrivals
-        setup = compile_setup(sc, spec, streams.arrivals_s if third == "arrivals_s" else streams)
+        old_api: Any = streams.arrivals_s  # what an earlier tree's compile_setup took (typed for this tree's)
+        setup = compile_setup(sc, spec, old_api if third == "arrivals_s" else streams)
 
         def policy() -> Any:
             return Hold(4) if hold else make_policy(spec, curves_for(sc))
@@ -228,23 +229,29 @@ def _one(n: int, tree: Path, *flags: str) -> dict[str, float]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def against(base: Path, sizes: list[int], rounds: int = 3) -> int:
+def against(base: Path, sizes: list[int], rounds: int = 7) -> int:
     """Warm engine speed of this tree and of ``base`` on the same scenario, alternated ``rounds`` times
-    (this VM's speed drifts: only figures taken side by side compare); the best of each.  Under the
+    (this VM's speed drifts: only figures taken side by side compare; the order flips every round so
+    neither tree always runs second).  Two ratios: the best of each (neighbours only ever slow a run down)
+    and the median of the rounds' paired ratios (robust to one round landing on a busy moment).  Under the
     ``bottleneck`` policy (what a user runs) and under :class:`Hold` (the engine alone: the two trees'
     policies may differ, the engine's per-tick work is what the comparison is about)."""
     print(f"this tree: {ROOT}\nbaseline:  {base}")
     for n in sizes:
         for label, flags in (("bottleneck", ()), ("hold", ("--hold",))):
-            best = {ROOT: 0.0, base: 0.0}
+            rates: dict[Path, list[float]] = {ROOT: [], base: []}
             for r in range(rounds):
-                for tree in (base, ROOT):
+                for tree in (base, ROOT) if r % 2 == 0 else (ROOT, base):
                     rate = _one(n, tree, "--engine-only", *flags)["warm_req_per_s"]
-                    best[tree] = max(best[tree], rate)
+                    rates[tree].append(rate)
                     side = "this" if tree == ROOT else "base"
                     print(f"{n:>10,} {label:<10} round {r + 1} {side}: {rate:>10,.0f} req/s warm")
-            ratio = best[ROOT] / best[base]
-            print(f"{n:>10,} {label:<10} best: this {best[ROOT]:,.0f} vs base {best[base]:,.0f} = {ratio:.2f}x")
+            best, best_base = max(rates[ROOT]), max(rates[base])
+            paired = float(np.median([a / b for a, b in zip(rates[ROOT], rates[base], strict=True)]))
+            print(
+                f"{n:>10,} {label:<10} best: this {best:,.0f} vs base {best_base:,.0f} = {best / best_base:.2f}x; "
+                f"median of {rounds} paired rounds: {paired:.2f}x"
+            )
     return 0
 
 
@@ -256,6 +263,7 @@ def main() -> int:
     ap.add_argument("--physics", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=7, help="alternated rounds per policy with --against")
     ap.add_argument(
         "--against",
         type=Path,
@@ -268,7 +276,7 @@ def main() -> int:
         print(json.dumps(one_size(args.one, args.physics, args.engine_only, args.hold)))
         return 0
     if args.against is not None:
-        return against(args.against.resolve(), [int(s) for s in args.sizes.split(",")])
+        return against(args.against.resolve(), [int(s) for s in args.sizes.split(",")], args.rounds)
     naive_rate = naive(20_000)
     print(f"naive SimPy baseline (process per request), 20k requests: {naive_rate:,.0f} req/s")
     print(

@@ -134,6 +134,7 @@ class Controller:
         self.n_levels = setup.n_levels
         self.period_s = setup.period_s
         self.ticks = 0
+        self._valid: object = object()  # the policy's last answer as it returned it, once validated (none yet)
 
     def start(self, readouts: tuple[np.ndarray, np.ndarray], factor: Sequence[float]) -> Levels:
         """The deployment decision at time 0 on the log's row 0 (every counter zero, every stage at level 0,
@@ -143,7 +144,8 @@ class Controller:
     def tick(self, now: float, read: ReadOut, factor: Sequence[float]) -> Levels:
         """Observe, decide, validate, record; the validated levels.  Written for speed (it runs every tick):
         records built with ``tuple.__new__`` (a third of ``_make``'s cost), rows zipped without ``strict``
-        (every row has one entry per stage by construction)."""
+        (every row has one entry per stage by construction), and an answer that is the very tuple validated
+        last tick (a policy holding its levels) not validated again."""
         n = self.ticks
         ints, floats = read
         new = tuple.__new__
@@ -167,7 +169,12 @@ class Controller:
             else None
         )
         obs = new(Observation, (now, self.period_s if n else 0.0, ints[0][3], stages, oracle))  # [3]: arrivals
-        levels = validate_levels(self.policy.decide(obs), self.k_n, self.n_levels, policy=self.name, time_s=now)
+        decided = self.policy.decide(obs)
+        if decided is not self._valid:  # the same tuple object as last tick passed already (tuples are immutable)
+            levels = validate_levels(decided, self.k_n, self.n_levels, policy=self.name, time_s=now)
+            self._valid = decided if levels is decided else self._valid
+        else:
+            levels = decided
         self.decided.append(levels)
         self.ticks = n + 1
         return levels

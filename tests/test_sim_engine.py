@@ -4,6 +4,7 @@ agreeing bit for bit."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -97,6 +98,37 @@ def test_invalid_decision_is_a_policy_error() -> None:
 
     with pytest.raises(PolicyError, match=r"returned \(7,\).*0\.\.2"):
         run(ladder_setup(), [0.0], Bad())
+
+
+def test_a_repeated_answer_skips_validation_but_a_new_bad_one_is_caught() -> None:
+    """The tick validates an answer object once (a policy holding its levels returns the same tuple); a
+    different answer after many good ones is still checked, on both paths."""
+    held = (1,)
+
+    class HoldsThenErrs:
+        def decide(self, obs: Observation) -> object:
+            return held if obs.time_s < 3.0 else [1.5]
+
+    for path in ("fast", "reference"):
+        with pytest.raises(PolicyError, match=r"returned \[1\.5\] at t=3s"):
+            simulate(ladder_setup(), HoldsThenErrs(), np.arange(8.0), np.full((1, 8), 0.5), path=path)  # type: ignore[arg-type]
+
+
+def test_bottleneck_returns_its_previous_answer_while_the_levels_hold() -> None:
+    """What lets the tick skip validating a held decision: the same tuple object, not an equal copy."""
+    setup = ladder_setup(2)
+    policy = BottleneckPolicy(BottleneckParams(), curves_of(setup, slo_s=10.0))
+    answers = []
+
+    class Spy:
+        def decide(self, obs: Observation) -> tuple[int, ...]:
+            answers.append(policy.decide(obs))
+            return answers[-1]
+
+    run(setup, [0.0, 0.5, 1.0], Spy())  # type: ignore[arg-type]
+    held = [(a, b) for a, b in itertools.pairwise(answers) if a == b]
+    assert len(held) > 10
+    assert all(b is a for a, b in held)
 
 
 @pytest.mark.parametrize("answer", [(1.9,), (True,), ("1",), [0, 0], None])

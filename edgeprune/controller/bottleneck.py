@@ -60,6 +60,7 @@ class BottleneckPolicy:
         self._factor = self._factors.factor
         self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow, params.rate_z)
         self._levels = [0] * n
+        self._answer: Levels = (0,) * n  # the last answer: returned again while the levels hold
         self._relax_since: list[float | None] = [None] * n
         self._relax_to = [0] * n
         self._acc = AccuracyTable(curves)
@@ -70,7 +71,7 @@ class BottleneckPolicy:
     def decide(self, observation: Observation) -> Levels:
         """Levels for the next period (see the module docstring)."""
         if observation.period_s <= 0:
-            return tuple(self._levels)
+            return self._answered(self._levels)
         self._factors.update(observation)
         rate_hz = self._rates.update(observation)
         budgets, wanted, relaxed = self._fit(rate_hz, observation)
@@ -81,7 +82,15 @@ class BottleneckPolicy:
         levels = self._hysteresis(wanted, relaxed, observation.time_s)
         if floored:
             self._apply_floor(levels, budgets)
-        return tuple(levels)
+        return self._answered(levels)
+
+    def _answered(self, levels: list[int]) -> Levels:
+        """``levels`` as the answer: the previous tuple itself while they hold (a backend validates a tuple
+        it has seen once only), else a new one."""
+        out = tuple(levels)
+        if out != self._answer:
+            self._answer = out
+        return self._answer
 
     def _fit(self, rate_hz: float, obs: Observation) -> tuple[list[float], list[int], list[int]]:
         """Per stage: the service-time budget, the least level that fits it, and the least with margin.

@@ -92,7 +92,7 @@ class ThermalPolicy(BottleneckPolicy):
             self._apply_floor(levels, budgets)
         if self.tp.objective == "energy":
             self._save_energy(levels)
-        return tuple(levels)
+        return self._answered(levels)
 
     def _budgets(self, rate_hz: float, obs: Observation) -> list[float]:
         return self._fit(rate_hz, obs)[0]
