@@ -264,42 +264,16 @@ def fit_alpha(sc: Scenario, device: str, series: Sequence[pl.DataFrame], f_max_m
     return Fit(float(coef[0]), float(math.sqrt(max(cov[0, 0] * s2, 0.0))), use.height)
 
 
-def _factor_at(tl: pl.DataFrame, stage: str, times: np.ndarray) -> np.ndarray:
-    """The stage's measured service-time factor in the period containing each time (a period without a
-    service carries the last measured one; 1 before any)."""
-    rows = tl.filter(pl.col("stage") == stage).sort("time_s")
-    t = rows["time_s"].to_numpy()
-    f = rows["env_factor"].forward_fill().fill_null(np.nan).to_numpy()
-    j = np.clip(np.searchsorted(t, times, side="left"), 0, max(t.size - 1, 0))
-    out = f[j] if t.size else np.full(times.size, np.nan)
-    return np.where(np.isfinite(out), out, 1.0)
-
-
-def hop_residuals(sc: Scenario, result: RunResult) -> np.ndarray:
-    """Per request that found the pipeline empty: latency minus its expected services."""
-    from sim.runner import curves_for
-
-    req = result.requests.sort("arrival_s")
-    dep = req["departure_s"].fill_null(np.nan).to_numpy()
-    arr = req["arrival_s"].to_numpy()
-    left_before = np.concatenate([[-np.inf], np.fmax.accumulate(np.nan_to_num(dep, nan=-np.inf))[:-1]])
-    alone = (req["status"] == "done").to_numpy() & ~req["in_warmup"].to_numpy() & (arr > left_before)
-    curves = curves_for(sc)
-    expected = np.zeros(int(alone.sum()))
-    for k, st in enumerate(sc.stages):
-        levels = req[f"level_{st.name}"].to_numpy()[alone].astype(int)
-        mean_s = np.asarray(curves.latency_s[k])[levels]
-        expected += mean_s * _factor_at(result.timeline, st.name, arr[alone])
-    return np.asarray(req["latency_s"].to_numpy()[alone] - expected)
-
-
 def fit_hop(sc: Scenario, results: Mapping[str, RunResult]) -> tuple[Fit, float] | None:
-    """The mean time per request outside the services and the per-hop latency after transfer times."""
-    values = np.concatenate([hop_residuals(sc, r) for r in results.values()])
-    if values.size < 2 or len(sc.stages) < 2:
+    """The mean time per request outside the services (``hil.compare.overhead_per_request_s``, the rule the
+    as-realised replay uses too) and the per-hop latency after transfer times."""
+    from hil.compare import overhead_per_request_s
+
+    overhead = overhead_per_request_s(sc, list(results.values()))
+    if overhead is None:
         return None
-    mean = float(values.mean())
-    fit = Fit(mean, float(values.std(ddof=1) / math.sqrt(values.size)), int(values.size))
+    mean = overhead.mean_s
+    fit = Fit(mean, overhead.stderr_s, overhead.n)
     transfer_s = sum(hop_time_s(sc, k)[0] for k in range(len(sc.stages) - 1))
     return fit, (mean - transfer_s) / (len(sc.stages) - 1)
 

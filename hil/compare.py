@@ -44,7 +44,7 @@ from edgeprune.environment import merged_schedule
 from edgeprune.errors import HilError
 from edgeprune.profile import Profile
 from edgeprune.results import RunResult
-from edgeprune.scenario import DeviceSpec, EnvironmentEvent, LinkSpec, Scenario, hop_spec
+from edgeprune.scenario import DeviceSpec, EnvironmentEvent, LinkSpec, Scenario, hop_spec, hop_time_s
 from hil.cluster import ClusterSpec
 
 __all__ = [
@@ -52,21 +52,23 @@ __all__ = [
     "CONFIDENCE",
     "DRIFT_SLICE_S",
     "EMULATION_APPROXIMATIONS",
+    "Overhead",
     "RealisedInputs",
     "as_realised",
     "attainment_interval",
     "compare",
     "drift_factors",
     "format_compare",
+    "found_empty_residuals_s",
     "idle_overhead_s",
     "level_shapes",
     "level_switches",
+    "overhead_per_request_s",
     "percentile_interval",
     "predict",
     "realised_factors",
     "realised_freq_factors",
     "realised_inputs",
-    "realised_overhead_s",
     "service_dispersion",
     "sim_vs_hw",
     "throttled_node_s",
@@ -114,8 +116,9 @@ EMULATION_APPROXIMATIONS = (
     "measured a little more (1.51-1.54x at 1000 MHz for a stated 1.47x once the host's drift is taken out; "
     "the worker's own CPU outside the service shares the quota, a candidate cause, not isolated): the "
     "as-realised replay uses each step's measured factor",
-    "the worker reads the emulated temperature and frequency once per control period: the timeline's "
-    "throttled / freq_mhz lag the emulator by up to one period",
+    "the coordinator observes an emulated node's temperature and frequency after the emulator has stepped every "
+    "governor instant up to the tick (the simulator's order); between instants the temperature is the last "
+    "instant's, where the simulator integrates it to every tick",
 )
 
 
@@ -457,26 +460,70 @@ def as_realised(sc: Scenario, factors: Mapping[str, Sequence[tuple[float, float]
     return replace(sc, environment=tuple(kept))
 
 
-def realised_overhead_s(sc: Scenario, hw: RunResult, replayed: RunResult) -> float | None:
-    """Median ``hw - replayed`` latency per request: the time the hardware spent outside profiled services.
+def found_empty_residuals_s(sc: Scenario, result: RunResult) -> np.ndarray:
+    """Per request that found the pipeline empty (arrived after every earlier request had left; done, after the
+    warm-up): its latency minus its expected services, each stage's profiled mean at the level the request
+    was served at times the stage's measured service-time factor in that period (a period without a service
+    carries the last measured one; 1 before any).  No queue and no replay enter it: what is left is the
+    request's time outside the services (sockets, (de)serialisation, waits for the node's CPU quota)."""
+    from sim.runner import curves_for
 
-    ``replayed`` is the prediction with the realised factors (:func:`as_realised`) and the same arrivals.
-    Over the post-warm-up requests that arrived before the first environment change (all post-warm-up
-    requests when nothing changes, or nothing arrived before) and finished on both sides; ``None`` if none
-    did.  The median, because a request that queued on one side but not the other is an outlier here.
-    """
-    changes = [t for ev in sc.environment for t, _ in ev.change_points() if t > 0]
-    first_s = min(changes, default=math.inf)
-    cols = ["request_id", "arrival_s", "in_warmup", "latency_s"]
-    both = hw.requests.select(cols).join(
-        replayed.requests.select("request_id", pl.col("latency_s").alias("sim_s")), on="request_id"
-    )
-    both = both.filter(~pl.col("in_warmup")).drop_nulls(["latency_s", "sim_s"])
-    before = both.filter(pl.col("arrival_s") < first_s)
-    use = before if before.height else both
-    if not use.height:
+    req = result.requests.sort("arrival_s")
+    dep = req["departure_s"].fill_null(np.nan).to_numpy()
+    arr = req["arrival_s"].to_numpy()
+    left_before = np.concatenate([[-np.inf], np.fmax.accumulate(np.nan_to_num(dep, nan=-np.inf))[:-1]])
+    alone = (req["status"] == "done").to_numpy() & ~req["in_warmup"].to_numpy() & (arr > left_before)
+    curves = curves_for(sc)
+    expected = np.zeros(int(alone.sum()))
+    for k, st in enumerate(sc.stages):
+        levels = req[f"level_{st.name}"].to_numpy()[alone].astype(int)
+        mean_s = np.asarray(curves.latency_s[k])[levels]
+        expected += mean_s * _factor_at(result.timeline, st.name, arr[alone])
+    return np.asarray(req["latency_s"].to_numpy()[alone] - expected)
+
+
+def _factor_at(tl: pl.DataFrame, stage: str, times: np.ndarray) -> np.ndarray:
+    """The stage's measured service-time factor in the period containing each time (a period without a
+    service carries the last measured one; 1 before any)."""
+    rows = tl.filter(pl.col("stage") == stage).sort("time_s")
+    t = rows["time_s"].to_numpy()
+    f = rows["env_factor"].forward_fill().fill_null(np.nan).to_numpy()
+    j = np.clip(np.searchsorted(t, times, side="left"), 0, max(t.size - 1, 0))
+    out = f[j] if t.size else np.full(times.size, np.nan)
+    return np.where(np.isfinite(out), out, 1.0)
+
+
+class Overhead(NamedTuple):
+    """The fixed time per request outside the profiled services (:func:`overhead_per_request_s`)."""
+
+    mean_s: float  # all of it: the scenario's own hops (transfer and latency) included
+    stderr_s: float
+    n: int  # requests that found the pipeline empty
+    policies: list[str]  # the policies whose runs gave them
+    hops_s: float  # of which the scenario's hops carry this much already (sum over its inter-stage hops)
+
+    @property
+    def beyond_hops_s(self) -> float:
+        """What a replay of the scenario must add per request (:func:`with_hop_overhead`)."""
+        return self.mean_s - self.hops_s
+
+
+def overhead_per_request_s(sc: Scenario, results: Sequence[RunResult]) -> Overhead | None:
+    """The mean of :func:`found_empty_residuals_s` over every policy's run (a property of the cluster, not of
+    the policy: one figure serves every replay), its standard error and sample size, and how much of it the
+    scenario's hops carry already; ``None`` for one stage or under two such requests.
+
+    Why not the replay's latency difference: under a congested policy that difference is mostly the replay's
+    queueing error (one measured run: -151.5 ms from a saturated no-pruning replay, where the found-empty
+    requests of the same run gave +13.3 +- 2.5 ms, and +13.8 / +15.0 ms on two repeats)."""
+    per_policy = {r.policy: found_empty_residuals_s(sc, r) for r in results}
+    values = np.concatenate([v for v in per_policy.values()]) if per_policy else np.zeros(0)
+    if values.size < 2 or len(sc.stages) < 2:
         return None
-    return float(np.median((use["latency_s"] - use["sim_s"]).to_numpy()))
+    stderr_s = float(values.std(ddof=1) / math.sqrt(values.size))
+    used = [p for p, v in per_policy.items() if v.size]
+    hops_s = math.fsum(sum(hop_time_s(sc, k)) for k in range(len(sc.stages) - 1))
+    return Overhead(float(values.mean()), stderr_s, int(values.size), used, hops_s)
 
 
 def idle_overhead_s(probe: RunResult) -> float | None:
@@ -738,10 +785,7 @@ def format_compare(doc: Mapping[str, Any]) -> str:
         if overhead_s is None:
             lines.append("fixed time per request outside the profiled services: not measurable")
         else:
-            lines.append(
-                f"fixed time per request outside the profiled services: {overhead_s * 1000:+.1f} ms "
-                f"(measured under {', '.join(doc['as_realised']['overhead_from'])}; added to every replay when > 0)"
-            )
+            lines.append(f"fixed time per request outside the profiled services: {_overhead_text(doc['as_realised'])}")
         lines += [
             "as realised (the service-time factors, their drift, steps and spread, and the per-request overhead the "
             "hardware showed):",
@@ -752,6 +796,18 @@ def format_compare(doc: Mapping[str, Any]) -> str:
         "'!' marks an interval wider than the row's bound: too few requests to judge that row"
     )
     return "\n".join(lines)
+
+
+def _overhead_text(realised: Mapping[str, Any]) -> str:
+    """The as-realised overhead, where it was measured and its standard error."""
+    value = f"{realised['overhead_s'] * 1000:+.1f} ms"
+    n = realised.get("overhead_n")
+    if n is None:  # not measurable on the run: the hop probe's
+        where = f"from {', '.join(realised['overhead_from'])}"
+    else:
+        value += f" +- {realised['overhead_stderr_s'] * 1000:.1f}"
+        where = f"mean over {n} requests that found the pipeline empty, under {', '.join(realised['overhead_from'])}"
+    return f"{value} ({where}; added to every replay when > 0)"
 
 
 def _format_inputs(realised: Mapping[str, Any], policy: str) -> list[str]:
@@ -866,15 +922,15 @@ def sim_vs_hw(
     *As realised*: per policy, the run's own inputs (:func:`realised_inputs`: each node's service-time factor
     per schedule window cut into drift slices, per-level shapes, per-frequency-step factors and the
     services' spread) applied to the services while the policy still knows the profile, plus one fixed
-    overhead per request
-    (:func:`realised_overhead_s`, measured under the static policies; the hop probe's where none is
-    measurable)."""
+    overhead per request (:func:`overhead_per_request_s`, over every policy's requests that found the pipeline
+    empty; the hop probe's where none did)."""
     stated_sc = with_hop_overhead(sc, idle_s) if idle_s is not None else sc
     sim = predict(stated_sc, [r.policy for r in results])
     factors = {r.policy: realised_factors(sc, r) for r in results}
     inputs = {r.policy: realised_inputs(sc, r, factors[r.policy]) for r in results}
     replays = {p: (inp.scenario, predict(inp.scenario, [p], sc.profile)[p]) for p, inp in inputs.items()}
-    overhead_s, source = _static_overhead_s(sc, results, replays)
+    overhead = overhead_per_request_s(sc, results)
+    overhead_s, source = (overhead.beyond_hops_s, overhead.policies) if overhead is not None else (None, [])
     if overhead_s is None and idle_s is not None:
         overhead_s, source = idle_s, ["the hop probe"]
     realised = {}
@@ -884,6 +940,9 @@ def sim_vs_hw(
             predict(with_hop_overhead(rsc, overhead_s or 0.0), [p], sc.profile)[p] if with_overhead else replayed
         )
     doc = compare({r.policy: r for r in results}, sim, sc.slo_s, realised, factors, overhead_s, source)
+    if overhead is not None:
+        doc["as_realised"]["overhead_stderr_s"] = overhead.stderr_s
+        doc["as_realised"]["overhead_n"] = overhead.n
     doc["as_realised"]["level_shapes"] = {p: inp.shapes for p, inp in inputs.items()}
     doc["as_realised"]["drift_factors"] = {p: inp.drift for p, inp in inputs.items()}
     doc["as_realised"]["freq_step_factors"] = {p: inp.steps for p, inp in inputs.items()}
@@ -892,22 +951,6 @@ def sim_vs_hw(
     if emulated:
         doc["physics"] = {"emulated": dict(emulated), "approximations": list(EMULATION_APPROXIMATIONS)}
     return doc
-
-
-def _static_overhead_s(
-    sc: Scenario, results: Sequence[RunResult], replays: Mapping[str, tuple[Scenario, RunResult]]
-) -> tuple[float | None, list[str]]:
-    """The fixed time per request outside the profiled services (:func:`realised_overhead_s`) and the
-    policies it was measured under.  A property of the cluster, not of the policy, so one figure serves
-    every policy; measured under the static policies when any ran, because an adaptive policy's replay
-    prunes at other moments than the hardware did, which confounds the difference."""
-    static = {p.name for p in sc.policies if p.kind == "static"}
-    chosen = [r for r in results if r.policy in static] or list(results)
-    measured = {r.policy: realised_overhead_s(sc, r, replays[r.policy][1]) for r in chosen}
-    values = [v for v in measured.values() if v is not None]
-    if not values:
-        return None, []
-    return float(np.median(values)), [p for p, v in measured.items() if v is not None]
 
 
 def to_json(doc: Mapping[str, Any]) -> str:

@@ -138,7 +138,9 @@ def test_bursty_run_dynamic_beats_no_pruning(
         (t0, f0), (t1, f1) = cmp["as_realised"]["factors"][policy]["pi2"]
         assert (t0, t1) == (0.0, slow_from_s) and f1 > 1.5 * f0
     assert cmp["hop_probe"]["requests"] == 8 and cmp["hop_probe"]["overhead_s"] is not None
-    assert cmp["as_realised"]["overhead_from"] == ["no-pruning"]  # measured where no decision confounds it
+    # measured on the requests that found the pipeline empty, under whichever policies had some
+    assert set(cmp["as_realised"]["overhead_from"]) <= {"no-pruning", "dynamic"}
+    assert cmp["as_realised"]["overhead_n"] >= 2 and cmp["as_realised"]["overhead_stderr_s"] > 0
     assert -0.05 < cmp["as_realised"]["overhead_s"] < 0.2  # sockets and CFS waits: tens of ms per request
     text = (out / "sim_vs_hw.txt").read_text()
     assert text.startswith("as stated") and "as realised" in text
