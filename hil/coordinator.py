@@ -181,6 +181,8 @@ class _Run:
 
     async def _control_step(self, policy: Any, prev_t: float, t: float) -> None:
         reports = await self.session.report_all()
+        if self.env is not None and self.env.emulators:
+            reports = await self._emulated_physics(reports, t, t - prev_t)
         lo, hi = np.searchsorted(self.arrivals_s, [prev_t, t], side="left")
         obs = Observation(
             time_s=t,
@@ -192,13 +194,27 @@ class _Run:
         self.rec.period(obs, decided, reports)
         self._apply(decided)
         self._maybe_done()
-        if self.env is not None and self.env.emulators:
-            hosts = [self.session.cluster.stages[k].host for k in range(len(obs.stages))]
-            for st, host, report in zip(obs.stages, hosts, reports, strict=True):
-                stage_cpu = report.get("cpu_stage_s")
-                self.env.add_serving(host, st.busy_s, None if stage_cpu is None else float(stage_cpu))
         if self.env is not None and self.env.trackers:
             await self._track(self.env, obs)
+
+    async def _emulated_physics(self, reports: list[dict[str, Any]], t: float, period_s: float) -> list[dict[str, Any]]:
+        """Hand the emulators the period's serving, then take each emulated node's temperature and frequency
+        from its emulator once the governor instants up to ``t`` are stepped (the simulator's order: physics
+        to the instant, then the tick's observation); the reports with those readings."""
+        assert self.env is not None
+        hosts = [self.session.cluster.stages[k].host for k in range(len(reports))]
+        for host, report in zip(hosts, reports, strict=True):
+            stage_cpu = report.get("cpu_stage_s")
+            busy_s = float(report["busy_s"])
+            self.env.add_serving(host, busy_s, None if stage_cpu is None else float(stage_cpu), t)
+        fresh = await self.env.emulated_readings(t, period_s)
+        out = []
+        for host, report in zip(hosts, reports, strict=True):
+            if host in fresh:
+                temp_c, freq_mhz = fresh[host]
+                report = {**report, "temp_c": temp_c, "freq_mhz": freq_mhz}
+            out.append(report)
+        return out
 
     async def _track(self, env: Environment, obs: Observation) -> None:
         """Hand each tracked node its stages' service measurements of the period (``hil.environment``)."""
@@ -229,7 +245,11 @@ class _Run:
             asyncio.create_task(self.controller(policy, self.spec.period_s)),
             asyncio.create_task(self.environment(env, changes)),
         ]
-        emulation = asyncio.create_task(env.emulate(self.now_s, self._sleep_until)) if env.emulators else None
+        emulation = (
+            asyncio.create_task(env.emulate(self.now_s, self._sleep_until, self.spec.period_s))
+            if env.emulators
+            else None
+        )
         tasks += [emulation] if emulation is not None else []
         try:
             await self.session._race(self._until_end(end_s, tasks[0], emulation))

@@ -307,10 +307,16 @@ class Environment:
         await self._sh(st.node, script, "cannot restore the CPU frequency caps")
         st.original_freq = None
 
-    async def emulate(self, now_s: Callable[[], float], sleep_until: Callable[[float], Awaitable[None]]) -> None:
+    async def emulate(
+        self,
+        now_s: Callable[[], float],
+        sleep_until: Callable[[float], Awaitable[None]],
+        tick_s: float | None = None,
+    ) -> None:
         """Run every emulated node's thermal emulator on the run clock (``hil.thermal_emulator``) until cancelled;
-        each node's figures go into the log when it ends."""
-        tasks = [asyncio.create_task(e.run(now_s, sleep_until)) for e in self.emulators]
+        each node's figures go into the log when it ends.  ``tick_s``: the control period (see
+        :meth:`~hil.thermal_emulator.NodeEmulator.run`)."""
+        tasks = [asyncio.create_task(e.run(now_s, sleep_until, tick_s)) for e in self.emulators]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
@@ -322,11 +328,21 @@ class Environment:
             for e in self.emulators:
                 self.log.append({"time_s": e.state.t_s, "node": e.name, "how": "thermal emulator", **e.summary()})
 
-    def add_serving(self, node: str, busy_s: float, stage_cpu_s: float | None) -> None:
-        """Hand an emulated node's emulator a control period's report: serving time and the stage's CPU time."""
+    def add_serving(self, node: str, busy_s: float, stage_cpu_s: float | None, through_s: float) -> None:
+        """Hand an emulated node's emulator a control period's report (ending at the tick ``through_s``):
+        serving time and the stage's CPU time."""
         for e in self.emulators:
             if e.name == node:
-                e.add_serving(busy_s, stage_cpu_s)
+                e.add_serving(busy_s, stage_cpu_s, through_s)
+
+    async def emulated_readings(self, t_s: float, timeout_s: float) -> dict[str, tuple[float, float]]:
+        """Per emulated node, its temperature and frequency once every governor instant up to ``t_s`` is
+        stepped (waiting at most ``timeout_s``; a node that did not get there is left out, and its worker's own
+        reading stands).  What its sensor files hold once the instant's step is published: the coordinator
+        observes an emulated node after its physics step, in the simulator's order, instead of whatever the
+        worker read while the step raced it."""
+        done = await asyncio.gather(*(e.stepped_to(t_s, timeout_s) for e in self.emulators))
+        return {e.name: (e.state.temp_c, e.state.freq_mhz) for e, ok in zip(self.emulators, done, strict=True) if ok}
 
     def emulation_csv(self) -> str:
         """The emulators' per-period records as CSV (empty without emulated nodes)."""

@@ -41,10 +41,12 @@ Pi's ~120 s) so that a run of a few minutes heats up; say so in the cluster file
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -297,12 +299,44 @@ class NodeEmulator:
     _period_us: int = field(default=0, init=False)
     _serving_s: float | None = field(default=None, init=False)  # reported since the last governor instant
     _stage_cpu_s: float = field(default=0.0, init=False)
+    _reported_s: float = field(default=-math.inf, init=False)  # the control tick the reports reach
+    _progress: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # set: reports in / instant stepped
 
-    def add_serving(self, busy_s: float, stage_cpu_s: float | None) -> None:
+    def add_serving(self, busy_s: float, stage_cpu_s: float | None, through_s: float = -math.inf) -> None:
         """Add a control period's report: the time the node's stage spent serving and its process's CPU time
-        (``None``: not measured on the node)."""
+        (``None``: not measured on the node), the period ending at the control tick ``through_s``."""
         self._serving_s = (self._serving_s or 0.0) + max(0.0, busy_s)
         self._stage_cpu_s += max(0.0, stage_cpu_s or 0.0)
+        self._reported_s = max(self._reported_s, through_s)
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake every waiter of :meth:`_wait_for` (each re-checks its own condition)."""
+        woken, self._progress = self._progress, asyncio.Event()
+        woken.set()
+
+    async def _wait_for(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``done()`` (re-checked whenever reports arrive or an instant is stepped) or ``timeout_s``;
+        whether it is done."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        return True
+
+    def _reported_through(self, t_s: float) -> bool:
+        return self._reported_s >= t_s - 1e-9
+
+    async def stepped_to(self, t_s: float, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until every governor instant at or before ``t_s`` has been stepped and
+        published; whether it was.  The coordinator's control tick at ``t_s`` then observes the node as the
+        simulator's tick does: the physics stepped to the instant first."""
+        last_s = math.floor(t_s / self.state.phys.dvfs.period_s + 1e-9) * self.state.phys.dvfs.period_s
+        return await self._wait_for(lambda: self.state.t_s >= last_s - 1e-9, timeout_s)
 
     async def _publish(self) -> float:
         cpus = self.state.quota_cpus
@@ -311,9 +345,17 @@ class NodeEmulator:
         )
         return cpus
 
-    async def run(self, now_s: Callable[[], float], sleep_until: Callable[[float], Awaitable[None]]) -> None:
+    async def run(
+        self,
+        now_s: Callable[[], float],
+        sleep_until: Callable[[float], Awaitable[None]],
+        tick_s: float | None = None,
+    ) -> None:
         """Publish the start state, then one :meth:`EmulatorState.advance` per governor instant ``n x period_s``
-        on the run clock ``now_s`` (until cancelled)."""
+        on the run clock ``now_s`` (until cancelled).  ``tick_s``: the control period; at an instant that is
+        also a control tick the step waits (at most one control period) for that tick's reports, so that each
+        governor period heats from exactly its own serving time, as in the simulator, whichever of the two
+        tasks the event loop wakes first."""
         self._period_us = await self.io.period_us()
         await self._publish()
         period_s = self.state.phys.dvfs.period_s
@@ -322,6 +364,8 @@ class NodeEmulator:
         while True:
             t_s = n * period_s
             await sleep_until(t_s)
+            if tick_s is not None and _on_grid(t_s, tick_s):
+                await self._wait_for(partial(self._reported_through, t_s), tick_s)
             used, wall = await self.io.usage_s(), now_s()
             cpu_s, serving_s, stage_cpu_s = used - used_s, self._serving_s, self._stage_cpu_s
             self._serving_s, self._stage_cpu_s = None, 0.0
@@ -333,6 +377,7 @@ class NodeEmulator:
             self.records.append(
                 PeriodRecord(t_s, self.name, cpu_s, served, stage_cpu_s, util, power_w, st.temp_c, st.freq_mhz, cpus)
             )
+            self._notify()
             n += 1
 
     def summary(self) -> dict[str, Any]:
@@ -345,6 +390,12 @@ class NodeEmulator:
             "emulated_s": st.t_s,
             "preset": st.phys.preset,
         }
+
+
+def _on_grid(t_s: float, step_s: float) -> bool:
+    """Whether ``t_s`` is a whole multiple of ``step_s`` (to rounding)."""
+    k = round(t_s / step_s)
+    return k > 0 and abs(k * step_s - t_s) <= 1e-9 * max(1.0, t_s)
 
 
 def emulate(nodes: Sequence[Node], min_quota_us: int) -> list[NodeEmulator]:

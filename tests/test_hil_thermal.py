@@ -9,6 +9,7 @@ against the frequency step the governor must have chosen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from pathlib import Path
 
@@ -158,6 +159,44 @@ def test_emulator_takes_the_reports_since_its_last_period(tmp_path: Path) -> Non
     assert [r.serving_s for r in emu.records][:2] == pytest.approx([0.6, 0.4])
     assert math.isnan(emu.records[2].serving_s)
     assert [r.util for r in emu.records] == pytest.approx([0.6, 0.4, 0.0])  # no CPU used here
+
+
+def test_emulator_steps_a_shared_instant_after_that_ticks_reports(tmp_path: Path) -> None:
+    """At a governor instant that is also a control tick the step waits for the tick's reports, which the
+    coordinator hands over only after its report round-trip (on the run before this, about half the
+    instants stepped without the last control period's serving, whichever task the loop woke first); the
+    coordinator then reads the node once the instant is stepped, as the simulator's tick does."""
+    host = _fake_node(tmp_path)
+    phys = host.emulate_physics
+    assert phys is not None
+    emu = NodeEmulator("pi1", EmulatorState(phys, BASE_CPUS), LocalIO(host))
+    tick_s = phys.dvfs.period_s / 2
+    clock = {"now": 0.0}
+    seen: list[tuple[float, float]] = []
+
+    async def sleep_until(t_s: float) -> None:  # the emulator's clock is always already there
+        clock["now"] = t_s
+        await asyncio.sleep(0)
+
+    async def coordinator() -> None:
+        for n in range(1, 7):
+            t_s = n * tick_s
+            await asyncio.sleep(0.01)  # the workers' reports come back after the emulator woke
+            emu.add_serving(0.2, None, t_s)
+            if n % 2 == 0:  # a governor instant
+                assert await emu.stepped_to(t_s, timeout_s=5.0)
+                seen.append((t_s, emu.state.t_s))
+
+    async def main() -> None:
+        task = asyncio.create_task(emu.run(lambda: clock["now"], sleep_until, tick_s))
+        await coordinator()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert [r.serving_s for r in emu.records[:3]] == pytest.approx([0.4, 0.4, 0.4])
+    assert all(t == pytest.approx(stepped) for t, stepped in seen) and len(seen) == 3
 
 
 def test_idle_node_never_throttles(tmp_path: Path) -> None:
