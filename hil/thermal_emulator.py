@@ -324,8 +324,11 @@ class NodeEmulator:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), remaining)
+            # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # lands in the same loop turn as the wake-up, and the run's clean-up then waits on this forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._progress.wait()
         return True
 
     def _reported_through(self, t_s: float) -> bool:

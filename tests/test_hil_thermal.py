@@ -199,6 +199,30 @@ def test_emulator_steps_a_shared_instant_after_that_ticks_reports(tmp_path: Path
     assert all(t == pytest.approx(stepped) for t, stepped in seen) and len(seen) == 3
 
 
+def test_an_emulator_waiting_for_reports_stops_when_cancelled(tmp_path: Path) -> None:
+    """Cancelled in the same loop turn as a report wakes it (how a run ends: the coordinator hands over the
+    last reports, then cancels its tasks), the emulator stops; ``asyncio.wait_for`` on Python 3.11 can
+    swallow such a cancellation, and the run then hung in its clean-up."""
+    host = _fake_node(tmp_path)
+    phys = host.emulate_physics
+    assert phys is not None
+    emu = NodeEmulator("pi1", EmulatorState(phys, BASE_CPUS), LocalIO(host))
+    tick_s = phys.dvfs.period_s / 2
+
+    async def sleep_until(t_s: float) -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        task = asyncio.create_task(emu.run(lambda: 0.0, sleep_until, tick_s))
+        await asyncio.sleep(0.05)  # waiting for the first shared instant's reports
+        emu.add_serving(0.1, None, tick_s)  # wakes it, not yet through the instant
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5.0)
+
+    asyncio.run(main())
+
+
 def test_idle_node_never_throttles(tmp_path: Path) -> None:
     emu, seen = _drive(_fake_node(tmp_path), [0.02] * 60)
     assert all(r.freq_mhz == 1500.0 for r in emu.records)
