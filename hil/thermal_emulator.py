@@ -24,6 +24,11 @@ policy run.  Every governor period (``dvfs.period_s`` on the run's clock) it
    to the host's ``thermal_zone_file`` / ``cpu_freq_file`` (renamed into place, so a reader never sees a
    partial value), where the stage worker reads them as it would read ``/sys/class/thermal``.
 
+At a governor instant that is also a control tick the step waits for that tick's reports (at most one
+control period), and the coordinator reads the node after the step (:meth:`NodeEmulator.stepped_to`): the
+simulator's order, physics to the instant and then the tick's observation, whichever task the event loop
+wakes first.
+
 So throttling follows from the load the run itself puts on the node — the arrivals, the policy's pruning, a
 co-located load — not from a script.  The model is the simulator's, with one approximation: the emulator
 sees CPU time per period, not the service intervals inside it, so the power is the period's mean (exact for

@@ -158,8 +158,10 @@ period_s = 0.5
 cooldown_s = 3.0
 """
 # What the as-realised prediction is held to, per policy: the bounds that held in every run measured so far
-# (README, "A heated cluster"); what did not hold reliably is reported there, not asserted here.
-ASSERTED = {"no-pruning": ("p50", "p95", "slo"), "thermal": ("p95", "slo")}
+# (README, "A heated cluster"); what did not hold reliably is reported there, not asserted here.  thermal's p95
+# is not: +12.0 % in one 6 req/s run, +13.7..+30.6 % in the first 8 req/s set, +24.2 % in one run of the
+# second, and +15.3 % in this test on 2026-12-03 (p50 -2.4 %, time throttled +9.1 % in that run).
+ASSERTED = {"no-pruning": ("p50", "p95", "slo"), "thermal": ("slo",)}
 
 
 def _heated_physics(node: str) -> str:
