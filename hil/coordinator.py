@@ -39,6 +39,7 @@ from edgeprune.scenario import Scenario
 from hil.environment import Environment, NodeChange
 from hil.records import RunRecorder, stage_obs
 from hil.session import Session
+from hil.thermal_emulator import RunClock
 
 __all__ = ["PolicyRun", "RequestSource", "run_policy"]
 
@@ -246,7 +247,7 @@ class _Run:
             asyncio.create_task(self.environment(env, changes)),
         ]
         emulation = (
-            asyncio.create_task(env.emulate(self.now_s, self._sleep_until, self.spec.period_s))
+            asyncio.create_task(env.emulate(RunClock(self.now_s, self._sleep_until, self.spec.period_s)))
             if env.emulators
             else None
         )

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ from edgeprune.scenario import Scenario
 from hil.cluster import ClusterSpec, CoordinatorSpec, HostSpec
 from hil.connect import Node, connect_node, where
 from hil.remote import kill_groups, start_remote
-from hil.thermal_emulator import NodeEmulator, emulate, emulation_csv
+from hil.thermal_emulator import NodeEmulator, RunClock, emulate, emulation_csv
 
 __all__ = [
     "MIN_QUOTA_US",
@@ -307,16 +307,10 @@ class Environment:
         await self._sh(st.node, script, "cannot restore the CPU frequency caps")
         st.original_freq = None
 
-    async def emulate(
-        self,
-        now_s: Callable[[], float],
-        sleep_until: Callable[[float], Awaitable[None]],
-        tick_s: float | None = None,
-    ) -> None:
-        """Run every emulated node's thermal emulator on the run clock (``hil.thermal_emulator``) until cancelled;
-        each node's figures go into the log when it ends.  ``tick_s``: the control period (see
-        :meth:`~hil.thermal_emulator.NodeEmulator.run`)."""
-        tasks = [asyncio.create_task(e.run(now_s, sleep_until, tick_s)) for e in self.emulators]
+    async def emulate(self, clock: RunClock) -> None:
+        """Run every emulated node's thermal emulator on the run's clock (``hil.thermal_emulator``) until
+        cancelled; each node's figures go into the log when it ends."""
+        tasks = [asyncio.create_task(e.run(clock)) for e in self.emulators]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:

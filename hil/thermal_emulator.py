@@ -69,6 +69,7 @@ __all__ = [
     "NodeEmulator",
     "NodeIO",
     "PeriodRecord",
+    "RunClock",
     "emulate",
     "emulated_quota_cpus",
     "emulated_util",
@@ -292,6 +293,15 @@ def io_for(node: Node) -> NodeIO:
     return SshIO(node)
 
 
+class RunClock(NamedTuple):
+    """A policy run's clock as its emulators see it (the coordinator's): the time on it, a wait until a time
+    on it, and the control period (``None``: the emulators do not wait for the ticks' reports)."""
+
+    now_s: Callable[[], float]
+    sleep_until: Callable[[float], Awaitable[None]]
+    tick_s: float | None = None
+
+
 @dataclass
 class NodeEmulator:
     """One node's emulator over one policy run: its state, its I/O and its records."""
@@ -353,28 +363,23 @@ class NodeEmulator:
         )
         return cpus
 
-    async def run(
-        self,
-        now_s: Callable[[], float],
-        sleep_until: Callable[[float], Awaitable[None]],
-        tick_s: float | None = None,
-    ) -> None:
+    async def run(self, clock: RunClock) -> None:
         """Publish the start state, then one :meth:`EmulatorState.advance` per governor instant ``n x period_s``
-        on the run clock ``now_s`` (until cancelled).  ``tick_s``: the control period; at an instant that is
-        also a control tick the step waits (at most one control period) for that tick's reports, so that each
-        governor period heats from exactly its own serving time, as in the simulator, whichever of the two
-        tasks the event loop wakes first."""
+        on the run clock (until cancelled).  At an instant that is also a control tick (``clock.tick_s``) the
+        step waits (at most one control period) for that tick's reports, so that each governor period heats
+        from exactly its own serving time, as in the simulator, whichever of the two tasks the event loop
+        wakes first."""
         self._period_us = await self.io.period_us()
         await self._publish()
         period_s = self.state.phys.dvfs.period_s
-        used_s, wall_s = await self.io.usage_s(), now_s()
+        used_s, wall_s = await self.io.usage_s(), clock.now_s()
         n = 1
         while True:
             t_s = n * period_s
-            await sleep_until(t_s)
-            if tick_s is not None and _on_grid(t_s, tick_s):
-                await self._wait_for(partial(self._reported_through, t_s), tick_s)
-            used, wall = await self.io.usage_s(), now_s()
+            await clock.sleep_until(t_s)
+            if clock.tick_s is not None and _on_grid(t_s, clock.tick_s):
+                await self._wait_for(partial(self._reported_through, t_s), clock.tick_s)
+            used, wall = await self.io.usage_s(), clock.now_s()
             cpu_s, serving_s, stage_cpu_s = used - used_s, self._serving_s, self._stage_cpu_s
             self._serving_s, self._stage_cpu_s = None, 0.0
             util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s, serving_s, stage_cpu_s)

@@ -19,7 +19,7 @@ from edgeprune.config import Ctx
 from edgeprune.errors import ConfigError, HilError
 from edgeprune.physics import device_physics_from_table, govern
 from hil.cluster import HostSpec, load_cluster
-from hil.thermal_emulator import EmulatorState, LocalIO, NodeEmulator, emulation_csv, usage_files
+from hil.thermal_emulator import EmulatorState, LocalIO, NodeEmulator, RunClock, emulation_csv, usage_files
 
 PERIOD_US = 10_000
 BASE_CPUS = 0.4
@@ -87,7 +87,7 @@ def _drive(host: HostSpec, utils: list[float]) -> tuple[NodeEmulator, list[dict[
         clock["now"], clock["n"] = t_s, n + 1
 
     with pytest.raises(_Stop):
-        asyncio.run(emu.run(lambda: clock["now"], sleep_until))
+        asyncio.run(emu.run(RunClock(lambda: clock["now"], sleep_until)))
     return emu, seen
 
 
@@ -155,7 +155,7 @@ def test_emulator_takes_the_reports_since_its_last_period(tmp_path: Path) -> Non
         clock["now"], clock["n"] = t_s, clock["n"] + 1
 
     with pytest.raises(_Stop):
-        asyncio.run(emu.run(lambda: clock["now"], sleep_until))
+        asyncio.run(emu.run(RunClock(lambda: clock["now"], sleep_until)))
     assert [r.serving_s for r in emu.records][:2] == pytest.approx([0.6, 0.4])
     assert math.isnan(emu.records[2].serving_s)
     assert [r.util for r in emu.records] == pytest.approx([0.6, 0.4, 0.0])  # no CPU used here
@@ -188,7 +188,7 @@ def test_emulator_steps_a_shared_instant_after_that_ticks_reports(tmp_path: Path
                 seen.append((t_s, emu.state.t_s))
 
     async def main() -> None:
-        task = asyncio.create_task(emu.run(lambda: clock["now"], sleep_until, tick_s))
+        task = asyncio.create_task(emu.run(RunClock(lambda: clock["now"], sleep_until, tick_s)))
         await coordinator()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -213,7 +213,7 @@ def test_an_emulator_waiting_for_reports_stops_when_cancelled(tmp_path: Path) ->
         await asyncio.sleep(0)
 
     async def main() -> None:
-        task = asyncio.create_task(emu.run(lambda: 0.0, sleep_until, tick_s))
+        task = asyncio.create_task(emu.run(RunClock(lambda: 0.0, sleep_until, tick_s)))
         await asyncio.sleep(0.05)  # waiting for the first shared instant's reports
         emu.add_serving(0.1, None, tick_s)  # wakes it, not yet through the instant
         task.cancel()
@@ -341,7 +341,7 @@ def test_an_emulator_failure_ends_the_run_and_stops_the_other_emulators(tmp_path
         async def sleep_until(t_s: float) -> None:
             await asyncio.sleep(max(0.0, t0 + t_s * 0.01 - loop.time()))  # governor periods of 10 ms
 
-        guard = asyncio.create_task(env.emulate(lambda: loop.time() - t0, sleep_until))
+        guard = asyncio.create_task(env.emulate(RunClock(lambda: loop.time() - t0, sleep_until)))
         never = asyncio.get_running_loop().create_future()  # the feeder of a run that would not end by itself
         with pytest.raises(HilError, match="pi2: thermal emulator"):
             await asyncio.wait_for(_unless_failed(never, guard), 10)
