@@ -42,6 +42,5 @@ pytest_pass() {
   $PY -m pytest -q "$@" || rc=$?
   [ "$rc" = 0 ] || [ "$rc" = 5 ] || exit "$rc"
 }
-# (cluster tests that time nothing, marked "untimed", run in the first pass)
-pytest_pass -n 2 --dist loadfile -m "not ssh or untimed" --durations=10 "$@"
-pytest_pass -m "ssh and not untimed" --durations=15 "$@"
+pytest_pass -n 2 --dist loadfile -m "not ssh" --durations=10 "$@"
+pytest_pass -m ssh --durations=15 "$@"

@@ -79,7 +79,6 @@ def test_local_down_needs_a_cluster_folder(capsys: pytest.CaptureFixture[str], t
 
 
 @pytest.mark.ssh
-@pytest.mark.untimed  # asserts what runs and what is left, no timing: runs beside the other tests
 @pytest.mark.torch
 @pytest.mark.slow
 @pytest.mark.skipif(missing() is not None, reason=str(missing()))
