@@ -105,9 +105,9 @@ def with_profile(sc: Scenario, profile: Profile, device: str | None = None) -> S
 
 
 EMULATION_APPROXIMATIONS = (
-    "the emulator sees CPU time per governor period, not the services inside it: the node's power is the "
-    "period's mean (P(idle) + busy fraction of its quota x (P(busy) - P(idle))), where the simulator switches "
-    "between P(idle) and P(busy) at each service's start and end",
+    "the emulator sees CPU time per step (each control tick and governor instant), not the services inside "
+    "it: the node's power is the step's mean (P(idle) + busy fraction of its quota x (P(busy) - P(idle))), "
+    "where the simulator switches between P(idle) and P(busy) at each service's start and end",
     "the busy fraction is the stage's serving time from the workers' reports (a service counted in the "
     "control period it ends in) plus the CPU time of everything else in the node's cgroup over its quota; the "
     "simulator counts the services only, each over its own interval",
@@ -116,9 +116,9 @@ EMULATION_APPROXIMATIONS = (
     "measured a little more (1.51-1.54x at 1000 MHz for a stated 1.47x once the host's drift is taken out; "
     "the worker's own CPU outside the service shares the quota, a candidate cause, not isolated): the "
     "as-realised replay uses each step's measured factor",
-    "the coordinator observes an emulated node's temperature and frequency after the emulator has stepped every "
-    "governor instant up to the tick (the simulator's order); between instants the temperature is the last "
-    "instant's, where the simulator integrates it to every tick",
+    "the coordinator observes an emulated node's temperature and frequency after the emulator has stepped to "
+    "the tick (the simulator's order): the temperature is integrated to every control tick, as in the "
+    "simulator, and the governor decides at its own instants only",
 )
 
 

@@ -200,7 +200,7 @@ class _Run:
 
     async def _emulated_physics(self, reports: list[dict[str, Any]], t: float, period_s: float) -> list[dict[str, Any]]:
         """Hand the emulators the period's serving, then take each emulated node's temperature and frequency
-        from its emulator once the governor instants up to ``t`` are stepped (the simulator's order: physics
+        from its emulator once its physics is stepped to ``t`` (the simulator's order: physics
         to the instant, then the tick's observation); the reports with those readings."""
         assert self.env is not None
         hosts = [self.session.cluster.stages[k].host for k in range(len(reports))]

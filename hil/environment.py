@@ -330,11 +330,11 @@ class Environment:
                 e.add_serving(busy_s, stage_cpu_s, through_s)
 
     async def emulated_readings(self, t_s: float, timeout_s: float) -> dict[str, tuple[float, float]]:
-        """Per emulated node, its temperature and frequency once every governor instant up to ``t_s`` is
-        stepped (waiting at most ``timeout_s``; a node that did not get there is left out, and its worker's own
-        reading stands).  What its sensor files hold once the instant's step is published: the coordinator
-        observes an emulated node after its physics step, in the simulator's order, instead of whatever the
-        worker read while the step raced it."""
+        """Per emulated node, its temperature and frequency once its physics is stepped to ``t_s`` (waiting
+        at most ``timeout_s``; a node that did not get there is left out, and its worker's own reading stands).
+        What its sensor files hold once the step is published: the coordinator observes an emulated node after
+        its physics step, in the simulator's order, instead of whatever the worker read while the step raced
+        it."""
         done = await asyncio.gather(*(e.stepped_to(t_s, timeout_s) for e in self.emulators))
         return {e.name: (e.state.temp_c, e.state.freq_mhz) for e, ok in zip(self.emulators, done, strict=True) if ok}
 

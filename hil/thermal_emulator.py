@@ -1,9 +1,10 @@
 """A Pi you can heat on one machine: the device-physics model run from a node's *measured* CPU use.
 
 For every host with ``emulate_physics`` in the cluster file, the coordinator runs one emulator task per
-policy run.  Every governor period (``dvfs.period_s`` on the run's clock) it
+policy run.  At every instant on the run's clock — each governor instant ``n x dvfs.period_s`` and each control
+tick ``m x period_s`` of the policy — it
 
-1. reads the CPU time the node's cgroup used since the last period (cgroup v1 ``cpuacct.usage``, in
+1. reads the CPU time the node's cgroup used since the last instant (cgroup v1 ``cpuacct.usage``, in
    nanoseconds: the cpuacct folder of the same name as ``cpu_cgroup``, or ``cpu_cgroup`` itself where the two
    controllers are mounted together) — the stage worker, its sockets, a co-located ``stress-ng``, all of it;
 2. turns it into the busy fraction of the emulated node: ``u = serving_s / elapsed_s + (cpu_s - stage_cpu_s)
@@ -15,24 +16,26 @@ policy run.  Every governor period (``dvfs.period_s`` on the run's clock) it
    co-located load) counts by its CPU time.  Without reports in the period (none arrived yet), ``u = cpu_s /
    (elapsed_s x quota_cpus)``.  Then the node's mean power over the period, ``P = P(idle) + u x (P(busy) -
    P(idle))`` at the current frequency step (``edgeprune.physics.node_power_w`` / ``dynamic_power_w``);
-3. integrates the temperature over the period at that constant power (``edgeprune.physics.model.rc_period``,
-   the one RC implementation; the ambient schedule is followed) and asks the governor for the next step
-   (``edgeprune.physics.govern``);
+3. integrates the temperature over the step at that constant power (``edgeprune.physics.model.rc_period``,
+   the one RC implementation; the ambient schedule is followed) and, at a governor instant, asks the governor
+   for the next frequency step (``edgeprune.physics.govern``);
 4. applies the step as DVFS would slow the CPU: the node's CPU quota becomes ``cpu_quota x (f / f_max)^alpha``
    (a service of fixed CPU work then takes ``(f_max / f)^alpha`` times as long, the simulator's
    ``freq_factor``), and writes the emulated temperature (millidegrees C) and frequency (kHz) as integer text
    to the host's ``thermal_zone_file`` / ``cpu_freq_file`` (renamed into place, so a reader never sees a
    partial value), where the stage worker reads them as it would read ``/sys/class/thermal``.
 
-At a governor instant that is also a control tick the step waits for that tick's reports (at most one
-control period), and the coordinator reads the node after the step (:meth:`NodeEmulator.stepped_to`): the
-simulator's order, physics to the instant and then the tick's observation, whichever task the event loop
-wakes first.
+At a control tick the step waits for that tick's reports (at most one control period), and the coordinator
+reads the node after the step (:meth:`NodeEmulator.stepped_to`): the simulator's order, physics to the
+instant and then the tick's observation, whichever task the event loop wakes first.  The temperature a tick
+reads is therefore the one at the tick, as a Pi's sensor gives it and as the simulator integrates it (until
+2026-12-03 the emulator stepped at governor instants only, and a tick between two read a temperature one
+governor period old).
 
 So throttling follows from the load the run itself puts on the node — the arrivals, the policy's pruning, a
 co-located load — not from a script.  The model is the simulator's, with one approximation: the emulator
-sees CPU time per period, not the service intervals inside it, so the power is the period's mean (exact for
-the temperature at period ends to first order in ``period_s / tau``).
+sees CPU time per step, not the service intervals inside it, so the power is the step's mean (exact for
+the temperature at step ends to first order in ``step / tau``).
 
 Where the node is this machine (a loopback address whose cgroup folder exists here: the local test cluster)
 the files are read and written directly; elsewhere over the node's SSH connection (two short commands per
@@ -82,18 +85,18 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class PeriodRecord(NamedTuple):
-    """One governor period of one emulated node (a row of ``thermal_emulator.csv``)."""
+    """One step of one emulated node (a row of ``thermal_emulator.csv``): from the last instant to ``time_s``."""
 
-    time_s: float  # end of the period on the run clock (a governor decision instant)
+    time_s: float  # end of the step on the run clock (a control tick and / or a governor decision instant)
     node: str
-    cpu_s: float  # CPU time the node's cgroup used in the period
-    serving_s: float  # time the node's stage spent serving in the period (the workers' reports; NaN: none)
-    stage_cpu_s: float  # CPU time of the stage's process in the period (the workers' reports)
+    cpu_s: float  # CPU time the node's cgroup used in the step
+    serving_s: float  # time the node's stage spent serving in the step (the workers' reports; NaN: none)
+    stage_cpu_s: float  # CPU time of the stage's process in the step (the workers' reports)
     util: float  # busy fraction: serving_s / elapsed + (cpu_s - stage_cpu_s) / (elapsed x quota), capped at 1
-    power_w: float  # the emulated node's mean power over the period
+    power_w: float  # the emulated node's mean power over the step
     temp_c: float  # temperature at time_s
-    freq_mhz: float  # the step the governor chose at time_s (in effect for the next period)
-    quota_cpus: float  # the CPU quota applied for the next period
+    freq_mhz: float  # the frequency in force after time_s (the governor decides at its own instants)
+    quota_cpus: float  # the CPU quota applied after time_s
 
 
 def emulated_quota_cpus(phys: DevicePhysics, base_cpus: float, freq_index: int) -> float:
@@ -148,12 +151,18 @@ class EmulatorState:
         return emulated_quota_cpus(self.phys, self.base_cpus, self.step)
 
     def advance(
-        self, t_s: float, cpu_s: float, elapsed_s: float, serving_s: float | None = None, stage_cpu_s: float = 0.0
+        self,
+        t_s: float,
+        cpu_s: float,
+        elapsed_s: float,
+        serving_s: float | None = None,
+        stage_cpu_s: float = 0.0,
+        govern_now: bool = True,
     ) -> tuple[float, float]:
-        """Integrate to governor instant ``t_s`` given ``cpu_s`` of CPU the node used over ``elapsed_s`` (wall)
-        and, where reported, ``serving_s`` its stage spent serving and ``stage_cpu_s`` of CPU its stage's
-        process used (module docstring, step 2), then take the governor's decision; returns ``(util, mean
-        power_w)``."""
+        """Integrate to instant ``t_s`` given ``cpu_s`` of CPU the node used over ``elapsed_s`` (wall) and,
+        where reported, ``serving_s`` its stage spent serving and ``stage_cpu_s`` of CPU its stage's process
+        used (module docstring, step 2), then, at a governor instant (``govern_now``), take the governor's
+        decision; returns ``(util, mean power_w)``."""
         h_s = t_s - self.t_s
         util = emulated_util(serving_s, cpu_s, stage_cpu_s, elapsed_s, self.quota_cpus)
         power_w = node_power_w(self.phys, self.step, False) + util * dynamic_power_w(self.phys, self.step)
@@ -163,7 +172,8 @@ class EmulatorState:
             self.throttled_s += h_s
         self.peak_temp_c = max(self.peak_temp_c, self.temp_c)
         self.t_s = t_s
-        self.step = govern(self.phys.dvfs, self.step, self.temp_c)
+        if govern_now:
+            self.step = govern(self.phys.dvfs, self.step, self.temp_c)
         return util, power_w
 
 
@@ -312,9 +322,10 @@ class NodeEmulator:
     min_quota_us: int = 1000  # the kernel refuses smaller cpu.cfs_quota_us values
     records: list[PeriodRecord] = field(default_factory=list)
     _period_us: int = field(default=0, init=False)
-    _serving_s: float | None = field(default=None, init=False)  # reported since the last governor instant
+    _serving_s: float | None = field(default=None, init=False)  # reported since the last step
     _stage_cpu_s: float = field(default=0.0, init=False)
     _reported_s: float = field(default=-math.inf, init=False)  # the control tick the reports reach
+    _tick_s: float | None = field(default=None, init=False)  # the run's control period (RunClock.tick_s)
     _progress: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # set: reports in / instant stepped
 
     def add_serving(self, busy_s: float, stage_cpu_s: float | None, through_s: float = -math.inf) -> None:
@@ -350,10 +361,13 @@ class NodeEmulator:
         return self._reported_s >= t_s - 1e-9
 
     async def stepped_to(self, t_s: float, timeout_s: float) -> bool:
-        """Wait (at most ``timeout_s``) until every governor instant at or before ``t_s`` has been stepped and
-        published; whether it was.  The coordinator's control tick at ``t_s`` then observes the node as the
-        simulator's tick does: the physics stepped to the instant first."""
-        last_s = math.floor(t_s / self.state.phys.dvfs.period_s + 1e-9) * self.state.phys.dvfs.period_s
+        """Wait (at most ``timeout_s``) until every instant at or before ``t_s`` (governor instants and, with a
+        control period, control ticks) has been stepped and published; whether it was.  The coordinator's
+        control tick at ``t_s`` then observes the node as the simulator's tick does: the physics stepped to the
+        instant first."""
+        last_s = _last_on_grid(t_s, self.state.phys.dvfs.period_s)
+        if self._tick_s is not None:
+            last_s = max(last_s, _last_on_grid(t_s, self._tick_s))
         return await self._wait_for(lambda: self.state.t_s >= last_s - 1e-9, timeout_s)
 
     async def _publish(self) -> float:
@@ -364,25 +378,31 @@ class NodeEmulator:
         return cpus
 
     async def run(self, clock: RunClock) -> None:
-        """Publish the start state, then one :meth:`EmulatorState.advance` per governor instant ``n x period_s``
-        on the run clock (until cancelled).  At an instant that is also a control tick (``clock.tick_s``) the
-        step waits (at most one control period) for that tick's reports, so that each governor period heats
-        from exactly its own serving time, as in the simulator, whichever of the two tasks the event loop
-        wakes first."""
+        """Publish the start state, then one :meth:`EmulatorState.advance` per instant on the run clock (until
+        cancelled): every governor instant ``n x period_s``, where the governor decides, and every control
+        tick ``m x clock.tick_s``, where the temperature is integrated and published only — so a tick reads
+        the node's temperature at the tick, as a Pi's sensor and the simulator give it, not one governor
+        period old.  At an instant that is a control tick the step waits (at most one control period) for that
+        tick's reports, so that each step heats from exactly its own serving time, as in the simulator,
+        whichever of the two tasks the event loop wakes first."""
         self._period_us = await self.io.period_us()
+        self._tick_s = clock.tick_s
         await self._publish()
         period_s = self.state.phys.dvfs.period_s
         used_s, wall_s = await self.io.usage_s(), clock.now_s()
-        n = 1
+        n = m = 1
         while True:
-            t_s = n * period_s
+            t_gov = n * period_s
+            t_tick = m * clock.tick_s if clock.tick_s is not None else math.inf
+            t_s = min(t_gov, t_tick)
+            is_gov, is_tick = _same(t_gov, t_s), _same(t_tick, t_s)
             await clock.sleep_until(t_s)
-            if clock.tick_s is not None and _on_grid(t_s, clock.tick_s):
-                await self._wait_for(partial(self._reported_through, t_s), clock.tick_s)
+            if is_tick:
+                await self._wait_for(partial(self._reported_through, t_s), clock.tick_s or 0.0)
             used, wall = await self.io.usage_s(), clock.now_s()
             cpu_s, serving_s, stage_cpu_s = used - used_s, self._serving_s, self._stage_cpu_s
             self._serving_s, self._stage_cpu_s = None, 0.0
-            util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s, serving_s, stage_cpu_s)
+            util, power_w = self.state.advance(t_s, cpu_s, wall - wall_s, serving_s, stage_cpu_s, govern_now=is_gov)
             used_s, wall_s = used, wall
             cpus = await self._publish()
             st = self.state
@@ -391,7 +411,8 @@ class NodeEmulator:
                 PeriodRecord(t_s, self.name, cpu_s, served, stage_cpu_s, util, power_w, st.temp_c, st.freq_mhz, cpus)
             )
             self._notify()
-            n += 1
+            n += is_gov
+            m += is_tick
 
     def summary(self) -> dict[str, Any]:
         """The node's figures over the run (for ``summary.json``)."""
@@ -405,10 +426,14 @@ class NodeEmulator:
         }
 
 
-def _on_grid(t_s: float, step_s: float) -> bool:
-    """Whether ``t_s`` is a whole multiple of ``step_s`` (to rounding)."""
-    k = round(t_s / step_s)
-    return k > 0 and abs(k * step_s - t_s) <= 1e-9 * max(1.0, t_s)
+def _same(a_s: float, b_s: float) -> bool:
+    """Whether two instants on the run clock are the same one (to rounding: ``n x period`` and ``m x tick``)."""
+    return abs(a_s - b_s) <= 1e-9 * max(1.0, abs(b_s))
+
+
+def _last_on_grid(t_s: float, step_s: float) -> float:
+    """The last whole multiple of ``step_s`` at or before ``t_s`` (to rounding)."""
+    return math.floor(t_s / step_s + 1e-9) * step_s
 
 
 def emulate(nodes: Sequence[Node], min_quota_us: int) -> list[NodeEmulator]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 from pathlib import Path
 
@@ -161,18 +162,22 @@ def test_emulator_takes_the_reports_since_its_last_period(tmp_path: Path) -> Non
     assert [r.util for r in emu.records] == pytest.approx([0.6, 0.4, 0.0])  # no CPU used here
 
 
-def test_emulator_steps_a_shared_instant_after_that_ticks_reports(tmp_path: Path) -> None:
-    """At a governor instant that is also a control tick the step waits for the tick's reports, which the
-    coordinator hands over only after its report round-trip (on the run before this, about half the
-    instants stepped without the last control period's serving, whichever task the loop woke first); the
-    coordinator then reads the node once the instant is stepped, as the simulator's tick does."""
+def test_emulator_steps_every_tick_after_its_reports_and_governs_at_its_own_instants(tmp_path: Path) -> None:
+    """At every control tick the step waits for the tick's reports, which the coordinator hands over only
+    after its report round-trip (stepping without them, about half the instants heated without the last
+    control period's serving, whichever task the loop woke first); the coordinator then reads the node once
+    the tick is stepped, as the simulator's tick does.  The temperature is integrated to every tick (a tick
+    between two governor instants read one governor period old before), while the governor decides only at
+    its own instants: the frequency can change only there."""
     host = _fake_node(tmp_path)
     phys = host.emulate_physics
     assert phys is not None
     emu = NodeEmulator("pi1", EmulatorState(phys, BASE_CPUS), LocalIO(host))
-    tick_s = phys.dvfs.period_s / 2
+    emu.state.temp_c = phys.dvfs.thresholds_c[0] - 0.5  # just under the first threshold: a busy node crosses it
+    period_s = phys.dvfs.period_s
+    tick_s = period_s / 2
     clock = {"now": 0.0}
-    seen: list[tuple[float, float]] = []
+    seen: list[tuple[float, float, float]] = []
 
     async def sleep_until(t_s: float) -> None:  # the emulator's clock is always already there
         clock["now"] = t_s
@@ -182,10 +187,9 @@ def test_emulator_steps_a_shared_instant_after_that_ticks_reports(tmp_path: Path
         for n in range(1, 7):
             t_s = n * tick_s
             await asyncio.sleep(0.01)  # the workers' reports come back after the emulator woke
-            emu.add_serving(0.2, None, t_s)
-            if n % 2 == 0:  # a governor instant
-                assert await emu.stepped_to(t_s, timeout_s=5.0)
-                seen.append((t_s, emu.state.t_s))
+            emu.add_serving(tick_s, None, t_s)  # busy throughout
+            assert await emu.stepped_to(t_s, timeout_s=5.0)
+            seen.append((t_s, emu.state.t_s, emu.state.temp_c))
 
     async def main() -> None:
         task = asyncio.create_task(emu.run(RunClock(lambda: clock["now"], sleep_until, tick_s)))
@@ -195,8 +199,16 @@ def test_emulator_steps_a_shared_instant_after_that_ticks_reports(tmp_path: Path
             await task
 
     asyncio.run(main())
-    assert [r.serving_s for r in emu.records[:3]] == pytest.approx([0.4, 0.4, 0.4])
-    assert all(t == pytest.approx(stepped) for t, stepped in seen) and len(seen) == 3
+    assert [r.time_s for r in emu.records[:6]] == pytest.approx([n * tick_s for n in range(1, 7)])
+    assert [r.serving_s for r in emu.records[:6]] == pytest.approx([tick_s] * 6)  # each step its own tick's
+    assert all(t == pytest.approx(stepped) for t, stepped, _ in seen) and len(seen) == 6
+    temps = [temp for _, _, temp in seen]
+    assert all(abs(b - a) > 1e-6 for a, b in itertools.pairwise(temps))  # a fresh reading every tick
+    assert temps[1] > temps[0]  # heating until the governor steps down at its instant
+    freqs = [r.freq_mhz for r in emu.records[:6]]
+    for k in range(0, 6, 2):  # a tick between governor instants keeps the step the last instant chose
+        assert freqs[k] == (freqs[k - 1] if k else phys.dvfs.freqs_mhz[0])
+    assert min(freqs) < phys.dvfs.freqs_mhz[0]  # and the node did throttle, at a governor instant
 
 
 def test_an_emulator_waiting_for_reports_stops_when_cancelled(tmp_path: Path) -> None:
