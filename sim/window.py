@@ -71,8 +71,8 @@ def _numpy_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) -> 
         status=np.full(n, UNFINISHED, dtype=np.uint8),
         fs=fs,
         ist=np.zeros((kernels.IST_ROWS, k_n), dtype=np.int64),
-        iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
-        fout=kernels.float_log(s.n_ticks, k_n, s.has_physics),
+        iout=np.zeros((s.n_ticks + 1, k_n, kernels.READ_INTS), dtype=np.int64),  # + 1: the latest (publish)
+        fout=kernels.float_log(s.n_ticks + 1, k_n, s.has_physics),
     )
 
 
@@ -97,8 +97,8 @@ def _python_state(s: SimSetup, arrivals_s: np.ndarray, quantiles: np.ndarray) ->
         fs=[list(s.initial_factor) if r == kernels.FACTOR else [0.0] * k_n for r in range(kernels.FS_ROWS)],
         ist=[[0] * k_n for _ in range(kernels.IST_ROWS)],
         # the read-out log stays numpy (compact for long runs; written a few times per tick)
-        iout=np.zeros((s.n_ticks, k_n, kernels.READ_INTS), dtype=np.int64),
-        fout=kernels.float_log(s.n_ticks, k_n, s.has_physics),
+        iout=np.zeros((s.n_ticks + 1, k_n, kernels.READ_INTS), dtype=np.int64),  # + 1: the latest (publish)
+        fout=kernels.float_log(s.n_ticks + 1, k_n, s.has_physics),
     )
 
 
@@ -127,13 +127,12 @@ class FastPipeline:
         self.setup = s
         self.st, kernel, self.is_numpy = _prepare(s, arrivals_s, quantiles, compiled)
         self.kernel = kernels.bind(kernel, (0.0, 0, self.st)) if self.is_numpy else kernel
-        self.row = 0  # the read-out row of the last tick (row 0: the deployment)
         self.period_s = s.period_s
         self.heat = Heat.of(s, self.is_numpy, self.st.fout[:, :, kernels.READ_FLOATS :])  # stepped in settle
         self.heat_kernel: kernels.Kernel = (
             None if self.heat is None else _heat_kernel(self.st, self.heat, self.is_numpy)
         )
-        self.int_log, self.float_log = self.st.iout, self.st.fout
+        self.latest_i, self.latest_f = self.st.iout[-1], self.st.fout[-1]  # views: the latest read-out
         self._services = (self.st.start, self.st.svc, self.st.ist[kernels.STARTED])  # views: they stay current
         self.factor = self.st.fs[kernels.FACTOR]
         self.next_instant_s = 0.0
@@ -147,8 +146,6 @@ class FastPipeline:
     def settle(self, time_s: float, row: int) -> None:
         """Every service starting before ``time_s``, at a tick (``row >= 0``) the read-out into log row
         ``row``, and with physics the nodes' step at ``time_s`` (``sim.physics.Heat.at``), in one kernel call."""
-        if row >= 0:
-            self.row = row
         if self.heat is None:
             self.kernel(time_s, row, self.st)
         else:
@@ -156,8 +153,8 @@ class FastPipeline:
             heat.n_changed, heat.next_s = self.heat_kernel(time_s, row, self.st, heat.nd, self.period_s)
 
     def read(self, time_s: float) -> ReadOut:
-        """The read-out :meth:`settle` made at this tick."""
-        return self.int_log[self.row].tolist(), self.float_log[self.row].tolist()
+        """The read-out :meth:`settle` made at this tick (``kernels.publish`` copied it to the latest row)."""
+        return self.latest_i.tolist(), self.latest_f.tolist()
 
     def readouts(self, ticks: int) -> tuple[np.ndarray, np.ndarray]:
         """The first ``ticks`` read-outs (row 0: the deployment's zeros): ``[ticks, stage, field]`` arrays."""

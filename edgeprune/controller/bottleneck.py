@@ -82,7 +82,10 @@ class BottleneckPolicy:
         levels = self._hysteresis(wanted, relaxed, observation.time_s)
         if floored:
             self._apply_floor(levels, budgets)
-        return self._answered(levels)
+        out = tuple(levels)  # _answered, inline: this runs every simulated period
+        if out != self._answer:
+            self._answer = out
+        return self._answer
 
     def _answered(self, levels: list[int]) -> Levels:
         """``levels`` as the answer: the previous tuple itself while they hold (a backend validates a tuple
