@@ -60,7 +60,8 @@ class BottleneckPolicy:
         self._factor = self._factors.factor
         self._rates = RateEstimator(params.rate_alpha_fast, params.rate_alpha_slow, params.rate_z)
         self._levels = [0] * n
-        self._answer: Levels = (0,) * n  # the last answer: returned again while the levels hold
+        self._held: Levels = (0,) * n  # tuple(self._levels), the very object returned while they hold
+        self._answer: Levels = self._held  # a subclass's last answer (:meth:`_answered`)
         self._relax_since: list[float | None] = [None] * n
         self._relax_to = [0] * n
         self._acc = AccuracyTable(curves)
@@ -71,7 +72,7 @@ class BottleneckPolicy:
     def decide(self, observation: Observation) -> Levels:
         """Levels for the next period (see the module docstring)."""
         if observation.period_s <= 0:
-            return self._answered(self._levels)
+            return self._held  # the deployment: level 0 everywhere
         self._factors.update(observation)
         rate_hz = self._rates.update(observation)
         budgets, wanted, relaxed = self._fit(rate_hz, observation)
@@ -79,17 +80,17 @@ class BottleneckPolicy:
         if floored:
             self._apply_floor(wanted, budgets)
             self._apply_floor(relaxed, budgets)
-        levels = self._hysteresis(wanted, relaxed, observation.time_s)
+        changed = self._hysteresis(wanted, relaxed, observation.time_s)
         if floored:
-            self._apply_floor(levels, budgets)
-        out = tuple(levels)  # _answered, inline: this runs every simulated period
-        if out != self._answer:
-            self._answer = out
-        return self._answer
+            self._apply_floor(self._levels, budgets)
+            changed = True  # maybe: a new tuple, validated again
+        if changed:  # else the very tuple returned last period (a backend validates a tuple it has seen once)
+            self._held = tuple(self._levels)
+        return self._held
 
     def _answered(self, levels: list[int]) -> Levels:
         """``levels`` as the answer: the previous tuple itself while they hold (a backend validates a tuple
-        it has seen once only), else a new one."""
+        it has seen once only), else a new one (for subclasses that change levels after :meth:`_hysteresis`)."""
         out = tuple(levels)
         if out != self._answer:
             self._answer = out
@@ -153,8 +154,8 @@ class BottleneckPolicy:
                     best_k, best_cost = k, cost
             levels[best_k] -= 1
 
-    def _hysteresis(self, wanted: list[int], relaxed: list[int], now_s: float) -> list[int]:
-        """Update and return the current levels (``self._levels``) from this period's wanted levels.
+    def _hysteresis(self, wanted: list[int], relaxed: list[int], now_s: float) -> bool:
+        """Update the current levels (``self._levels``) from this period's wanted levels; whether any changed.
 
         One call for all stages (not one per stage): the simulator runs this every simulated period.
         """
@@ -162,11 +163,14 @@ class BottleneckPolicy:
         since_s = self._relax_since
         relax_to = self._relax_to
         cooldown_s = self.p.cooldown_s
+        changed = False
         for k, current in enumerate(levels):
             w = wanted[k]
             if w >= current:  # prune (or hold): at once
                 since_s[k] = None
-                levels[k] = w
+                if w != current:
+                    levels[k] = w
+                    changed = True
             elif relaxed[k] >= current:  # a lower level fits, but not with margin: hold
                 since_s[k] = None
             elif since_s[k] is None:  # start the cool-down
@@ -177,7 +181,8 @@ class BottleneckPolicy:
                 if now_s - since_s[k] >= cooldown_s:  # type: ignore[operator]
                     since_s[k] = None
                     levels[k] = relax_to[k]
-        return levels
+                    changed = True
+        return changed
 
 
 def _make(params: BottleneckParams, curves: PipelineCurves) -> BottleneckPolicy:
