@@ -3,6 +3,7 @@
     python bench/bench_sim.py                 # 100k and 1M requests, plus a naive SimPy baseline
     python bench/bench_sim.py --sizes 100000  # just one size
     python bench/bench_sim.py --against TREE --sizes 100000  # this engine vs another checkout's, side by side
+    python bench/bench_sim.py --against TREE --sizes 100000 --instructions  # the same, counted by valgrind
 
 Each size runs twice: without device physics and with every node under the ``rpi4b`` preset in a hot
 enclosure (the governor deciding every second, 4 nodes integrated at every tick); the ratio of the warm
@@ -31,7 +32,9 @@ import inspect
 import json
 import math
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,47 +113,61 @@ class Hold:
         return self.levels
 
 
+def _scenario(tmp: Path, n: int, physics: bool) -> Any:
+    """The bench scenario for ``n`` requests, written into ``tmp`` and loaded by the running tree."""
+    from edgeprune.profile import load_profile
+    from edgeprune.scenario import load_scenario
+
+    profile, device = _profile_path(tmp)
+    prof = load_profile(profile)
+    bottleneck_s = max(prof.device(device).mean_s(k, 0) for k in range(prof.n_stages))
+    rate_hz = 0.85 / bottleneck_s
+    horizon_s = n / rate_hz
+    devices = "".join(
+        f'[[device]]\nname = "n{k}"\nprofile_device = "{device}"\n' + (PHYSICS if physics else "") for k in range(4)
+    )
+    text = SCENARIO.format(
+        n=n,
+        profile=profile,
+        devices=devices,
+        node="n",
+        rate_hz=rate_hz,
+        slow_start_s=0.3 * horizon_s,
+        slow_end_s=0.5 * horizon_s,
+    )
+    (tmp / "bench.toml").write_text(text)
+    return load_scenario(tmp / "bench.toml")
+
+
+def _engine_inputs(sc: Any, hold: bool) -> tuple[Any, Any, Any]:
+    """The running tree's compiled setup, a policy factory and the streams for the bench scenario ``sc``."""
+    from edgeprune.controller import make_policy
+    from sim import compile_setup, curves_for, draw_streams
+
+    spec = sc.policies[0]
+    streams = draw_streams(sc)
+    third = list(inspect.signature(compile_setup).parameters)[2]  # earlier trees took the arrivals
+    old_api: Any = streams.arrivals_s  # what an earlier tree's compile_setup took (typed for this tree's)
+    setup = compile_setup(sc, spec, old_api if third == "arrivals_s" else streams)
+
+    def policy() -> Any:
+        return Hold(4) if hold else make_policy(spec, curves_for(sc))
+
+    return setup, policy, streams
+
+
 def one_size(n: int, physics: bool = False, engine_only: bool = False, hold: bool = False) -> dict[str, float]:
     """Run one size in this process and return its figures (``physics``: every node with the ``rpi4b``
     preset in a 45 C enclosure, governor deciding every second; ``engine_only``: the engine's figures only,
     which any earlier tree's ``sim`` can give — see ``--against``; ``hold``: under :class:`Hold` instead of
     ``bottleneck``)."""
     from edgeprune.controller import make_policy
-    from edgeprune.scenario import load_scenario
-    from sim import compile_setup, curves_for, draw_streams, run_policy, simulate
+    from sim import curves_for, run_policy, simulate
 
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        profile, device = _profile_path(tmp)
-        from edgeprune.profile import load_profile
-
-        prof = load_profile(profile)
-        bottleneck_s = max(prof.device(device).mean_s(k, 0) for k in range(prof.n_stages))
-        rate_hz = 0.85 / bottleneck_s
-        horizon_s = n / rate_hz
-        devices = "".join(
-            f'[[device]]\nname = "n{k}"\nprofile_device = "{device}"\n' + (PHYSICS if physics else "") for k in range(4)
-        )
-        text = SCENARIO.format(
-            n=n,
-            profile=profile,
-            devices=devices,
-            node="n",
-            rate_hz=rate_hz,
-            slow_start_s=0.3 * horizon_s,
-            slow_end_s=0.5 * horizon_s,
-        )
-        (tmp / "bench.toml").write_text(text)
-        sc = load_scenario(tmp / "bench.toml")
+        sc = _scenario(Path(d), n, physics)
         spec = sc.policies[0]
-        streams = draw_streams(sc)
-        third = list(inspect.signature(compile_setup).parameters)[2]  # earlier trees took the arrivals
-        old_api: Any = streams.arrivals_s  # what an earlier tree's compile_setup took (typed for this tree's)
-        setup = compile_setup(sc, spec, old_api if third == "arrivals_s" else streams)
-
-        def policy() -> Any:
-            return Hold(4) if hold else make_policy(spec, curves_for(sc))
-
+        setup, policy, streams = _engine_inputs(sc, hold)
         t0 = time.perf_counter()
         out = simulate(setup, policy(), streams.arrivals_s, streams.quantiles)
         engine_s = time.perf_counter() - t0  # cold: the first run in this process loads numba's code
@@ -187,6 +204,47 @@ def one_size(n: int, physics: bool = False, engine_only: bool = False, hold: boo
         "slo_attainment": float(result.summary["slo_attainment"] or 0.0),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def engine_runs(n: int, runs: int, hold: bool) -> None:
+    """Run the engine ``runs`` times on the bench scenario and print nothing (what ``--instructions`` counts)."""
+    from sim import simulate
+
+    with tempfile.TemporaryDirectory() as d:
+        setup, policy, streams = _engine_inputs(_scenario(Path(d), n, False), hold)
+        for _ in range(runs):
+            simulate(setup, policy(), streams.arrivals_s, streams.quantiles)
+
+
+def _instructions(n: int, tree: Path, runs: int, *flags: str) -> int:
+    """Instructions the CPU executes for ``--runs`` engine runs in a fresh ``tree`` process (valgrind's
+    callgrind: a count, the same on a busy VM as on a quiet one, unlike a time)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__]
+    cmd += ["--runs", str(runs), "--one", str(n), *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree, env=env)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {proc.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def instructions(base: Path, n: int) -> int:
+    """Instructions per warm engine run of this tree and of ``base``: the count for 3 runs in one process
+    minus the count for 1, halved (the import, the set-up and numba's first load cancel out).  Needs
+    valgrind (``apt-get install valgrind``); eight valgrind processes, ~16 min in all at 100k requests on
+    the 2-core VM (a few minutes at ``--sizes 20000``, still the compiled path)."""
+    if shutil.which("valgrind") is None:
+        print("--instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    print(f"this tree: {ROOT}\nbaseline:  {base}\ninstructions per warm engine run, {n:,} requests (callgrind):")
+    for label, flags in (("bottleneck", ()), ("hold", ("--hold",))):
+        per_run = {}
+        for tree in (base, ROOT):
+            per_run[tree] = (_instructions(n, tree, 3, *flags) - _instructions(n, tree, 1, *flags)) / 2
+        this, other = per_run[ROOT], per_run[base]
+        print(f"{label:<10} this {this / 1e6:,.1f} M vs base {other / 1e6:,.1f} M = {this / other:.3f}x")
+    return 0
 
 
 def naive(n: int) -> float:
@@ -263,6 +321,12 @@ def main() -> int:
     ap.add_argument("--physics", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--runs", type=int, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="with --against: count the instructions per engine run of each tree (valgrind) instead of timing",
+    )
     ap.add_argument("--rounds", type=int, default=7, help="alternated rounds per policy with --against")
     ap.add_argument(
         "--against",
@@ -272,9 +336,14 @@ def main() -> int:
         "scenario, alternating with this one, and print the ratio",
     )
     args = ap.parse_args()
+    if args.one and args.runs:
+        engine_runs(args.one, args.runs, args.hold)
+        return 0
     if args.one:
         print(json.dumps(one_size(args.one, args.physics, args.engine_only, args.hold)))
         return 0
+    if args.against is not None and args.instructions:
+        return instructions(args.against.resolve(), int(args.sizes.split(",")[0]))
     if args.against is not None:
         return against(args.against.resolve(), [int(s) for s in args.sizes.split(",")], args.rounds)
     naive_rate = naive(20_000)
